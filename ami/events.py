@@ -1,0 +1,293 @@
+"""Typed domain events made from AMI messages through one explicit name-to-parser table.
+
+Only the events named in ``EVENT_PARSERS`` are ever parsed; ``WANTED_EVENTS`` is what the codec
+keeps. Every event carries ``at``: the ``Timestamp`` Asterisk adds when ``timestampevents`` is on,
+or the time the shell received it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+log = logging.getLogger(__name__)
+
+
+class AmiEventError(ValueError):
+    """A wanted event lacks a header it must have, or has one that does not parse."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    at: datetime
+    uniqueid: str
+    linkedid: str
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCreated(ChannelEvent):
+    caller_number: str
+    caller_name: str
+    context: str
+    exten: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelHungUp(ChannelEvent):
+    cause: int
+    cause_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerJoinedQueue(ChannelEvent):
+    queue: str
+    caller_number: str
+    caller_name: str
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallerLeftQueue(ChannelEvent):
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAbandoned(ChannelEvent):
+    queue: str
+    hold_seconds: int
+    position: int
+    original_position: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEvent(ChannelEvent):
+    queue: str
+    interface: str
+    member_name: str
+    agent_channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCalled(AgentEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRingNoAnswer(AgentEvent):
+    ring_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConnected(AgentEvent):
+    hold_seconds: int
+    ring_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCompleted(AgentEvent):
+    hold_seconds: int
+    talk_seconds: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialAnswered(ChannelEvent):
+    """A caller's own Dial (not Queue) was answered: the preferred-agent step of the dialplan."""
+
+    agent_channel: str
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class PbxBooted:
+    """Asterisk finished booting (or we logged in to a running one): channel state starts over."""
+
+    at: datetime
+
+
+DomainEvent = (
+    ChannelCreated
+    | ChannelHungUp
+    | CallerJoinedQueue
+    | CallerLeftQueue
+    | CallerAbandoned
+    | AgentCalled
+    | AgentRingNoAnswer
+    | AgentConnected
+    | AgentCompleted
+    | DialAnswered
+    | PbxBooted
+)
+
+
+def _text(message: Mapping[str, str], name: str) -> str:
+    try:
+        return message[name]
+    except KeyError:
+        raise AmiEventError(f"{message.get('Event', '?')} without {name}") from None
+
+
+def _number(message: Mapping[str, str], name: str, default: int | None = None) -> int:
+    raw = message.get(name)
+    if raw is None or raw == "":
+        if default is not None:
+            return default
+        raise AmiEventError(f"{message.get('Event', '?')} without {name}")
+    try:
+        return int(raw)
+    except ValueError:
+        raise AmiEventError(f"{message.get('Event', '?')} has {name}={raw!r}") from None
+
+
+def _caller_id(value: str | None) -> str:
+    return "" if value in (None, "<unknown>") else value
+
+
+def interface_of(channel: str) -> str:
+    """``PJSIP/agent1-0000002a`` is a channel of the device ``PJSIP/agent1``."""
+    head, sep, tail = channel.rpartition("-")
+    if sep and head and len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail):
+        return head
+    return channel
+
+
+def _channel(message: Mapping[str, str], at: datetime) -> dict[str, object]:
+    return {
+        "at": at,
+        "uniqueid": _text(message, "Uniqueid"),
+        "linkedid": message.get("Linkedid") or _text(message, "Uniqueid"),
+        "channel": _text(message, "Channel"),
+    }
+
+
+def _agent(message: Mapping[str, str], at: datetime) -> dict[str, object]:
+    return _channel(message, at) | {
+        "queue": _text(message, "Queue"),
+        "interface": _text(message, "Interface"),
+        "member_name": message.get("MemberName", ""),
+        "agent_channel": message.get("DestChannel", ""),
+    }
+
+
+def _newchannel(m: Mapping[str, str], at: datetime) -> ChannelCreated:
+    return ChannelCreated(
+        **_channel(m, at),
+        caller_number=_caller_id(m.get("CallerIDNum")),
+        caller_name=_caller_id(m.get("CallerIDName")),
+        context=m.get("Context", ""),
+        exten=m.get("Exten", ""),
+    )
+
+
+def _hangup(m: Mapping[str, str], at: datetime) -> ChannelHungUp:
+    return ChannelHungUp(
+        **_channel(m, at), cause=_number(m, "Cause", default=0), cause_text=m.get("Cause-txt", "")
+    )
+
+
+def _caller_join(m: Mapping[str, str], at: datetime) -> CallerJoinedQueue:
+    return CallerJoinedQueue(
+        **_channel(m, at),
+        queue=_text(m, "Queue"),
+        caller_number=_caller_id(m.get("CallerIDNum")),
+        caller_name=_caller_id(m.get("CallerIDName")),
+        position=_number(m, "Position", default=0),
+    )
+
+
+def _caller_leave(m: Mapping[str, str], at: datetime) -> CallerLeftQueue:
+    return CallerLeftQueue(**_channel(m, at), queue=_text(m, "Queue"))
+
+
+def _caller_abandon(m: Mapping[str, str], at: datetime) -> CallerAbandoned:
+    return CallerAbandoned(
+        **_channel(m, at),
+        queue=_text(m, "Queue"),
+        hold_seconds=_number(m, "HoldTime", default=0),
+        position=_number(m, "Position", default=0),
+        original_position=_number(m, "OriginalPosition", default=0),
+    )
+
+
+def _agent_called(m: Mapping[str, str], at: datetime) -> AgentCalled:
+    return AgentCalled(**_agent(m, at))
+
+
+def _agent_ring_no_answer(m: Mapping[str, str], at: datetime) -> AgentRingNoAnswer:
+    ring_milliseconds = _number(m, "RingTime", default=0)  # milliseconds here, unlike Connect
+    return AgentRingNoAnswer(**_agent(m, at), ring_seconds=ring_milliseconds // 1000)
+
+
+def _agent_connect(m: Mapping[str, str], at: datetime) -> AgentConnected:
+    return AgentConnected(
+        **_agent(m, at),
+        hold_seconds=_number(m, "HoldTime", default=0),
+        ring_seconds=_number(m, "RingTime", default=0),
+    )
+
+
+def _agent_complete(m: Mapping[str, str], at: datetime) -> AgentCompleted:
+    return AgentCompleted(
+        **_agent(m, at),
+        hold_seconds=_number(m, "HoldTime", default=0),
+        talk_seconds=_number(m, "TalkTime", default=0),
+        reason=m.get("Reason", ""),
+    )
+
+
+def _dial_end(m: Mapping[str, str], at: datetime) -> DialAnswered | None:
+    if m.get("DialStatus") != "ANSWER" or not m.get("DestChannel"):
+        return None
+    return DialAnswered(
+        **_channel(m, at),
+        agent_channel=m["DestChannel"],
+        interface=interface_of(m["DestChannel"]),
+    )
+
+
+def _fully_booted(m: Mapping[str, str], at: datetime) -> PbxBooted:
+    return PbxBooted(at=at)
+
+
+EventParser = Callable[[Mapping[str, str], datetime], DomainEvent | None]
+
+EVENT_PARSERS: dict[str, EventParser] = {
+    "Newchannel": _newchannel,
+    "Hangup": _hangup,
+    "QueueCallerJoin": _caller_join,
+    "QueueCallerLeave": _caller_leave,
+    "QueueCallerAbandon": _caller_abandon,
+    "AgentCalled": _agent_called,
+    "AgentRingNoAnswer": _agent_ring_no_answer,
+    "AgentConnect": _agent_connect,
+    "AgentComplete": _agent_complete,
+    "DialEnd": _dial_end,
+    "FullyBooted": _fully_booted,
+}
+
+WANTED_EVENTS = frozenset(EVENT_PARSERS)
+
+
+def event_time(message: Mapping[str, str], received_at: datetime) -> datetime:
+    """Asterisk's own ``Timestamp`` (epoch seconds) when present, else when we received it."""
+    stamp = message.get("Timestamp")
+    if stamp:
+        try:
+            return datetime.fromtimestamp(float(stamp), tz=UTC)
+        except (ValueError, OverflowError):
+            log.warning("unreadable AMI Timestamp %r", stamp)
+    return received_at
+
+
+def parse_event(message: Mapping[str, str], received_at: datetime) -> DomainEvent | None:
+    """The domain event for ``message``, or ``None`` when it is not one we use.
+
+    Raises ``AmiEventError`` for a wanted event that is malformed; the shell logs and counts it.
+    """
+    parser = EVENT_PARSERS.get(message.get("Event", ""))
+    if parser is None:
+        return None
+    return parser(message, event_time(message, received_at))

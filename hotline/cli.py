@@ -1,0 +1,114 @@
+"""``hotline``: the command line. Each sub-command loads the settings once and hands them on."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hotline.config import ConfigError, Settings, load_settings
+
+EXIT_CONFIG_ERROR = 2
+
+
+def _positive_speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("speed cannot be negative")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hotline",
+        description="hotline-bridge: the service beside Asterisk for a citizen hotline.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML settings file (default: $HOTLINE_CONFIG); HOTLINE_* variables override it",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run the bridge: AMI client, FastAGI server and web in one process",
+        description=(
+            "Run the bridge until SIGINT/SIGTERM. FastAGI and web start first; AMI is retried "
+            "with back-off while the PBX is away. Without HOTLINE_AMI_SECRET no PBX is "
+            "configured and a recorded real session is replayed instead."
+        ),
+    )
+    run.add_argument(
+        "--replay",
+        metavar="PATH",
+        type=Path,
+        help="feed this AMI wire transcript instead of connecting to a PBX",
+    )
+    run.add_argument(
+        "--speed",
+        type=_positive_speed,
+        default=1.0,
+        help="replay speed: 1 is real time, 0 as fast as possible (default 1)",
+    )
+
+    db = commands.add_parser("db", help="database schema", description="Database schema.")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = db_commands.add_parser(
+        "upgrade", help="apply migrations", description="Apply the Alembic migrations."
+    )
+    upgrade.add_argument("--revision", default="head", help="target revision (default head)")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.service import serve
+
+    if args.replay is not None and not args.replay.is_file():
+        print(f"hotline: no transcript at {args.replay}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    try:
+        asyncio.run(serve(settings, replay_path=args.replay, replay_speed=args.speed))
+    except OSError as error:
+        logging.getLogger("hotline").error("cannot start: %s", error)
+        return 1
+    return 0
+
+
+def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.storage import upgrade_database_sync
+
+    upgrade_database_sync(settings.database_url, args.revision)
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        print(f"hotline: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    _configure_logging(settings.log_level)
+    if args.command == "run":
+        return _run(settings, args)
+    return _db_upgrade(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Configuration, layered once: defaults, then an optional TOML file, then ``HOTLINE_*`` variables.
+
+The result is validated at start; a bad value becomes a ``ConfigError`` whose message is one line
+naming the setting the operator has to fix. Secrets are ``SecretStr`` so they never reach a log.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+ENV_PREFIX = "HOTLINE_"
+CONFIG_FILE_VARIABLE = "HOTLINE_CONFIG"
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+_SUPPORTED_DRIVERS = frozenset(_ASYNC_DRIVERS.values())
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message is one line meant for the operator."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the bridge. Field ``x`` is read from ``HOTLINE_X`` or key ``x`` in TOML."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    database_url: str = "sqlite+aiosqlite:///./var/hotline.db"
+    redis_url: str = ""
+    ami_host: str = "127.0.0.1"
+    ami_port: int = Field(5038, ge=1, le=65535)
+    ami_username: str = "hotline"
+    ami_secret: SecretStr = SecretStr("")
+    ami_action_timeout: float = Field(5.0, gt=0, le=120)
+    ami_max_backoff: float = Field(30.0, ge=0.5, le=600)
+    agi_host: str = "127.0.0.1"
+    agi_port: int = Field(4573, ge=1, le=65535)
+    agi_read_timeout: float = Field(5.0, gt=0, le=60)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(8080, ge=0, le=65535)
+    recordings_dir: Path = Path("./var/recordings")
+    timezone: str = "Asia/Shanghai"
+    default_queue: str = Field("hotline", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    inbound_contexts: tuple[str, ...] = ("from-citizens",)
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as error:
+            raise ValueError(f"not a database URL ({error})") from None
+        driver = _ASYNC_DRIVERS.get(url.drivername, url.drivername)
+        if driver not in _SUPPORTED_DRIVERS:
+            raise ValueError(
+                f"unsupported database driver {url.drivername!r}; "
+                "use sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        return url.set(drivername=driver).render_as_string(hide_password=False)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix:// (or be empty)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file values, which arrive as init arguments.
+        return (env_settings, init_settings)
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    def __repr_args__(self) -> list[tuple[str | None, Any]]:
+        return list(self.redacted().items())
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict fit for a log line: secrets and passwords masked."""
+        shown = self.model_dump(mode="json")
+        shown["ami_secret"] = "***" if self.ami_secret.get_secret_value() else ""
+        shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
+        if self.redis_url:
+            shown["redis_url"] = make_url(self.redis_url).render_as_string(hide_password=True)
+        return shown
+
+
+def _flatten_toml(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``[ami] host = ...`` and ``ami_host = ...`` both become ``ami_host``."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}".replace("-", "_").lower()
+        if isinstance(value, Mapping):
+            flat.update(_flatten_toml(value, prefix=f"{name}_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return _flatten_toml(tomllib.load(handle))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
+
+
+def _describe(error: ValidationError, file_values: Mapping[str, Any], source: Path | None) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    env_name = f"{ENV_PREFIX}{field.upper()}"
+    if first["type"] == "extra_forbidden":
+        where = f"config file {source}" if source else "settings"
+        return f"unknown setting {field!r} in {where}"
+    if env_name in os.environ:
+        origin = env_name
+    elif field in file_values and source is not None:
+        origin = f"{field} in {source}"
+    else:
+        origin = env_name
+    message = first["msg"].removeprefix("Value error, ")
+    if "secret" in field:
+        return f"invalid {origin}: {message}"
+    return f"invalid {origin}={first.get('input')!r}: {message}"
+
+
+def load_settings(config_path: str | Path | None = None) -> Settings:
+    """Build the validated settings; raises ``ConfigError`` with a one-line reason."""
+    if config_path is None and os.environ.get(CONFIG_FILE_VARIABLE):
+        config_path = os.environ[CONFIG_FILE_VARIABLE]
+    source = Path(config_path) if config_path else None
+    file_values = _read_config_file(source) if source else {}
+    file_values.pop("config", None)
+    try:
+        return Settings(**file_values)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, file_values, source)) from None

@@ -1,0 +1,41 @@
+"""Alembic environment: runs migrations over the bridge's async engine (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import queue_stats.journal  # noqa: F401  (registers table "calls")
+from hotline.storage import Base
+
+target_metadata = Base.metadata
+
+
+def _migrate(connection: Connection) -> None:
+    is_sqlite = connection.dialect.name == "sqlite"
+    context.configure(
+        connection=connection, target_metadata=target_metadata, render_as_batch=is_sqlite
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_online() -> None:
+    engine = create_async_engine(context.config.get_main_option("sqlalchemy.url"))
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_migrate)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=context.config.get_main_option("sqlalchemy.url"), literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(_run_online())

@@ -1,0 +1,221 @@
+"""The one place that builds real clients and wires the features into a running bridge.
+
+Start order matters for callers: the FastAGI server listens first (so the dialplan gets answers
+even while the PBX's AMI is still down), then the web app, then AMI, which retries in the
+background forever instead of stopping anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agi.routing import route_handler
+from agi.server import FastAgiServer
+from ami.client import AmiClient
+from ami.events import WANTED_EVENTS
+from ami.replay import ReplayClock, replay
+from hotline.bus import Bus, create_bus
+from hotline.config import Settings
+from hotline.storage import create_engine, session_factory, upgrade_database
+from ivr_bypass.decision import (
+    IncomingCall,
+    RoutingDecision,
+    RoutingRules,
+    decide,
+    fallback_decision,
+)
+from queue_stats.calls import CallTracker
+from queue_stats.journal import CallJournal
+from queue_stats.service import CallJournalService, utc_now
+from web.app import create_app
+
+log = logging.getLogger(__name__)
+
+DEMO_SESSION = Path(__file__).with_name("data") / "demo-session.ami"
+ROUTING_BUDGET_SECONDS = 0.05
+
+
+def keep_event(name: str) -> bool:
+    return name in WANTED_EVENTS
+
+
+@dataclass
+class Bridge:
+    """Everything one ``hotline run`` process holds; built by ``build_bridge``."""
+
+    settings: Settings
+    engine: AsyncEngine
+    bus: Bus
+    calls: CallJournalService
+    agi: FastAgiServer
+    ami: AmiClient | None
+    replay_path: Path | None
+    replay_clock: ReplayClock | None
+    replay_speed: float
+    routing_counters: Counter[str] = field(default_factory=Counter)
+    replay_done: asyncio.Event = field(default_factory=asyncio.Event)
+    started_at: float = field(default_factory=time.time)
+
+    async def health(self) -> dict[str, Any]:
+        if self.ami is not None:
+            ami: dict[str, Any] = {
+                "up": self.ami.connected,
+                "since": self.ami.state_since,
+                "reconnects": self.ami.reconnects,
+            }
+            if not self.ami.connected:
+                ami["problem"] = self.ami.last_problem
+        else:
+            ami = {"up": True, "mode": "replay", "source": str(self.replay_path)}
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            database: dict[str, Any] = {"up": True}
+        except Exception as error:  # reported to the probe, not raised
+            database = {"up": False, "problem": type(error).__name__}
+        return {
+            "ami": ami,
+            "database": database,
+            "bus": {"up": await self.bus.ping()},
+            "agi": {"up": True, "port": self.agi.port, **self.agi.counters},
+            "journal": {"pending_writes": self.calls.pending_writes, **self.calls.counters},
+            "routing": dict(self.routing_counters),
+        }
+
+
+def build_bridge(
+    settings: Settings, *, replay_path: Path | None = None, replay_speed: float = 1.0
+) -> Bridge:
+    """Wire the real adapters. Nothing connects here; ``run_bridge`` starts them in order."""
+    if replay_path is None and not settings.ami_secret.get_secret_value():
+        replay_path = DEMO_SESSION
+    engine = create_engine(settings.database_url)
+    bus = create_bus(settings.redis_url)
+    tracker = CallTracker(frozenset(settings.inbound_contexts))
+    replay_clock = ReplayClock() if replay_path is not None else None
+    calls = CallJournalService(
+        tracker,
+        CallJournal(session_factory(engine)),
+        bus,
+        clock=replay_clock.current if replay_clock is not None else utc_now,
+    )
+    rules = RoutingRules(default_queue=settings.default_queue)
+    routing_counters: Counter[str] = Counter()
+
+    async def decide_route(call: IncomingCall) -> RoutingDecision:
+        return decide(call, rules)
+
+    agi = FastAgiServer(
+        {
+            "route": route_handler(
+                decide_route,
+                fallback_decision(rules),
+                budget_seconds=ROUTING_BUDGET_SECONDS,
+                on_routed=calls.on_routed,
+                counters=routing_counters,
+            )
+        },
+        host=settings.agi_host,
+        port=settings.agi_port,
+        read_timeout=settings.agi_read_timeout,
+    )
+    ami = None
+    if replay_path is None:
+        ami = AmiClient(
+            host=settings.ami_host,
+            port=settings.ami_port,
+            username=settings.ami_username,
+            secret=settings.ami_secret.get_secret_value(),
+            sink=calls.on_ami_message,
+            keep_event=keep_event,
+            action_timeout=settings.ami_action_timeout,
+            max_backoff=settings.ami_max_backoff,
+        )
+    return Bridge(
+        settings=settings,
+        engine=engine,
+        bus=bus,
+        calls=calls,
+        agi=agi,
+        ami=ami,
+        replay_path=replay_path,
+        replay_clock=replay_clock,
+        replay_speed=replay_speed,
+        routing_counters=routing_counters,
+    )
+
+
+async def _replay_session(bridge: Bridge) -> None:
+    if bridge.replay_path is None or bridge.replay_clock is None:
+        raise RuntimeError("replay scheduled without a transcript")
+    log.info("no PBX configured: replaying %s at %.1fx", bridge.replay_path, bridge.replay_speed)
+    count = await replay(
+        bridge.replay_path,
+        bridge.calls.on_ami_message,
+        bridge.replay_clock,
+        keep_event=keep_event,
+        speed=bridge.replay_speed,
+    )
+    await bridge.calls.drain(timeout=60)
+    log.info("replay finished: %d AMI messages, %s", count, dict(bridge.calls.counters))
+    bridge.replay_done.set()
+
+
+async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set, then shut down in reverse order, writing pending calls."""
+    settings = bridge.settings
+    log.info("starting with %s", settings.redacted())
+    await upgrade_database(settings.database_url)
+    tasks: list[asyncio.Task[Any]] = [
+        asyncio.create_task(bridge.calls.run_writer(), name="journal-writer")
+    ]
+    await bridge.agi.start()
+    runner = web.AppRunner(create_app(bridge.health), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.web_host, settings.web_port)
+    await site.start()
+    log.info("web listening on http://%s:%s", settings.web_host, settings.web_port)
+    if bridge.ami is not None:
+        await bridge.ami.start()
+    else:
+        tasks.append(asyncio.create_task(_replay_session(bridge), name="replay"))
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        if bridge.ami is not None:
+            await bridge.ami.close()
+        await bridge.agi.close()
+        await runner.cleanup()
+        if not await bridge.calls.drain(timeout=10):
+            log.error(
+                "%d finished calls could not be written before exit", bridge.calls.pending_writes
+            )
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await bridge.bus.close()
+        await bridge.engine.dispose()
+
+
+async def serve(settings: Settings, *, replay_path: Path | None, replay_speed: float) -> None:
+    """``hotline run``: the bridge until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    bridge = build_bridge(settings, replay_path=replay_path, replay_speed=replay_speed)
+    await run_bridge(bridge, stop)

@@ -1,0 +1,94 @@
+"""The call journal table and its store: one row per call, written once the call has ended.
+
+Writing is an upsert keyed by Asterisk's ``uniqueid`` so a replayed or re-delivered call never
+makes a second row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import DateTime, Integer, String, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hotline.storage import Base
+from queue_stats.calls import CallRecord
+
+
+class CallRow(Base):
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uniqueid: Mapped[str] = mapped_column(String(64), unique=True)
+    linkedid: Mapped[str] = mapped_column(String(64), index=True)
+    channel: Mapped[str] = mapped_column(String(128))
+    caller_number: Mapped[str] = mapped_column(String(64), index=True)
+    caller_name: Mapped[str] = mapped_column(String(128))
+    dialled_number: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str | None] = mapped_column(String(64), index=True)
+    agent_interface: Mapped[str | None] = mapped_column(String(128), index=True)
+    agent_name: Mapped[str | None] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    entered_queue_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    hold_seconds: Mapped[int | None] = mapped_column(Integer)
+    talk_seconds: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(32), index=True)
+    hangup_cause: Mapped[int | None] = mapped_column(Integer)
+    ticket: Mapped[str | None] = mapped_column(String(64), index=True)
+    routing_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+_COPIED_FIELDS = (
+    "linkedid",
+    "channel",
+    "caller_number",
+    "caller_name",
+    "dialled_number",
+    "queue",
+    "agent_interface",
+    "agent_name",
+    "started_at",
+    "entered_queue_at",
+    "answered_at",
+    "ended_at",
+    "hold_seconds",
+    "talk_seconds",
+    "hangup_cause",
+    "ticket",
+    "routing_reason",
+)
+
+
+class CallJournal:
+    """Writes finished calls and reads them back; the only code that touches table ``calls``."""
+
+    def __init__(self, sessions: async_sessionmaker) -> None:
+        self._sessions = sessions
+
+    async def record(self, call: CallRecord) -> None:
+        if call.outcome is None:
+            raise ValueError(f"call {call.uniqueid} has not ended")
+        values = {name: getattr(call, name) for name in _COPIED_FIELDS}
+        values["outcome"] = call.outcome.value
+        async with self._sessions.begin() as session:
+            row = await session.scalar(select(CallRow).where(CallRow.uniqueid == call.uniqueid))
+            if row is None:
+                session.add(CallRow(uniqueid=call.uniqueid, **values))
+            else:
+                for name, value in values.items():
+                    setattr(row, name, value)
+
+    async def recent(self, limit: int = 100) -> Sequence[CallRow]:
+        async with self._sessions() as session:
+            result = await session.scalars(
+                select(CallRow).order_by(CallRow.started_at.desc(), CallRow.id.desc()).limit(limit)
+            )
+            return result.all()
+
+    async def by_uniqueid(self, uniqueid: str) -> CallRow | None:
+        async with self._sessions() as session:
+            return await session.scalar(select(CallRow).where(CallRow.uniqueid == uniqueid))

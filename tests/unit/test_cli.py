@@ -1,0 +1,137 @@
+"""The ``hotline`` command as an operator runs it: a real process, real sockets, real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+
+def hotline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    env |= {
+        "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/hotline.db",
+        "HOTLINE_WEB_PORT": str(free_port()),
+        "HOTLINE_AGI_PORT": str(free_port()),
+        **extra,
+    }
+    return env
+
+
+def hotline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hotline.cli", *args],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["db", "upgrade", "--help"]])
+def test_help(args: list[str]) -> None:
+    result = hotline(*args)
+    assert result.returncode == 0
+    assert "usage: hotline" in result.stdout
+
+
+def test_bad_config_value_stops_run_with_a_one_line_reason(tmp_path: Path) -> None:
+    result = hotline("run", env=hotline_env(tmp_path, HOTLINE_AMI_PORT="five"))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "HOTLINE_AMI_PORT='five'" in result.stderr
+    assert not (tmp_path / "hotline.db").exists()
+
+
+def test_db_upgrade(tmp_path: Path) -> None:
+    result = hotline("db", "upgrade", env=hotline_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "hotline.db") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        assert db.execute("SELECT count(*) FROM calls").fetchone() == (0,)
+
+
+@pytest.fixture
+def running(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[dict, Path]]:
+    env = hotline_env(tmp_path, **getattr(request, "param", {}))
+    log = (tmp_path / "hotline.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hotline.cli", "run", "--speed", "0"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        yield env, tmp_path
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+        log.close()
+        assert code == 0, (tmp_path / "hotline.log").read_text()
+
+
+def health(env: dict[str, str]) -> tuple[int, dict]:
+    url = f"http://127.0.0.1:{env['HOTLINE_WEB_PORT']}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def wait_for(check, seconds: float = 20):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except (OSError, sqlite3.Error):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.2)
+
+
+def test_run_without_a_pbx_replays_the_recorded_session(running) -> None:  # type: ignore[no-untyped-def]
+    env, tmp_path = running
+
+    def forty_rows() -> list | None:
+        with sqlite3.connect(tmp_path / "hotline.db") as db:
+            rows = db.execute("SELECT outcome, count(*) FROM calls GROUP BY outcome").fetchall()
+        return rows if sum(n for _, n in rows) == 40 else None
+
+    assert dict(wait_for(forty_rows)) == {"answered": 22, "abandoned": 18}
+    status, report = health(env)
+    assert status == 200
+    assert report["ami"]["mode"] == "replay"
+    assert report["database"]["up"] and report["bus"]["up"]
+
+
+@pytest.mark.parametrize(
+    "running", [{"HOTLINE_AMI_SECRET": "x", "HOTLINE_AMI_PORT": str(free_port())}], indirect=True
+)
+def test_run_keeps_agi_and_web_up_while_the_pbx_is_away(running) -> None:  # type: ignore[no-untyped-def]
+    env, _ = running
+    status, report = wait_for(lambda: health(env))
+    assert status == 503
+    assert report["ami"]["up"] is False
+    assert "cannot connect" in report["ami"]["problem"]
+    assert report["agi"]["up"] and report["database"]["up"]
+
+    async def ask_route() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(env["HOTLINE_AGI_PORT"]))
+        writer.write(b"agi_network_script: route\nagi_channel: PJSIP/c-1\nagi_uniqueid: 1.1\n\n")
+        line = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        return line
+
+    assert asyncio.run(ask_route()) == b'SET VARIABLE HOTLINE_QUEUE "hotline"\n'
