@@ -157,10 +157,13 @@ async def test_route_sets_every_hotline_variable(server) -> None:  # type: ignor
     assert counters["routed"] == 1
 
 
-@pytest.mark.parametrize(("script", "counter"), [("slow", "fallback_timeout"),
-                                                 ("broken", "fallback_error")])
+@pytest.mark.parametrize(
+    ("script", "counter"), [("slow", "fallback_timeout"), ("broken", "fallback_error")]
+)
 async def test_slow_or_failing_routing_answers_the_default_route_at_once(
-    server, script: str, counter: str  # type: ignore[no-untyped-def]
+    server,
+    script: str,
+    counter: str,  # type: ignore[no-untyped-def]
 ) -> None:
     agi, counters, _ = server
     started = asyncio.get_running_loop().time()

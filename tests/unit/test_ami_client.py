@@ -59,7 +59,9 @@ class ScriptedAmi:
                     reply = f"Response: {status}\r\nActionID: {action['ActionID']}\r\n"
                     reply += "Message: Authentication accepted\r\n\r\n"
                 elif action["Action"] == "Ping" and self.answer_pings:
-                    reply = f"Response: Success\r\nActionID: {action['ActionID']}\r\nPing: Pong\r\n\r\n"
+                    reply = (
+                        f"Response: Success\r\nActionID: {action['ActionID']}\r\nPing: Pong\r\n\r\n"
+                    )
                 if reply:
                     writer.write(reply.encode())
                     await writer.drain()
@@ -77,8 +79,13 @@ async def peer() -> AsyncIterator[ScriptedAmi]:
 
 def make_client(port: int, sink, **kwargs) -> AmiClient:  # type: ignore[no-untyped-def]
     return AmiClient(
-        host="127.0.0.1", port=port, username="hotline", secret="s", sink=sink,
-        keep_event=lambda name: name != "VarSet", **kwargs,
+        host="127.0.0.1",
+        port=port,
+        username="hotline",
+        secret="s",
+        sink=sink,
+        keep_event=lambda name: name != "VarSet",
+        **kwargs,
     )
 
 

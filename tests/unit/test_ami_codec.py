@@ -38,7 +38,10 @@ def test_any_chunking_gives_the_same_messages(cuts: list[int]) -> None:
     pieces += decoder.feed(stream[previous:])
     assert pieces == whole
     assert [m.event or m.response for m in whole] == [
-        "QueueCallerJoin", "VarSet", "Success", "QueueCallerJoin"
+        "QueueCallerJoin",
+        "VarSet",
+        "Success",
+        "QueueCallerJoin",
     ]
 
 

@@ -29,8 +29,10 @@ async def round_trip(bus: Bus, channel: str) -> None:
     await bus.publish(channel, {"type": "call.finished", "caller": "张三"})
     await bus.publish(channel, {"type": "call.finished", "n": 2})
     await asyncio.wait_for(listener, 3)
-    assert received == [{"type": "call.finished", "caller": "张三"},
-                        {"type": "call.finished", "n": 2}]
+    assert received == [
+        {"type": "call.finished", "caller": "张三"},
+        {"type": "call.finished", "n": 2},
+    ]
     await bus.store_snapshot(channel, {"waiting": 3})
     assert await bus.load_snapshot(channel) == {"waiting": 3}
     assert await bus.ping()

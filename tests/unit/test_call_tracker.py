@@ -83,7 +83,9 @@ def test_real_session_records_carry_caller_queue_and_times(real_session: Path) -
 
 
 def _created(uid: str, at: datetime, context: str = "from-citizens") -> ChannelCreated:
-    return ChannelCreated(at, uid, uid, f"PJSIP/citizens-{uid}", "13800138000", "", context, "12345")
+    return ChannelCreated(
+        at, uid, uid, f"PJSIP/citizens-{uid}", "13800138000", "", context, "12345"
+    )
 
 
 def _joined(uid: str, at: datetime) -> CallerJoinedQueue:
@@ -120,7 +122,9 @@ def test_agent_channels_and_other_contexts_are_not_calls() -> None:
 
 def test_routing_decided_before_amis_newchannel_is_kept_for_the_call() -> None:
     tracker = CallTracker(frozenset({"from-citizens"}))
-    tracker.routed("4.1", Routing(queue="hotline", reason="default", ticket="12345-20261125-000001"))
+    tracker.routed(
+        "4.1", Routing(queue="hotline", reason="default", ticket="12345-20261125-000001")
+    )
     tracker.handle(_created("4.1", T0))
     [call] = tracker.handle(_hangup("4.1", T0))
     assert call.ticket == "12345-20261125-000001"
@@ -130,8 +134,11 @@ def test_routing_decided_before_amis_newchannel_is_kept_for_the_call() -> None:
 def test_preferred_agent_answering_outside_the_queue_is_answered() -> None:
     tracker = CallTracker(frozenset({"from-citizens"}))
     tracker.handle(_created("5.1", T0))
-    tracker.handle(DialAnswered(T0 + timedelta(seconds=3), "5.1", "5.1", "c",
-                                "PJSIP/agent2-0000000a", "PJSIP/agent2"))
+    tracker.handle(
+        DialAnswered(
+            T0 + timedelta(seconds=3), "5.1", "5.1", "c", "PJSIP/agent2-0000000a", "PJSIP/agent2"
+        )
+    )
     [call] = tracker.handle(_hangup("5.1", T0 + timedelta(seconds=63)))
     assert call.outcome is CallOutcome.ANSWERED
     assert call.agent_interface == "PJSIP/agent2"
@@ -145,8 +152,9 @@ def test_a_call_the_bridge_joined_late_starts_at_the_queue_and_unknowns_are_coun
     assert tracker.anomalies["connect-unknown-call"] == 1
     tracker.handle(_joined("6.1", T0))
     tracker.handle(AgentConnected(T0, "6.1", "6.1", "c", "hotline", "PJSIP/agent1", "A", "x", 4, 2))
-    tracker.handle(AgentCompleted(T0, "6.1", "6.1", "c", "hotline", "PJSIP/agent1", "A", "x", 4, 30,
-                                  "agent"))
+    tracker.handle(
+        AgentCompleted(T0, "6.1", "6.1", "c", "hotline", "PJSIP/agent1", "A", "x", 4, 30, "agent")
+    )
     [call] = tracker.handle(_hangup("6.1", T0))
     assert (call.outcome, call.hold_seconds, call.talk_seconds) == (CallOutcome.ANSWERED, 4, 30)
 

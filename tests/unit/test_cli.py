@@ -34,7 +34,10 @@ def hotline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def hotline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hotline.cli", *args],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
@@ -67,7 +70,9 @@ def running(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[di
     log = (tmp_path / "hotline.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "hotline.cli", "run", "--speed", "0"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield env, tmp_path
@@ -81,7 +86,7 @@ def running(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[di
 def health(env: dict[str, str]) -> tuple[int, dict]:
     url = f"http://127.0.0.1:{env['HOTLINE_WEB_PORT']}/healthz"
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(url, timeout=2) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as error:
         return error.code, json.load(error)

@@ -56,7 +56,10 @@ async def exercise_journal(url: str) -> None:
         assert len(rows) == 1
         row = rows[0]
         assert (row.caller_number, row.caller_name, row.queue, row.agent_interface) == (
-            "13800138000", "张三", "hotline", "PJSIP/agent1"
+            "13800138000",
+            "张三",
+            "hotline",
+            "PJSIP/agent1",
         )
         assert (row.hold_seconds, row.talk_seconds, row.outcome) == (3, 60, "answered")
         assert row.ticket == "12345-20261125-000001"
