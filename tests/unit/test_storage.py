@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -9,12 +10,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
 
 from hotline.storage import create_engine, session_factory, upgrade_database
 from queue_stats.calls import CallOutcome, CallRecord
 from queue_stats.journal import CallJournal
 from tests.conftest import need_service
 
+DEFAULT_TEST_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 CALL = CallRecord(
     uniqueid="1795575485.0",
@@ -86,14 +89,16 @@ async def test_unfinished_calls_are_refused(tmp_path: Path) -> None:
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
     """A throw-away database on the local PostgreSQL server (trust auth, database ``test``)."""
-    need_service("PostgreSQL", "127.0.0.1", 5432)
+    admin_url = make_url(os.environ.get("HOTLINE_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES))
+    need_service("PostgreSQL", admin_url.host or "127.0.0.1", admin_url.port or 5432)
     import asyncpg
 
     name = f"hotline_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="test")
+    admin = await asyncpg.connect(admin_url.render_as_string(hide_password=False))
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        test_url = admin_url.set(drivername="postgresql+asyncpg", database=name)
+        yield test_url.render_as_string(hide_password=False)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

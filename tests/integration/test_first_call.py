@@ -1,0 +1,192 @@
+"""The first end-to-end calls on the real Asterisk 22 test bed, with the real ``hotline run``.
+
+A SIPp citizen dials 12345; Asterisk asks the bridge over FastAGI; the call is queued; a SIPp
+agent answers; AMI events reach the bridge; the call journal gets one row that agrees with
+Asterisk's own ``queue_log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, port_open
+
+pytestmark = pytest.mark.integration
+
+AGI_PORT = 4573  # what asterisk-conf/extensions.conf asks for
+
+
+@dataclass
+class RunningBridge:
+    process: subprocess.Popen[bytes]
+    database: Path
+    web_port: int
+    log_path: Path
+
+    def health(self) -> dict:
+        url = f"http://127.0.0.1:{self.web_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            return json.load(error)
+
+    def call_row(self, caller: str, timeout: float = 20) -> sqlite3.Row:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with sqlite3.connect(self.database) as db:
+                db.row_factory = sqlite3.Row
+                rows = db.execute(
+                    "SELECT * FROM calls WHERE caller_number = ?", (caller,)
+                ).fetchall()
+            if rows:
+                assert len(rows) == 1, [dict(row) for row in rows]
+                return rows[0]
+            time.sleep(0.2)
+        raise AssertionError(f"no journal row for {caller}; bridge log:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=20)
+
+
+def start_bridge(asterisk, tmp_path: Path) -> RunningBridge:  # type: ignore[no-untyped-def]
+    if port_open("127.0.0.1", AGI_PORT):
+        pytest.fail(f"something else already listens on the FastAGI port {AGI_PORT}")
+    database = tmp_path / "journal.db"
+    web_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    env |= {
+        "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "HOTLINE_AMI_HOST": asterisk.ami_host,
+        "HOTLINE_AMI_PORT": str(asterisk.ami_port),
+        "HOTLINE_AMI_USERNAME": asterisk.ami_username,
+        "HOTLINE_AMI_SECRET": asterisk.ami_secret,
+        "HOTLINE_AGI_PORT": str(AGI_PORT),
+        "HOTLINE_WEB_PORT": str(web_port),
+        "HOTLINE_LOG_LEVEL": "DEBUG",
+    }
+    log_path = tmp_path / "bridge.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hotline.cli", "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    bridge = RunningBridge(process, database, web_port, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"hotline run exited with {process.returncode}:\n{bridge.log_tail()}")
+        try:
+            if bridge.health()["ami"]["up"] and port_open("127.0.0.1", AGI_PORT):
+                return bridge
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    bridge.stop()
+    pytest.fail(f"bridge did not log in to AMI in time:\n{bridge.log_tail()}")
+
+
+@pytest.fixture
+def bridge(asterisk, tmp_path: Path) -> Iterator[RunningBridge]:  # type: ignore[no-untyped-def]
+    running = start_bridge(asterisk, tmp_path)
+    yield running
+    assert running.stop() == 0, running.log_tail()
+
+
+def queue_log_event(asterisk, uniqueid: str, event: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """Asterisk's own queue_log fields for ``event`` of call ``uniqueid`` (after the event name)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in asterisk.queue_log_lines():
+            fields = line.split("|")
+            if len(fields) >= 5 and fields[1] == uniqueid and fields[4] == event:
+                return fields[5:]
+        time.sleep(0.2)
+    raise AssertionError(f"queue_log has no {event} for {uniqueid}")
+
+
+def test_answered_call_lands_in_the_journal_as_asterisk_counted_it(
+    asterisk,
+    bridge: RunningBridge,
+    sipp_agents,
+    place_citizen_call,  # type: ignore[no-untyped-def]
+) -> None:
+    # agent3 rings and never answers; keep the round robin off it so the wait stays short.
+    asterisk.cli("queue pause member PJSIP/agent3 queue hotline reason test")
+    call = place_citizen_call("13800138000", talk_seconds=6, name="张三")
+    assert call.wait(timeout=60) == 0, call.diagnostics()
+
+    row = bridge.call_row("13800138000")
+    assert row["outcome"] == "answered"
+    assert row["queue"] == "hotline"
+    assert row["agent_interface"] in ("PJSIP/agent1", "PJSIP/agent2")
+    assert row["agent_name"] in ("Agent One", "Agent Two")
+    assert row["caller_name"] == "张三"
+    assert row["dialled_number"] == "12345"
+    assert row["routing_reason"] == "default"  # the dialplan asked the bridge over FastAGI
+    assert row["answered_at"] is not None and row["ended_at"] is not None
+    hold, talk, _position = queue_log_event(asterisk, row["uniqueid"], "COMPLETECALLER")
+    assert (row["hold_seconds"], row["talk_seconds"]) == (int(hold), int(talk))
+    assert row["hold_seconds"] <= 3
+    assert 3 <= row["talk_seconds"] <= 6
+
+
+def test_citizen_hanging_up_while_waiting_is_abandoned(
+    asterisk,
+    bridge: RunningBridge,
+    sipp_agents,
+    place_citizen_call,  # type: ignore[no-untyped-def]
+) -> None:
+    for agent in ("agent1", "agent2", "agent3"):
+        asterisk.cli(f"queue pause member PJSIP/{agent} queue hotline reason test")
+    call = place_citizen_call("13900139000", talk_seconds=4)
+    assert call.wait(timeout=60) == 0, call.diagnostics()
+
+    row = bridge.call_row("13900139000")
+    assert row["outcome"] == "abandoned"
+    assert row["queue"] == "hotline"
+    assert row["agent_interface"] is None and row["talk_seconds"] is None
+    _position, _original, wait = queue_log_event(asterisk, row["uniqueid"], "ABANDON")
+    assert row["hold_seconds"] == int(wait)
+    assert 2 <= row["hold_seconds"] <= 4
+
+
+async def test_with_the_bridge_stopped_a_citizen_still_reaches_an_agent(
+    asterisk,
+    tmp_path: Path,
+    sipp_agents,
+    place_citizen_call,
+    ami_events,  # type: ignore[no-untyped-def]
+) -> None:
+    running = start_bridge(asterisk, tmp_path)
+    assert running.stop() == 0, running.log_tail()
+    assert not port_open("127.0.0.1", AGI_PORT)
+
+    async with ami_events() as ami:
+        started = time.monotonic()
+        call = place_citizen_call("13700137000", talk_seconds=3)
+        connect = await ami.wait_for("AgentConnect", timeout=20, Queue="hotline")
+        waited = time.monotonic() - started
+        assert connect["CallerIDNum"] == "13700137000"
+        assert await call.wait_async(timeout=60) == 0, call.diagnostics()
+    assert waited < 10
