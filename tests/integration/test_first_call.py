@@ -111,6 +111,8 @@ def bridge(asterisk, tmp_path: Path) -> Iterator[RunningBridge]:  # type: ignore
     running = start_bridge(asterisk, tmp_path)
     yield running
     assert running.stop() == 0, running.log_tail()
+    # The bridge logged at DEBUG level for the whole call; the AMI secret never shows.
+    assert asterisk.ami_secret not in running.log_path.read_text(errors="replace")
 
 
 def queue_log_event(asterisk, uniqueid: str, event: str) -> list[str]:  # type: ignore[no-untyped-def]
