@@ -179,6 +179,7 @@ class AmiClient:
         self.last_problem = "not started"
         self.reconnects = 0
         self.on_login: Callable[[], None] | None = None
+        self.on_down: Callable[[str], None] | None = None
 
     # -- state reported by the manager ---------------------------------------------------------
 
@@ -200,12 +201,18 @@ class AmiClient:
                 log.exception("AMI on_login hook failed")
 
     def note_down(self, problem: str) -> None:
-        if self.connected:
+        was_up = self.connected
+        if was_up:
             self.reconnects += 1
             self.state_since = time.time()
         self.connected = False
         self.last_problem = problem
         self._up.clear()
+        if was_up and self.on_down is not None:
+            try:
+                self.on_down(problem)
+            except Exception:
+                log.exception("AMI on_down hook failed")
 
     # -- life cycle ------------------------------------------------------------------------------
 

@@ -102,6 +102,97 @@ class DialAnswered(ChannelEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class MemberEvent:
+    """Something about a queue member (an agent's device in one queue)."""
+
+    at: datetime
+    queue: str
+    interface: str
+    member_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAdded(MemberEvent):
+    paused: bool
+    pause_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoved(MemberEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPaused(MemberEvent):
+    paused: bool
+    pause_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus(MemberEvent):
+    """The member's device state (``Status``: 1 idle, 2 in use, 5 unavailable, 6 ringing...)."""
+
+    device_status: int
+    paused: bool
+    pause_reason: str
+    in_call: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MemberReported(MemberEvent):
+    """A ``QueueMember`` line of a ``QueueStatus`` answer (resync)."""
+
+    device_status: int
+    paused: bool
+    pause_reason: str
+    in_call: bool
+    calls_taken: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueReported:
+    """A ``QueueParams`` line of a ``QueueStatus`` answer: Asterisk's own counters (resync)."""
+
+    at: datetime
+    queue: str
+    service_level_seconds: int
+    completed: int
+    abandoned: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallerReported:
+    """A ``QueueEntry`` line of a ``QueueStatus`` answer: a caller waiting now (resync)."""
+
+    at: datetime
+    queue: str
+    uniqueid: str
+    linkedid: str
+    channel: str
+    caller_number: str
+    caller_name: str
+    position: int
+    wait_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelReported:
+    """A ``CoreShowChannel`` line: a channel that exists now (resync)."""
+
+    at: datetime
+    uniqueid: str
+    linkedid: str
+    channel: str
+    context: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStarted(ChannelEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class PbxBooted:
     """Asterisk finished booting (or we logged in to a running one): channel state starts over."""
 
@@ -119,6 +210,15 @@ DomainEvent = (
     | AgentConnected
     | AgentCompleted
     | DialAnswered
+    | MemberAdded
+    | MemberRemoved
+    | MemberPaused
+    | MemberStatus
+    | MemberReported
+    | QueueReported
+    | CallerReported
+    | ChannelReported
+    | RecordingStarted
     | PbxBooted
 )
 
@@ -248,6 +348,97 @@ def _dial_end(m: Mapping[str, str], at: datetime) -> DialAnswered | None:
     )
 
 
+def _flag(message: Mapping[str, str], name: str) -> bool:
+    return message.get(name, "0").strip().lower() in ("1", "true", "yes")
+
+
+def _member(message: Mapping[str, str], at: datetime) -> dict[str, object]:
+    interface = message.get("Interface") or message.get("Location")
+    if not interface:
+        raise AmiEventError(f"{message.get('Event', '?')} without Interface")
+    return {
+        "at": at,
+        "queue": _text(message, "Queue"),
+        "interface": interface,
+        "member_name": message.get("MemberName") or message.get("Name") or interface,
+    }
+
+
+def _member_added(m: Mapping[str, str], at: datetime) -> MemberAdded:
+    return MemberAdded(
+        **_member(m, at), paused=_flag(m, "Paused"), pause_reason=m.get("PausedReason", "")
+    )
+
+
+def _member_removed(m: Mapping[str, str], at: datetime) -> MemberRemoved:
+    return MemberRemoved(**_member(m, at))
+
+
+def _member_pause(m: Mapping[str, str], at: datetime) -> MemberPaused:
+    reason = m.get("PausedReason") or m.get("Reason") or ""
+    return MemberPaused(**_member(m, at), paused=_flag(m, "Paused"), pause_reason=reason)
+
+
+def _member_status(m: Mapping[str, str], at: datetime) -> MemberStatus:
+    return MemberStatus(
+        **_member(m, at),
+        device_status=_number(m, "Status", default=0),
+        paused=_flag(m, "Paused"),
+        pause_reason=m.get("PausedReason", ""),
+        in_call=_flag(m, "InCall"),
+    )
+
+
+def _queue_member(m: Mapping[str, str], at: datetime) -> MemberReported:
+    return MemberReported(
+        **_member(m, at),
+        device_status=_number(m, "Status", default=0),
+        paused=_flag(m, "Paused"),
+        pause_reason=m.get("PausedReason", ""),
+        in_call=_flag(m, "InCall"),
+        calls_taken=_number(m, "CallsTaken", default=0),
+    )
+
+
+def _queue_params(m: Mapping[str, str], at: datetime) -> QueueReported:
+    return QueueReported(
+        at=at,
+        queue=_text(m, "Queue"),
+        service_level_seconds=_number(m, "ServiceLevel", default=0),
+        completed=_number(m, "Completed", default=0),
+        abandoned=_number(m, "Abandoned", default=0),
+        waiting=_number(m, "Calls", default=0),
+    )
+
+
+def _queue_entry(m: Mapping[str, str], at: datetime) -> CallerReported:
+    return CallerReported(
+        at=at,
+        queue=_text(m, "Queue"),
+        uniqueid=_text(m, "Uniqueid"),
+        linkedid=m.get("Linkedid") or _text(m, "Uniqueid"),
+        channel=m.get("Channel", ""),
+        caller_number=_caller_id(m.get("CallerIDNum")),
+        caller_name=_caller_id(m.get("CallerIDName")),
+        position=_number(m, "Position", default=0),
+        wait_seconds=_number(m, "Wait", default=0),
+    )
+
+
+def _core_show_channel(m: Mapping[str, str], at: datetime) -> ChannelReported:
+    return ChannelReported(
+        at=at,
+        uniqueid=_text(m, "Uniqueid"),
+        linkedid=m.get("Linkedid") or _text(m, "Uniqueid"),
+        channel=_text(m, "Channel"),
+        context=m.get("Context", ""),
+    )
+
+
+def _mixmonitor_start(m: Mapping[str, str], at: datetime) -> RecordingStarted:
+    return RecordingStarted(**_channel(m, at))
+
+
 def _fully_booted(m: Mapping[str, str], at: datetime) -> PbxBooted:
     return PbxBooted(at=at)
 
@@ -265,6 +456,15 @@ EVENT_PARSERS: dict[str, EventParser] = {
     "AgentConnect": _agent_connect,
     "AgentComplete": _agent_complete,
     "DialEnd": _dial_end,
+    "QueueMemberAdded": _member_added,
+    "QueueMemberRemoved": _member_removed,
+    "QueueMemberPause": _member_pause,
+    "QueueMemberStatus": _member_status,
+    "QueueMember": _queue_member,
+    "QueueParams": _queue_params,
+    "QueueEntry": _queue_entry,
+    "CoreShowChannel": _core_show_channel,
+    "MixMonitorStart": _mixmonitor_start,
     "FullyBooted": _fully_booted,
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -58,6 +59,17 @@ def _parser() -> argparse.ArgumentParser:
         help="replay speed: 1 is real time, 0 as fast as possible (default 1)",
     )
 
+    replay = commands.add_parser(
+        "replay",
+        help="replay an AMI transcript and print the queue and agent statistics",
+        description=(
+            "Feed a raw AMI wire transcript (\\r\\n line ends, as on the socket) through the "
+            "same pipeline as the live connection and print today's statistics at its end."
+        ),
+    )
+    replay.add_argument("path", metavar="PATH", type=Path, help="the transcript")
+    replay.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
     db = commands.add_parser("db", help="database schema", description="Database schema.")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     upgrade = db_commands.add_parser(
@@ -90,6 +102,41 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from ami.codec import AmiProtocolError
+    from ami.replay import ReplayClock
+    from queue_stats.calls import CallTracker
+    from queue_stats.pipeline import EventPipeline, format_table, replay_file
+    from queue_stats.stats import QueueStats
+
+    if not args.path.is_file():
+        print(f"hotline: no transcript at {args.path}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    clock = ReplayClock()
+    pipeline = EventPipeline(
+        CallTracker(frozenset(settings.inbound_contexts)),
+        QueueStats(
+            settings.zone,
+            short_abandon_seconds=settings.short_abandon_seconds,
+            default_service_level_seconds=settings.service_level_seconds,
+            wrap_up_seconds=settings.wrap_up_seconds,
+        ),
+        clock.current,
+    )
+    try:
+        calls = replay_file(args.path, pipeline, clock)
+    except AmiProtocolError as error:
+        print(f"hotline: {args.path} is not an AMI transcript: {error}", file=sys.stderr)
+        return 1
+    snapshot = pipeline.stats.snapshot(clock.current())
+    if args.json:
+        print(json.dumps(snapshot, ensure_ascii=False))
+    else:
+        print(format_table(snapshot))
+        print(f"\n{len(calls)} calls finished; {pipeline.counters['events']} events used")
+    return 0
+
+
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     from hotline.storage import upgrade_database_sync
 
@@ -108,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(settings.log_level)
     if args.command == "run":
         return _run(settings, args)
+    if args.command == "replay":
+        return _replay(settings, args)
     return _db_upgrade(settings, args)
 
 

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     default_queue: str = Field("hotline", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     inbound_contexts: tuple[str, ...] = ("from-citizens",)
+    service_level_seconds: int = Field(20, ge=1, le=3600)
+    short_abandon_seconds: float = Field(5.0, ge=0, le=600)
+    wrap_up_seconds: float = Field(2.0, ge=0, le=3600)
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("database_url")

@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agi.routing import route_handler
 from agi.server import FastAgiServer
 from ami.client import AmiClient
-from ami.events import WANTED_EVENTS
 from ami.replay import ReplayClock, replay
 from hotline.bus import Bus, create_bus
 from hotline.config import Settings
@@ -37,18 +36,17 @@ from ivr_bypass.decision import (
     fallback_decision,
 )
 from queue_stats.calls import CallTracker
+from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
-from queue_stats.service import CallJournalService, utc_now
+from queue_stats.pipeline import EventPipeline, keep_event
+from queue_stats.service import QueueService, utc_now
+from queue_stats.stats import QueueStats
 from web.app import create_app
 
 log = logging.getLogger(__name__)
 
 DEMO_SESSION = Path(__file__).with_name("data") / "demo-session.ami"
 ROUTING_BUDGET_SECONDS = 0.05
-
-
-def keep_event(name: str) -> bool:
-    return name in WANTED_EVENTS
 
 
 @dataclass
@@ -58,7 +56,7 @@ class Bridge:
     settings: Settings
     engine: AsyncEngine
     bus: Bus
-    calls: CallJournalService
+    calls: QueueService
     agi: FastAgiServer
     ami: AmiClient | None
     replay_path: Path | None
@@ -103,14 +101,20 @@ def build_bridge(
         replay_path = DEMO_SESSION
     engine = create_engine(settings.database_url)
     bus = create_bus(settings.redis_url)
-    tracker = CallTracker(frozenset(settings.inbound_contexts))
     replay_clock = ReplayClock() if replay_path is not None else None
-    calls = CallJournalService(
-        tracker,
-        CallJournal(session_factory(engine)),
-        bus,
-        clock=replay_clock.current if replay_clock is not None else utc_now,
+    clock = replay_clock.current if replay_clock is not None else utc_now
+    pipeline = EventPipeline(
+        CallTracker(frozenset(settings.inbound_contexts)),
+        QueueStats(
+            settings.zone,
+            short_abandon_seconds=settings.short_abandon_seconds,
+            default_service_level_seconds=settings.service_level_seconds,
+            wrap_up_seconds=settings.wrap_up_seconds,
+        ),
+        clock,
     )
+    sessions = session_factory(engine)
+    calls = QueueService(pipeline, CallJournal(sessions), HourlyStore(sessions), bus, clock=clock)
     rules = RoutingRules(default_queue=settings.default_queue)
     routing_counters: Counter[str] = Counter()
 
@@ -143,6 +147,8 @@ def build_bridge(
             action_timeout=settings.ami_action_timeout,
             max_backoff=settings.ami_max_backoff,
         )
+    if ami is not None:
+        _watch_ami(ami, calls)
     return Bridge(
         settings=settings,
         engine=engine,
@@ -155,6 +161,24 @@ def build_bridge(
         replay_speed=replay_speed,
         routing_counters=routing_counters,
     )
+
+
+def _watch_ami(ami: AmiClient, service: QueueService) -> None:
+    """Resync after every login; tell the panel when the PBX link goes down or comes back."""
+    resyncs: set[asyncio.Task[None]] = set()
+
+    def on_login() -> None:
+        service.begin_resync()
+        service.set_pbx_state(True, ami.state_since)
+        task = asyncio.get_running_loop().create_task(service.resync(ami), name="ami-resync")
+        resyncs.add(task)
+        task.add_done_callback(resyncs.discard)
+
+    def on_down(problem: str) -> None:
+        service.set_pbx_state(False, ami.state_since, problem)
+
+    ami.on_login = on_login
+    ami.on_down = on_down
 
 
 async def _replay_session(bridge: Bridge) -> None:
@@ -178,8 +202,11 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
     settings = bridge.settings
     log.info("starting with %s", settings.redacted())
     await upgrade_database(settings.database_url)
+    await bridge.calls.load_today()
     tasks: list[asyncio.Task[Any]] = [
-        asyncio.create_task(bridge.calls.run_writer(), name="journal-writer")
+        asyncio.create_task(bridge.calls.run_writer(), name="journal-writer"),
+        asyncio.create_task(bridge.calls.run_publisher(), name="stats-publisher"),
+        asyncio.create_task(bridge.calls.run_hour_flusher(), name="hour-flusher"),
     ]
     await bridge.agi.start()
     runner = web.AppRunner(create_app(bridge.health), access_log=None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from ami.events import (
@@ -20,6 +20,7 @@ from ami.events import (
     CallerAbandoned,
     CallerJoinedQueue,
     CallerLeftQueue,
+    CallerReported,
     ChannelCreated,
     ChannelHungUp,
     DialAnswered,
@@ -40,6 +41,8 @@ class CallOutcome(StrEnum):
     """The caller left the queue unanswered without hanging up (Queue's own time limit)."""
     HUNG_UP_BEFORE_QUEUE = "hung_up_before_queue"
     """The caller hung up before reaching a queue or an agent."""
+    UNKNOWN = "unknown"
+    """The call ended while the bridge could not see AMI; only its start is known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +117,36 @@ class CallTracker:
             record, ticket=routing.ticket, routing_reason=routing.reason
         )
 
+    def resync(self, present: set[str], at: datetime) -> list[CallRecord]:
+        """After a reconnect: calls Asterisk no longer has ended unseen; finish them as unknown."""
+        gone = [uid for uid in self._calls if uid not in present]
+        finished = []
+        for uniqueid in gone:
+            record = self._calls.pop(uniqueid)
+            self.anomalies["call-ended-while-disconnected"] += 1
+            outcome = record.outcome or CallOutcome.UNKNOWN
+            finished.append(replace(record, outcome=outcome, ended_at=None))
+        return finished
+
     def handle(self, event: DomainEvent) -> list[CallRecord]:
         match event:
             case ChannelCreated():
                 self._on_channel_created(event)
             case CallerJoinedQueue():
                 self._on_caller_joined(event)
+            case CallerReported() if event.uniqueid not in self._calls:
+                self._on_caller_joined(
+                    CallerJoinedQueue(
+                        event.at - timedelta(seconds=event.wait_seconds),
+                        event.uniqueid,
+                        event.linkedid,
+                        event.channel,
+                        event.queue,
+                        event.caller_number,
+                        event.caller_name,
+                        event.position,
+                    )
+                )
             case CallerLeftQueue():
                 self._update(event.uniqueid, "left", left_queue_at=event.at)
             case CallerAbandoned():

@@ -1,8 +1,10 @@
-"""The call-journal pipeline: AMI messages in, finished calls to the database and the bus.
+"""The live shell around the event pipeline: AMI in; journal rows, hour buckets and bus out.
 
-``on_ami_message`` is the synchronous sink both shells (live AMI, transcript replay) feed. It only
-parses and updates the pure tracker; writing happens in ``run_writer``, which retries a failed
-write until it succeeds so a database hiccup delays a row but never loses it.
+``on_ami_message`` is the synchronous sink both shells feed (live AMI and transcript replay). It
+only runs the pure pipeline and notes what changed; the tasks started by ``run`` do the writing:
+finished calls to the journal (retried until written: a database hiccup delays a row, never loses
+it), hour buckets to the database, and compact snapshot deltas to the bus. After every AMI login
+``resync`` makes the live state equal to what Asterisk reports, buffering live events meanwhile.
 """
 
 from __future__ import annotations
@@ -10,24 +12,43 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from ami.codec import AmiMessage
-from ami.events import AmiEventError, parse_event
+from ami.events import (
+    AmiEventError,
+    CallerReported,
+    ChannelReported,
+    MemberReported,
+    QueueReported,
+    parse_event,
+)
 from hotline.bus import Bus
 from ivr_bypass.decision import RoutingDecision
-from queue_stats.calls import CallRecord, CallTracker, Routing
+from queue_stats.calls import CallRecord, Routing
+from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
+from queue_stats.pipeline import EventPipeline
 
 log = logging.getLogger(__name__)
 
 CALLS_CHANNEL = "calls"
+STATS_CHANNEL = "stats"
+SNAPSHOT_KEY = "stats"
 MAX_RETRY_DELAY = 30.0
+PUBLISH_COALESCE_SECONDS = 0.05
+HOUR_FLUSH_SECONDS = 30.0
+MAX_RESYNC_BUFFER = 100_000
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class ActionSender(Protocol):
+    async def send_action(self, action: str, **headers: str | int) -> Any: ...
 
 
 def call_summary(call: CallRecord) -> dict[str, object]:
@@ -46,40 +67,69 @@ def call_summary(call: CallRecord) -> dict[str, object]:
     }
 
 
-class CallJournalService:
+def snapshot_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Only what changed: per section, the entries whose figures differ (None = removed)."""
+    delta: dict[str, Any] = {}
+    for section, entries in new.items():
+        before = old.get(section, {})
+        if not isinstance(entries, Mapping):
+            if entries != before:
+                delta[section] = entries
+            continue
+        changed = {key: value for key, value in entries.items() if before.get(key) != value}
+        changed |= {key: None for key in before if key not in entries}
+        if changed:
+            delta[section] = changed
+    return delta
+
+
+class QueueService:
     def __init__(
         self,
-        tracker: CallTracker,
+        pipeline: EventPipeline,
         journal: CallJournal,
+        hours: HourlyStore,
         bus: Bus,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self._tracker = tracker
+        self.pipeline = pipeline
         self._journal = journal
+        self._hours = hours
         self._bus = bus
         self._clock = clock
         self._finished: asyncio.Queue[CallRecord] = asyncio.Queue()
+        self._changed = asyncio.Event()
+        self._resync_buffer: list[AmiMessage] | None = None
+        self._published: dict[str, Any] = {}
+        self._sequence = 0
         self.counters: Counter[str] = Counter()
+        self.pbx_state: dict[str, Any] = {"up": False}
 
     @property
     def pending_writes(self) -> int:
         return self._finished.qsize()
 
+    # -- input -----------------------------------------------------------------------------
+
     def on_ami_message(self, message: AmiMessage) -> None:
-        try:
-            event = parse_event(message, self._clock())
-        except AmiEventError as error:
-            self.counters["malformed_events"] += 1
-            log.warning("ignored a malformed AMI event: %s", error)
+        if self._resync_buffer is not None:
+            if len(self._resync_buffer) >= MAX_RESYNC_BUFFER:
+                self.counters["resync_buffer_overflow"] += 1
+                self._resync_buffer.pop(0)
+            self._resync_buffer.append(message)
             return
-        if event is None:
-            return
-        for call in self._tracker.handle(event):
+        self._apply(message)
+
+    def _apply(self, message: AmiMessage) -> None:
+        result = self.pipeline.on_ami_message(message, self._clock())
+        for call in result.finished_calls:
             self.counters["calls_finished"] += 1
             self._finished.put_nowait(call)
+        if result.stats_changed:
+            self._changed.set()
 
     def on_routed(self, uniqueid: str, decision: RoutingDecision) -> None:
-        self._tracker.routed(
+        self.pipeline.tracker.routed(
             uniqueid,
             Routing(
                 queue=decision.queue,
@@ -88,6 +138,126 @@ class CallJournalService:
                 agent=decision.agent,
             ),
         )
+
+    def set_pbx_state(self, up: bool, since: float, problem: str | None = None) -> None:
+        """Shown on the panel: whether the PBX connection is up, and since when."""
+        self.pbx_state = {"up": up, "since": since, **({"problem": problem} if problem else {})}
+        self._changed.set()
+
+    # -- resync ------------------------------------------------------------------------------
+
+    def begin_resync(self) -> None:
+        """Called at login, before any live event of the new session is applied."""
+        if self._resync_buffer is None:
+            self._resync_buffer = []
+
+    async def resync(self, ami: ActionSender) -> None:
+        """Ask Asterisk for the present (queues, members, callers, channels) and adopt it."""
+        self.begin_resync()
+        try:
+            status = await ami.send_action("QueueStatus")
+            await ami.send_action("QueueSummary")
+            channels = await ami.send_action("CoreShowChannels")
+        except Exception as error:
+            log.warning("resync failed (%s); live events go on unsynchronised", error)
+            self.counters["resync_failures"] += 1
+            self._end_resync()
+            return
+        at = self._clock()
+        events = []
+        for message in _listed(status) + _listed(channels):
+            try:
+                event = parse_event(message, at)
+            except AmiEventError as error:
+                self.counters["malformed_events"] += 1
+                log.warning("ignored a malformed resync line: %s", error)
+                continue
+            if event is not None:
+                events.append(event)
+        queues = [e for e in events if isinstance(e, QueueReported)]
+        members = [e for e in events if isinstance(e, MemberReported)]
+        callers = [e for e in events if isinstance(e, CallerReported)]
+        present = {e.uniqueid for e in events if isinstance(e, ChannelReported)}
+        self.pipeline.stats.resync(at, queues, members, callers)
+        tracker = self.pipeline.tracker
+        for caller in callers:
+            tracker.handle(caller)
+        for call in tracker.resync(present, at):
+            self._finished.put_nowait(call)
+        self.counters["resyncs"] += 1
+        log.info(
+            "resynced: %d queues, %d members, %d callers waiting, %d channels",
+            len(queues), len(members), len(callers), len(present),
+        )
+        self._end_resync()
+        self.pipeline.stats.settle_resync()
+
+    def _end_resync(self) -> None:
+        buffered, self._resync_buffer = self._resync_buffer or [], None
+        for message in buffered:
+            self._apply(message)
+        self._changed.set()
+
+    # -- output tasks ------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self._clock()
+        stats = self.pipeline.stats
+        return {
+            **stats.snapshot(now),
+            "last_15_minutes": stats.recent_snapshot(now),
+            "waiting": stats.waiting_callers(now),
+            "pbx": self.pbx_state,
+        }
+
+    async def publish_changes(self) -> None:
+        """Publish the delta since the last publication and keep the full snapshot on the bus."""
+        snapshot = self.snapshot()
+        delta = snapshot_delta(self._published, snapshot)
+        if not delta:
+            return
+        self._sequence += 1
+        self._published = snapshot
+        at = self._clock().isoformat()
+        await self._bus.store_snapshot(SNAPSHOT_KEY, {"seq": self._sequence, "at": at, **snapshot})
+        await self._bus.publish(
+            STATS_CHANNEL, {"type": "stats.delta", "seq": self._sequence, "at": at, **delta}
+        )
+        self.counters["deltas_published"] += 1
+
+    async def run_publisher(self) -> None:
+        while True:
+            await self._changed.wait()
+            await asyncio.sleep(PUBLISH_COALESCE_SECONDS)  # one delta for a burst of events
+            self._changed.clear()
+            try:
+                await self.publish_changes()
+            except Exception as error:  # the state is intact; the next change republishes
+                self.counters["publish_failures"] += 1
+                log.warning("could not publish statistics: %s", error)
+
+    async def load_today(self) -> None:
+        stats = self.pipeline.stats
+        now = self._clock()
+        midnight = now.astimezone(stats.zone).replace(hour=0, minute=0, second=0, microsecond=0)
+        stats.seed_hours(await self._hours.since(midnight.astimezone(UTC)), now)
+
+    async def flush_hours(self) -> None:
+        buckets = self.pipeline.stats.take_dirty_hours()
+        try:
+            await self._hours.save(buckets)
+        except Exception:
+            self.pipeline.stats.return_dirty_hours(buckets)
+            raise
+
+    async def run_hour_flusher(self, interval: float = HOUR_FLUSH_SECONDS) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush_hours()
+            except Exception as error:
+                self.counters["hour_flush_failures"] += 1
+                log.error("hour buckets not saved (%s); retrying later", error)
 
     async def run_writer(self) -> None:
         """Write finished calls in order, forever; a failed write is retried, never skipped."""
@@ -135,3 +305,9 @@ class CallJournalService:
         except Exception as error:  # the row is safe; a missed live update is only logged
             self.counters["publish_failures"] += 1
             log.warning("could not publish call %s: %s", call.uniqueid, error)
+
+
+def _listed(answer: Any) -> list[Mapping[str, str]]:
+    """The event lines of a list action's answer (panoramisk returns the reply and its events)."""
+    messages = answer if isinstance(answer, list) else [answer]
+    return [m for m in messages if m.get("Event")]

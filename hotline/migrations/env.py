@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import queue_stats.hourly
 import queue_stats.journal  # noqa: F401  (registers table "calls")
 from hotline.storage import Base
 

@@ -51,7 +51,7 @@ async def exercise_journal(url: str) -> None:
             tables = await connection.run_sync(lambda c: inspect(c).get_table_names())
             version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
         assert "calls" in tables
-        assert version == "0001"
+        assert version == "0002"
         journal = CallJournal(session_factory(engine))
         await journal.record(CALL)
         await journal.record(CALL)  # re-delivery of the same call: still one row

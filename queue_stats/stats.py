@@ -1,0 +1,535 @@
+"""Live queue and agent statistics: a pure, synchronous state machine fed by AMI domain events.
+
+Counting follows Asterisk's own definitions so the numbers agree with ``QueueStatus`` and
+``queue_log``: a call is *offered* when it joins a queue, *answered* at ``AgentConnect``,
+*abandoned* at ``QueueCallerAbandon``, *timed out* when it left the queue without either (the
+Queue application's time limit, or an empty queue). Answered *within the service level* means a
+hold of at most the queue's ``servicelevel`` seconds, and ``service_level`` is that count over
+answered calls, as Asterisk's ``ServicelevelPerf``. Rates leave out short abandons (callers who
+hung up within ``short_abandon_seconds``), as contact centres usually do.
+
+Windows: *today* since local midnight, per-minute buckets for the last 15 minutes and per-hour
+buckets for the day (handed to the store through ``take_dirty_hours``). Memory depends on the
+number of queues, agents and callers waiting now, never on how many calls were seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ami.events import (
+    AgentCalled,
+    AgentCompleted,
+    AgentConnected,
+    AgentRingNoAnswer,
+    CallerAbandoned,
+    CallerJoinedQueue,
+    CallerLeftQueue,
+    CallerReported,
+    ChannelHungUp,
+    DomainEvent,
+    MemberAdded,
+    MemberPaused,
+    MemberRemoved,
+    MemberReported,
+    MemberStatus,
+    QueueReported,
+)
+
+log = logging.getLogger(__name__)
+
+RECENT_MINUTES = 15
+DEFAULT_SERVICE_LEVEL_SECONDS = 20
+MAX_LEFT_CALLERS = 10_000
+
+
+@dataclass(slots=True)
+class QueueCounters:
+    """Additive counts for one queue over one window (a day, an hour or a minute)."""
+
+    offered: int = 0
+    answered: int = 0
+    abandoned: int = 0
+    short_abandoned: int = 0
+    timed_out: int = 0
+    answered_within_sl: int = 0
+    hold_seconds_answered: int = 0
+    completed: int = 0
+    talk_seconds: int = 0
+
+    def add(self, other: QueueCounters) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def copy(self) -> QueueCounters:
+        return QueueCounters(**asdict(self))
+
+
+def queue_figures(
+    counters: QueueCounters, service_level_seconds: int, waiting_now: int, longest_wait: float
+) -> dict[str, Any]:
+    """The published figures of one queue; the shape of ``hotline replay --json``."""
+    decided = counters.answered + counters.abandoned + counters.timed_out
+    rated = decided - counters.short_abandoned
+    return {
+        "offered": counters.offered,
+        "answered": counters.answered,
+        "abandoned": counters.abandoned,
+        "timed_out": counters.timed_out,
+        "short_abandoned": counters.short_abandoned,
+        "answer_rate": _ratio(counters.answered, rated),
+        "abandon_rate": _ratio(counters.abandoned - counters.short_abandoned, rated),
+        "service_level": _ratio(counters.answered_within_sl, counters.answered),
+        "service_level_seconds": service_level_seconds,
+        "asa_seconds": _ratio(counters.hold_seconds_answered, counters.answered),
+        "aht_seconds": _ratio(counters.talk_seconds, counters.completed),
+        "longest_wait_seconds": round(longest_wait, 1),
+        "waiting_now": waiting_now,
+    }
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return round(part / whole, 4) if whole > 0 else None
+
+
+class AgentState(StrEnum):
+    IDLE = "idle"
+    RINGING = "ringing"
+    ON_CALL = "on_call"
+    WRAP_UP = "wrap_up"
+    PAUSED = "paused"
+    UNAVAILABLE = "unavailable"
+    LOGGED_OUT = "logged_out"
+
+
+# Asterisk device states in QueueMemberStatus/QueueMember ``Status``.
+_DEVICE_IN_USE = frozenset({2, 3, 7, 8})  # in use, busy, ringing while in use, on hold
+_DEVICE_RINGING = frozenset({6})
+_DEVICE_UNAVAILABLE = frozenset({4, 5})  # invalid, unavailable
+
+
+@dataclass(slots=True)
+class AgentCounters:
+    answered: int = 0
+    ring_no_answer: int = 0
+    talk_seconds: int = 0
+
+
+@dataclass(slots=True)
+class Agent:
+    """One agent's device (interface) across all the queues it is a member of."""
+
+    interface: str
+    name: str
+    queues: set[str] = field(default_factory=set)
+    paused_in: set[str] = field(default_factory=set)
+    pause_reason: str = ""
+    device_status: int = 0
+    on_call_with: str | None = None
+    ringing_for: set[str] = field(default_factory=set)
+    wrap_up_until: datetime | None = None
+    state_since: datetime | None = None
+    today: AgentCounters = field(default_factory=AgentCounters)
+
+    def state(self, now: datetime) -> AgentState:
+        if not self.queues:
+            return AgentState.LOGGED_OUT
+        if self.on_call_with is not None or self.device_status in _DEVICE_IN_USE:
+            return AgentState.ON_CALL
+        if self.device_status in _DEVICE_UNAVAILABLE:
+            return AgentState.UNAVAILABLE
+        if self.ringing_for or self.device_status in _DEVICE_RINGING:
+            return AgentState.RINGING
+        if self.paused_in:
+            return AgentState.PAUSED
+        if self.wrap_up_until is not None and now < self.wrap_up_until:
+            return AgentState.WRAP_UP
+        return AgentState.IDLE
+
+
+@dataclass(slots=True)
+class _Waiting:
+    joined_at: datetime
+    uniqueid: str
+    offered_counted: bool = True
+
+
+@dataclass(slots=True)
+class Queue:
+    name: str
+    service_level_seconds: int
+    waiting: dict[str, _Waiting] = field(default_factory=dict)
+    today: QueueCounters = field(default_factory=QueueCounters)
+    hours: dict[datetime, QueueCounters] = field(default_factory=dict)
+    minutes: deque[tuple[datetime, QueueCounters]] = field(
+        default_factory=lambda: deque(maxlen=RECENT_MINUTES)
+    )
+    reported: QueueReported | None = None
+
+
+class QueueStats:
+    """Per-queue and per-agent state; ``handle(event)`` applies one event, never raises."""
+
+    def __init__(
+        self,
+        zone: ZoneInfo,
+        short_abandon_seconds: float = 5.0,
+        default_service_level_seconds: int = DEFAULT_SERVICE_LEVEL_SECONDS,
+        wrap_up_seconds: float = 0.0,
+    ) -> None:
+        self._zone = zone
+        self._short_abandon = short_abandon_seconds
+        self._default_sl = default_service_level_seconds
+        self._wrap_up = timedelta(seconds=wrap_up_seconds)
+        self.queues: dict[str, Queue] = {}
+        self.agents: dict[str, Agent] = {}
+        # Callers who left a queue and whose outcome (answered or timed out) is not known yet.
+        self._left: dict[str, tuple[str, datetime]] = {}
+        self._day: datetime | None = None
+        # Hour buckets to save: None = take the live bucket; a value = totals kept for saving.
+        self._dirty_hours: dict[tuple[str, datetime], QueueCounters | None] = {}
+        self.anomalies: Counter[str] = Counter()
+        self.last_event_at: datetime | None = None
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def handle(self, event: DomainEvent) -> bool:
+        """Apply ``event``; returns whether anything a supervisor sees has changed."""
+        at = getattr(event, "at", None)
+        if at is not None:
+            self._roll_day(at)
+            self.last_event_at = at
+        match event:
+            case CallerJoinedQueue():
+                self._on_join(event)
+            case CallerAbandoned():
+                self._on_abandon(event)
+            case CallerLeftQueue():
+                self._on_leave(event)
+            case AgentConnected():
+                self._on_connect(event)
+            case AgentCompleted():
+                self._on_complete(event)
+            case AgentCalled():
+                self._agent(event.interface, event.member_name).ringing_for.add(event.uniqueid)
+            case AgentRingNoAnswer():
+                agent = self._agent(event.interface, event.member_name)
+                agent.ringing_for.discard(event.uniqueid)
+                agent.today.ring_no_answer += 1
+            case ChannelHungUp():
+                return self._on_hangup(event)
+            case MemberAdded() | MemberReported():
+                self._on_member(event)
+            case MemberRemoved():
+                self._on_member_removed(event)
+            case MemberPaused():
+                self._on_pause(event.interface, event.member_name, event.queue, event.paused,
+                               event.pause_reason)
+            case MemberStatus():
+                self._on_member_status(event)
+            case QueueReported():
+                queue = self._queue(event.queue)
+                if event.service_level_seconds > 0:
+                    queue.service_level_seconds = event.service_level_seconds
+                queue.reported = event
+            case CallerReported():
+                self._on_caller_reported(event)
+            case _:
+                return False
+        return True
+
+    def resync(
+        self,
+        at: datetime,
+        queues: list[QueueReported],
+        members: list[MemberReported],
+        callers: list[CallerReported],
+    ) -> None:
+        """Make live state equal to a ``QueueStatus`` answer; counters of the day are kept."""
+        self._roll_day(at)
+        reported_queues = {report.queue for report in queues}
+        for report in queues:
+            self.handle(report)
+        for queue_name in reported_queues:
+            queue = self._queue(queue_name)
+            present = {c.uniqueid for c in callers if c.queue == queue_name}
+            for uniqueid in [u for u in queue.waiting if u not in present]:
+                self.anomalies["waiting-caller-gone-at-resync"] += 1
+                del queue.waiting[uniqueid]
+        membership = {(m.queue, m.interface) for m in members}
+        for agent in self.agents.values():
+            for queue_name in [q for q in agent.queues if q in reported_queues]:
+                if (queue_name, agent.interface) not in membership:
+                    agent.queues.discard(queue_name)
+                    agent.paused_in.discard(queue_name)
+            agent.ringing_for.clear()
+            agent.on_call_with = None
+        for member in members:
+            self.handle(member)
+        for caller in callers:
+            self.handle(caller)
+        self._left.clear()
+
+    def settle_resync(self) -> None:
+        """After the buffered live events are replayed: callers who joined before the snapshot
+        and whose join the bridge never saw are offered calls too, counted at their join time."""
+        for queue in self.queues.values():
+            for waiting in queue.waiting.values():
+                if not waiting.offered_counted:
+                    waiting.offered_counted = True
+                    self._count(queue, waiting.joined_at, offered=1)
+
+    def seed_hours(self, rows: list[tuple[str, datetime, QueueCounters]], now: datetime) -> None:
+        """Start from the hour buckets already stored for today (a restart keeps the day)."""
+        self._roll_day(now)
+        for queue_name, hour, counters in rows:
+            if self._day is not None and hour >= self._day:
+                queue = self._queue(queue_name)
+                queue.hours[hour] = counters.copy()
+                queue.today.add(counters)
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def _on_join(self, event: CallerJoinedQueue) -> None:
+        queue = self._queue(event.queue)
+        known = queue.waiting.get(event.uniqueid)
+        if known is not None and known.offered_counted:
+            return  # the same join delivered twice
+        if known is None:
+            queue.waiting[event.uniqueid] = _Waiting(event.at, event.uniqueid)
+        else:  # first seen in a resync snapshot; this is its real join, so count it now
+            known.offered_counted = True
+        self._count(queue, event.at, offered=1)
+
+    def _on_caller_reported(self, event: CallerReported) -> None:
+        queue = self._queue(event.queue)
+        joined = event.at - timedelta(seconds=event.wait_seconds)
+        if event.uniqueid not in queue.waiting:
+            queue.waiting[event.uniqueid] = _Waiting(joined, event.uniqueid, offered_counted=False)
+
+    def _on_abandon(self, event: CallerAbandoned) -> None:
+        queue = self._queue(event.queue)
+        queue.waiting.pop(event.uniqueid, None)
+        self._left.pop(event.uniqueid, None)
+        short = int(event.hold_seconds < self._short_abandon)
+        self._count(queue, event.at, abandoned=1, short_abandoned=short)
+        for agent in self.agents.values():
+            agent.ringing_for.discard(event.uniqueid)
+
+    def _on_leave(self, event: CallerLeftQueue) -> None:
+        queue = self._queue(event.queue)
+        if queue.waiting.pop(event.uniqueid, None) is None:
+            return  # abandoned (already counted) or unknown
+        self._left[event.uniqueid] = (event.queue, event.at)
+        if len(self._left) > MAX_LEFT_CALLERS:
+            self._left.pop(next(iter(self._left)))
+            self.anomalies["left-callers-overflow"] += 1
+
+    def _on_connect(self, event: AgentConnected) -> None:
+        queue = self._queue(event.queue)
+        left = self._left.pop(event.uniqueid, None)
+        if left is None and queue.waiting.pop(event.uniqueid, None) is None:
+            self.anomalies["connect-of-unknown-caller"] += 1
+        within = int(event.hold_seconds <= queue.service_level_seconds)
+        self._count(
+            queue,
+            event.at,
+            answered=1,
+            answered_within_sl=within,
+            hold_seconds_answered=event.hold_seconds,
+        )
+        agent = self._agent(event.interface, event.member_name)
+        agent.ringing_for.discard(event.uniqueid)
+        agent.on_call_with = event.uniqueid
+        agent.wrap_up_until = None
+        agent.state_since = event.at
+        agent.today.answered += 1
+        for other in self.agents.values():
+            other.ringing_for.discard(event.uniqueid)
+
+    def _on_complete(self, event: AgentCompleted) -> None:
+        queue = self._queue(event.queue)
+        self._count(queue, event.at, completed=1, talk_seconds=event.talk_seconds)
+        agent = self._agent(event.interface, event.member_name)
+        agent.today.talk_seconds += event.talk_seconds
+        if agent.on_call_with == event.uniqueid:
+            agent.on_call_with = None
+        agent.wrap_up_until = event.at + self._wrap_up
+        agent.state_since = event.at
+
+    def _on_hangup(self, event: ChannelHungUp) -> bool:
+        left = self._left.pop(event.uniqueid, None)
+        if left is not None:
+            queue_name, left_at = left
+            self._count(self._queue(queue_name), left_at, timed_out=1)
+            return True
+        changed = False
+        for queue in self.queues.values():
+            if queue.waiting.pop(event.uniqueid, None) is not None:
+                # Hung up in a queue without QueueCallerAbandon: only if events were lost.
+                self.anomalies["hangup-while-waiting"] += 1
+                self._count(queue, event.at, abandoned=1)
+                changed = True
+        return changed
+
+    def _on_member(self, event: MemberAdded | MemberReported) -> None:
+        agent = self._agent(event.interface, event.member_name)
+        agent.queues.add(event.queue)
+        self._on_pause(event.interface, event.member_name, event.queue, event.paused,
+                       event.pause_reason)
+        if isinstance(event, MemberReported):
+            agent.device_status = event.device_status
+
+    def _on_member_removed(self, event: MemberRemoved) -> None:
+        agent = self._agent(event.interface, event.member_name)
+        agent.queues.discard(event.queue)
+        agent.paused_in.discard(event.queue)
+        agent.state_since = event.at
+
+    def _on_pause(
+        self, interface: str, name: str, queue: str, paused: bool, reason: str
+    ) -> None:
+        agent = self._agent(interface, name)
+        if paused:
+            agent.paused_in.add(queue)
+            agent.pause_reason = reason
+        else:
+            agent.paused_in.discard(queue)
+            if not agent.paused_in:
+                agent.pause_reason = ""
+
+    def _on_member_status(self, event: MemberStatus) -> None:
+        agent = self._agent(event.interface, event.member_name)
+        agent.queues.add(event.queue)
+        agent.device_status = event.device_status
+        if event.device_status not in _DEVICE_RINGING:
+            agent.ringing_for.clear()
+        self._on_pause(event.interface, event.member_name, event.queue, event.paused,
+                       event.pause_reason)
+
+    # -- windows -------------------------------------------------------------------------------
+
+    def _count(self, queue: Queue, at: datetime, **amounts: int) -> None:
+        delta = QueueCounters(**amounts)
+        if self._day is not None and at < self._day:
+            self.anomalies["event-from-a-past-day"] += 1
+            return
+        hour = self._hour_of(at)
+        queue.today.add(delta)
+        queue.hours.setdefault(hour, QueueCounters()).add(delta)
+        self._dirty_hours[(queue.name, hour)] = None
+        minute = at.replace(second=0, microsecond=0)
+        if not queue.minutes or queue.minutes[-1][0] < minute:
+            queue.minutes.append((minute, QueueCounters()))
+        for start, counters in reversed(queue.minutes):
+            if start <= minute:
+                counters.add(delta)
+                break
+
+    def _hour_of(self, at: datetime) -> datetime:
+        local = at.astimezone(self._zone)
+        return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+
+    def _roll_day(self, at: datetime) -> None:
+        local = at.astimezone(self._zone)
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+        if self._day is None or midnight > self._day:
+            if self._day is not None:
+                for queue in self.queues.values():
+                    for hour, counters in queue.hours.items():
+                        if hour < midnight and (queue.name, hour) in self._dirty_hours:
+                            self._dirty_hours[(queue.name, hour)] = counters.copy()
+                    queue.today = QueueCounters()
+                    queue.hours = {h: c for h, c in queue.hours.items() if h >= midnight}
+                for agent in self.agents.values():
+                    agent.today = AgentCounters()
+            self._day = midnight
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return self._zone
+
+    def return_dirty_hours(self, buckets: list[tuple[str, datetime, QueueCounters]]) -> None:
+        """Put back buckets whose save failed, so the next flush tries them again."""
+        for queue_name, hour, totals in buckets:
+            self._dirty_hours.setdefault((queue_name, hour), totals)
+
+    def take_dirty_hours(self) -> list[tuple[str, datetime, QueueCounters]]:
+        """Hour buckets changed since the last call, as totals (for an upsert), then forgotten."""
+        taken = []
+        for (queue_name, hour), kept in self._dirty_hours.items():
+            totals = kept if kept is not None else self.queues[queue_name].hours.get(hour)
+            if totals is not None:
+                taken.append((queue_name, hour, totals.copy()))
+        self._dirty_hours.clear()
+        return taken
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _queue(self, name: str) -> Queue:
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self.queues[name] = Queue(name, self._default_sl)
+        return queue
+
+    def _agent(self, interface: str, name: str) -> Agent:
+        agent = self.agents.get(interface)
+        if agent is None:
+            agent = self.agents[interface] = Agent(interface, name or interface)
+        elif name and name != interface:
+            agent.name = name
+        return agent
+
+    def recent(self, queue: Queue, now: datetime) -> QueueCounters:
+        """Counts of the last 15 minutes (whole minutes) ending at ``now``."""
+        since = now.replace(second=0, microsecond=0) - timedelta(minutes=RECENT_MINUTES - 1)
+        total = QueueCounters()
+        for start, counters in queue.minutes:
+            if start >= since:
+                total.add(counters)
+        return total
+
+    def snapshot(self, now: datetime) -> dict[str, Any]:
+        """Today's figures per queue and the agents' board, as ``hotline replay --json`` prints."""
+        queues = {}
+        for name, queue in sorted(self.queues.items()):
+            longest = max(
+                ((now - w.joined_at).total_seconds() for w in queue.waiting.values()), default=0.0
+            )
+            queues[name] = queue_figures(
+                queue.today, queue.service_level_seconds, len(queue.waiting), max(0.0, longest)
+            )
+        agents = {}
+        for interface, agent in sorted(self.agents.items()):
+            agents[interface] = {
+                "name": agent.name,
+                "state": agent.state(now).value,
+                "paused": bool(agent.paused_in),
+                "pause_reason": agent.pause_reason,
+                "answered": agent.today.answered,
+                "ring_no_answer": agent.today.ring_no_answer,
+                "talk_seconds": agent.today.talk_seconds,
+            }
+        return {"queues": queues, "agents": agents}
+
+    def recent_snapshot(self, now: datetime) -> dict[str, Any]:
+        return {
+            name: queue_figures(self.recent(queue, now), queue.service_level_seconds,
+                                len(queue.waiting), 0.0)
+            for name, queue in sorted(self.queues.items())
+        }
+
+    def waiting_callers(self, now: datetime) -> dict[str, list[dict[str, Any]]]:
+        return {
+            name: [
+                {"uniqueid": w.uniqueid, "wait_seconds": round((now - w.joined_at).total_seconds())}
+                for w in sorted(queue.waiting.values(), key=lambda w: w.joined_at)
+            ]
+            for name, queue in sorted(self.queues.items())
+        }
