@@ -22,6 +22,7 @@ from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
+from ami.actions import AmiAction
 from ami.codec import AmiFrameDecoder, AmiMessage, AmiProtocolError
 
 log = logging.getLogger(__name__)
@@ -261,12 +262,18 @@ class AmiClient:
 
     # -- actions ---------------------------------------------------------------------------------
 
+    async def send(self, action: AmiAction, *, timeout: float | None = None) -> Any:
+        """Run an action built by ``ami.actions`` (QueueAdd, QueuePause, Originate...)."""
+        name, headers = action
+        return await self.send_action(name, timeout=timeout, **headers)
+
     async def send_action(
-        self, action: str, *, timeout: float | None = None, **headers: str | int
+        self, action: str, *, timeout: float | None = None, **headers: str | int | list[str]
     ) -> list[Message] | Message:
         """Send ``action`` and wait for its whole answer, at most ``timeout`` seconds."""
         for key, value in headers.items():
-            if any(ch in str(value) for ch in "\r\n"):
+            values = value if isinstance(value, list) else [value]
+            if any(ch in str(item) for item in values for ch in "\r\n"):
                 raise ValueError(f"line break in AMI header {key!r}")
         manager = self._manager
         if not self.connected or manager is None or manager.protocol is None:

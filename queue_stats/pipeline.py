@@ -46,8 +46,9 @@ class EventPipeline:
     @classmethod
     def for_benchmark(cls, zone: str = "Asia/Shanghai") -> EventPipeline:
         clock = ReplayClock()
-        pipeline = cls(CallTracker(frozenset({"from-citizens"})), QueueStats(ZoneInfo(zone)),
-                       clock.current)
+        pipeline = cls(
+            CallTracker(frozenset({"from-citizens"})), QueueStats(ZoneInfo(zone)), clock.current
+        )
         pipeline.replay_clock = clock  # type: ignore[attr-defined]
         return pipeline
 

@@ -187,7 +187,10 @@ class QueueService:
         self.counters["resyncs"] += 1
         log.info(
             "resynced: %d queues, %d members, %d callers waiting, %d channels",
-            len(queues), len(members), len(callers), len(present),
+            len(queues),
+            len(members),
+            len(callers),
+            len(present),
         )
         self._end_resync()
         self.pipeline.stats.settle_resync()

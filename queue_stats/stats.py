@@ -229,8 +229,13 @@ class QueueStats:
             case MemberRemoved():
                 self._on_member_removed(event)
             case MemberPaused():
-                self._on_pause(event.interface, event.member_name, event.queue, event.paused,
-                               event.pause_reason)
+                self._on_pause(
+                    event.interface,
+                    event.member_name,
+                    event.queue,
+                    event.paused,
+                    event.pause_reason,
+                )
             case MemberStatus():
                 self._on_member_status(event)
             case QueueReported():
@@ -381,8 +386,9 @@ class QueueStats:
     def _on_member(self, event: MemberAdded | MemberReported) -> None:
         agent = self._agent(event.interface, event.member_name)
         agent.queues.add(event.queue)
-        self._on_pause(event.interface, event.member_name, event.queue, event.paused,
-                       event.pause_reason)
+        self._on_pause(
+            event.interface, event.member_name, event.queue, event.paused, event.pause_reason
+        )
         if isinstance(event, MemberReported):
             agent.device_status = event.device_status
 
@@ -392,9 +398,7 @@ class QueueStats:
         agent.paused_in.discard(event.queue)
         agent.state_since = event.at
 
-    def _on_pause(
-        self, interface: str, name: str, queue: str, paused: bool, reason: str
-    ) -> None:
+    def _on_pause(self, interface: str, name: str, queue: str, paused: bool, reason: str) -> None:
         agent = self._agent(interface, name)
         if paused:
             agent.paused_in.add(queue)
@@ -410,8 +414,9 @@ class QueueStats:
         agent.device_status = event.device_status
         if event.device_status not in _DEVICE_RINGING:
             agent.ringing_for.clear()
-        self._on_pause(event.interface, event.member_name, event.queue, event.paused,
-                       event.pause_reason)
+        self._on_pause(
+            event.interface, event.member_name, event.queue, event.paused, event.pause_reason
+        )
 
     # -- windows -------------------------------------------------------------------------------
 
@@ -520,8 +525,9 @@ class QueueStats:
 
     def recent_snapshot(self, now: datetime) -> dict[str, Any]:
         return {
-            name: queue_figures(self.recent(queue, now), queue.service_level_seconds,
-                                len(queue.waiting), 0.0)
+            name: queue_figures(
+                self.recent(queue, now), queue.service_level_seconds, len(queue.waiting), 0.0
+            )
             for name, queue in sorted(self.queues.items())
         }
 
