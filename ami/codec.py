@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 
 EOL = "\r\n"
 FRAME_END = "\r\n\r\n"
@@ -22,63 +21,118 @@ class AmiProtocolError(ValueError):
     """The peer sent something that is not AMI (or an absurdly long frame)."""
 
 
-@dataclass(frozen=True, slots=True)
 class AmiMessage(Mapping[str, str]):
     """One AMI message. Header names keep Asterisk's spelling; lookups ignore case.
 
     A header that appears more than once (``Output``, ``ChanVariable``) keeps every value in
-    ``repeated``; plain lookup answers the last one, as Asterisk's own parsers do.
+    ``repeated``; plain lookup answers the last one, as Asterisk's own parsers do. Immutable.
+    Lookups by Asterisk's own spelling are one dict access; other spellings fall back to a
+    case-folded index built on first need, so the common path stays cheap.
     """
 
-    headers: tuple[tuple[str, str], ...]
-    _index: dict[str, str] = field(init=False, repr=False, compare=False)
+    __slots__ = ("_folded", "_text", "_values")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_index", {name.lower(): value for name, value in self.headers})
+    def __init__(self, text: str, values: dict[str, str]) -> None:
+        object.__setattr__(self, "_text", text)
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_folded", None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("AmiMessage is immutable")
+
+    def _absent(self, name: str) -> bool:
+        """True when no header of any spelling has this name: a cheap C-level text search."""
+        lowered = name.lower()
+        text = self._text.lower()
+        return not (text.startswith(lowered + ":") or f"\r\n{lowered}:" in text)
+
+    def _fold(self) -> dict[str, str]:
+        folded = self._folded
+        if folded is None:
+            folded = {name.lower(): value for name, value in self._values.items()}
+            object.__setattr__(self, "_folded", folded)
+        return folded
 
     def __getitem__(self, name: str) -> str:
-        return self._index[name.lower()]
+        try:
+            return self._values[name]
+        except KeyError:
+            if self._absent(name):
+                raise
+            return self._fold()[name.lower()]
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        value = self._values.get(name)
+        if value is None:
+            if self._absent(name):
+                return default
+            return self._fold().get(name.lower(), default)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        return name in self._values or (not self._absent(name) and name.lower() in self._fold())
 
     def __iter__(self) -> Iterator[str]:
-        seen: set[str] = set()
-        for name, _ in self.headers:
-            if name.lower() not in seen:
-                seen.add(name.lower())
-                yield name
+        return iter(self._values)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AmiMessage) and other._text == self._text
+
+    def __hash__(self) -> int:
+        return hash(self._text)
+
+    def __repr__(self) -> str:
+        return f"AmiMessage({self._values!r})"
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Every header line in order, repeated ones included."""
+        return tuple(_header_lines(self._text))
 
     def repeated(self, name: str) -> list[str]:
         wanted = name.lower()
-        return [value for key, value in self.headers if key.lower() == wanted]
+        return [value for key, value in _header_lines(self._text) if key.lower() == wanted]
 
     @property
     def event(self) -> str | None:
-        return self._index.get("event")
+        return self.get("Event")
 
     @property
     def response(self) -> str | None:
-        return self._index.get("response")
+        return self.get("Response")
 
     @property
     def action_id(self) -> str | None:
-        return self._index.get("actionid")
+        return self.get("ActionID")
+
+
+def _header_lines(text: str) -> Iterator[tuple[str, str]]:
+    for line in text.split(EOL):
+        name, sep, value = line.partition(": ")
+        if not sep:
+            if not line:
+                continue
+            name, sep, value = line.partition(":")
+            if not sep:
+                # Command output in Asterisk < 14 came as bare lines; keep it, never crash.
+                name, value = "Output", line
+            name = name.strip()
+        yield name, value
 
 
 def parse_message(text: str) -> AmiMessage:
     """Parse one frame's text (without the blank line) into an ``AmiMessage``."""
-    headers: list[tuple[str, str]] = []
-    for line in text.split(EOL):
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            # Command output in Asterisk < 14 came as bare lines; keep it, never crash on it.
-            headers.append(("Output", line))
-            continue
-        headers.append((name.strip(), value.removeprefix(" ")))
-    return AmiMessage(tuple(headers))
+    try:
+        # The shape of nearly every line Asterisk sends; one C-level pass builds the dict.
+        values = dict([line.split(": ", 1) for line in text.split(EOL)])
+    except ValueError:
+        values = dict(_header_lines(text))
+    return AmiMessage(text, values)
 
 
 def event_name_of(text: str) -> str | None:
@@ -108,19 +162,19 @@ class AmiFrameDecoder:
         if self.banner is None and self._take_banner() is None:
             return []
         messages: list[AmiMessage] = []
-        while True:
-            end = self._pending.find(FRAME_END)
-            if end < 0:
-                break
-            text = self._pending[:end]
-            self._pending = self._pending[end + len(FRAME_END) :]
-            text = text.lstrip(EOL)
+        *frames, self._pending = self._pending.split(FRAME_END)
+        keep = self._keep_event
+        for text in frames:
+            if text.startswith(EOL):
+                text = text.lstrip(EOL)
             if not text:
                 continue
-            name = event_name_of(text)
-            if name is not None and self._keep_event is not None and not self._keep_event(name):
-                self.dropped += 1
-                continue
+            if keep is not None and text.startswith("Event:"):
+                end = text.find(EOL)
+                name = (text[6:] if end < 0 else text[6:end]).strip()
+                if not keep(name):
+                    self.dropped += 1
+                    continue
             messages.append(parse_message(text))
         if len(self._pending) > MAX_PENDING_CHARS:
             raise AmiProtocolError(f"AMI frame longer than {MAX_PENDING_CHARS} characters")

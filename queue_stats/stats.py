@@ -192,6 +192,8 @@ class QueueStats:
         # Callers who left a queue and whose outcome (answered or timed out) is not known yet.
         self._left: dict[str, tuple[str, datetime]] = {}
         self._day: datetime | None = None
+        self._next_day: datetime | None = None
+        self._hour_cache: tuple[datetime, datetime] | None = None
         # Hour buckets to save: None = take the live bucket; a value = totals kept for saving.
         self._dirty_hours: dict[tuple[str, datetime], QueueCounters | None] = {}
         self.anomalies: Counter[str] = Counter()
@@ -421,29 +423,40 @@ class QueueStats:
     # -- windows -------------------------------------------------------------------------------
 
     def _count(self, queue: Queue, at: datetime, **amounts: int) -> None:
-        delta = QueueCounters(**amounts)
         if self._day is not None and at < self._day:
             self.anomalies["event-from-a-past-day"] += 1
             return
         hour = self._hour_of(at)
-        queue.today.add(delta)
-        queue.hours.setdefault(hour, QueueCounters()).add(delta)
+        bucket = queue.hours.get(hour)
+        if bucket is None:
+            bucket = queue.hours[hour] = QueueCounters()
         self._dirty_hours[(queue.name, hour)] = None
         minute = at.replace(second=0, microsecond=0)
-        if not queue.minutes or queue.minutes[-1][0] < minute:
-            queue.minutes.append((minute, QueueCounters()))
-        for start, counters in reversed(queue.minutes):
-            if start <= minute:
-                counters.add(delta)
-                break
+        minutes = queue.minutes
+        if not minutes or minutes[-1][0] < minute:
+            minutes.append((minute, QueueCounters()))
+        recent = next((c for start, c in reversed(minutes) if start <= minute), None)
+        windows = (queue.today, bucket) if recent is None else (queue.today, bucket, recent)
+        for name, amount in amounts.items():
+            for counters in windows:
+                setattr(counters, name, getattr(counters, name) + amount)
 
     def _hour_of(self, at: datetime) -> datetime:
+        """Start of the local hour holding ``at`` (zones with half-hour offsets included)."""
+        if self._hour_cache is not None and self._hour_cache[0] <= at < self._hour_cache[1]:
+            return self._hour_cache[0]
         local = at.astimezone(self._zone)
-        return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        start = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        self._hour_cache = (start, start + timedelta(hours=1))
+        return start
 
     def _roll_day(self, at: datetime) -> None:
+        if self._next_day is not None and at < self._next_day:
+            return
         local = at.astimezone(self._zone)
         midnight = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+        following = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        self._next_day = following.astimezone(UTC)
         if self._day is None or midnight > self._day:
             if self._day is not None:
                 for queue in self.queues.values():

@@ -1,0 +1,3 @@
+from tests.recorder.cli import main
+
+raise SystemExit(main())
