@@ -30,20 +30,24 @@ class AmiMessage(Mapping[str, str]):
     case-folded index built on first need, so the common path stays cheap.
     """
 
-    __slots__ = ("_folded", "_text", "_values")
+    __slots__ = ("_folded", "_lowered", "_text", "_values")
 
     def __init__(self, text: str, values: dict[str, str]) -> None:
         object.__setattr__(self, "_text", text)
         object.__setattr__(self, "_values", values)
         object.__setattr__(self, "_folded", None)
+        object.__setattr__(self, "_lowered", None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("AmiMessage is immutable")
 
     def _absent(self, name: str) -> bool:
         """True when no header of any spelling has this name: a cheap C-level text search."""
+        text = self._lowered
+        if text is None:
+            text = self._text.lower()
+            object.__setattr__(self, "_lowered", text)
         lowered = name.lower()
-        text = self._text.lower()
         return not (text.startswith(lowered + ":") or f"\r\n{lowered}:" in text)
 
     def _fold(self) -> dict[str, str]:
@@ -88,6 +92,11 @@ class AmiMessage(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"AmiMessage({self._values!r})"
+
+    @property
+    def as_sent(self) -> Mapping[str, str]:
+        """The headers keyed exactly as Asterisk spells them: the fast path for hot parsers."""
+        return self._values
 
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:
@@ -164,18 +173,26 @@ class AmiFrameDecoder:
         messages: list[AmiMessage] = []
         *frames, self._pending = self._pending.split(FRAME_END)
         keep = self._keep_event
+        dropped = 0
         for text in frames:
-            if text.startswith(EOL):
-                text = text.lstrip(EOL)
-            if not text:
-                continue
-            if keep is not None and text.startswith("Event:"):
-                end = text.find(EOL)
-                name = (text[6:] if end < 0 else text[6:end]).strip()
-                if not keep(name):
-                    self.dropped += 1
+            if keep is not None and text[:7] == "Event: ":
+                # The hot path: Asterisk's own spelling, name read without parsing the frame.
+                end = text.find(EOL, 7)
+                if not keep(text[7:end] if end > 0 else text[7:]):
+                    dropped += 1
                     continue
+            elif text[:2] == EOL or text[:6] == "Event:":
+                text = text.lstrip(EOL)
+                if not text:
+                    continue
+                name = event_name_of(text)
+                if keep is not None and name is not None and not keep(name):
+                    dropped += 1
+                    continue
+            elif not text:
+                continue
             messages.append(parse_message(text))
+        self.dropped += dropped
         if len(self._pending) > MAX_PENDING_CHARS:
             raise AmiProtocolError(f"AMI frame longer than {MAX_PENDING_CHARS} characters")
         return messages

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from ami.codec import AmiMessage
+
 log = logging.getLogger(__name__)
 
 
@@ -193,6 +195,22 @@ class RecordingStarted(ChannelEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class QueueExited(ChannelEvent):
+    """The dialplan's ``UserEvent(HotlineQueueResult)`` after ``Queue()`` returned.
+
+    Asterisk reports a caller who timed out of a queue with ``QueueCallerAbandon`` like one who
+    hung up; only ``QUEUESTATUS`` (``TIMEOUT``, ``LEAVEEMPTY``, ``JOINEMPTY``...) tells them
+    apart, so the dialplan publishes it. A caller who hung up never reaches this step.
+    """
+
+    queue: str
+    status: str
+
+
+QUEUE_RESULT_EVENT = "HotlineQueueResult"
+
+
+@dataclass(frozen=True, slots=True)
 class PbxBooted:
     """Asterisk finished booting (or we logged in to a running one): channel state starts over."""
 
@@ -219,6 +237,7 @@ DomainEvent = (
     | CallerReported
     | ChannelReported
     | RecordingStarted
+    | QueueExited
     | PbxBooted
 )
 
@@ -254,87 +273,101 @@ def interface_of(channel: str) -> str:
     return channel
 
 
+def _ids(message: Mapping[str, str]) -> tuple[str, str, str]:
+    """(uniqueid, linkedid, channel): the fields every ChannelEvent starts with."""
+    uniqueid = message.get("Uniqueid")
+    channel = message.get("Channel")
+    if not uniqueid or channel is None:
+        raise AmiEventError(f"{message.get('Event', '?')} without Uniqueid or Channel")
+    return uniqueid, message.get("Linkedid") or uniqueid, channel
+
+
+def _agent_ids(message: Mapping[str, str]) -> tuple[str, str, str, str, str, str, str]:
+    """The channel fields plus (queue, interface, member name, agent channel)."""
+    interface = message.get("Interface")
+    queue = message.get("Queue")
+    if not interface or queue is None:
+        raise AmiEventError(f"{message.get('Event', '?')} without Queue or Interface")
+    return (
+        *_ids(message),
+        queue,
+        interface,
+        message.get("MemberName", ""),
+        message.get("DestChannel", ""),
+    )
+
+
 def _channel(message: Mapping[str, str], at: datetime) -> dict[str, object]:
-    return {
-        "at": at,
-        "uniqueid": _text(message, "Uniqueid"),
-        "linkedid": message.get("Linkedid") or _text(message, "Uniqueid"),
-        "channel": _text(message, "Channel"),
-    }
-
-
-def _agent(message: Mapping[str, str], at: datetime) -> dict[str, object]:
-    return _channel(message, at) | {
-        "queue": _text(message, "Queue"),
-        "interface": _text(message, "Interface"),
-        "member_name": message.get("MemberName", ""),
-        "agent_channel": message.get("DestChannel", ""),
-    }
+    uniqueid, linkedid, channel = _ids(message)
+    return {"at": at, "uniqueid": uniqueid, "linkedid": linkedid, "channel": channel}
 
 
 def _newchannel(m: Mapping[str, str], at: datetime) -> ChannelCreated:
     return ChannelCreated(
-        **_channel(m, at),
-        caller_number=_caller_id(m.get("CallerIDNum")),
-        caller_name=_caller_id(m.get("CallerIDName")),
-        context=m.get("Context", ""),
-        exten=m.get("Exten", ""),
+        at,
+        *_ids(m),
+        _caller_id(m.get("CallerIDNum")),
+        _caller_id(m.get("CallerIDName")),
+        m.get("Context", ""),
+        m.get("Exten", ""),
     )
 
 
 def _hangup(m: Mapping[str, str], at: datetime) -> ChannelHungUp:
-    return ChannelHungUp(
-        **_channel(m, at), cause=_number(m, "Cause", default=0), cause_text=m.get("Cause-txt", "")
-    )
+    return ChannelHungUp(at, *_ids(m), _number(m, "Cause", default=0), m.get("Cause-txt", ""))
 
 
 def _caller_join(m: Mapping[str, str], at: datetime) -> CallerJoinedQueue:
     return CallerJoinedQueue(
-        **_channel(m, at),
-        queue=_text(m, "Queue"),
-        caller_number=_caller_id(m.get("CallerIDNum")),
-        caller_name=_caller_id(m.get("CallerIDName")),
-        position=_number(m, "Position", default=0),
+        at,
+        *_ids(m),
+        _text(m, "Queue"),
+        _caller_id(m.get("CallerIDNum")),
+        _caller_id(m.get("CallerIDName")),
+        _number(m, "Position", default=0),
     )
 
 
 def _caller_leave(m: Mapping[str, str], at: datetime) -> CallerLeftQueue:
-    return CallerLeftQueue(**_channel(m, at), queue=_text(m, "Queue"))
+    return CallerLeftQueue(at, *_ids(m), _text(m, "Queue"))
 
 
 def _caller_abandon(m: Mapping[str, str], at: datetime) -> CallerAbandoned:
     return CallerAbandoned(
-        **_channel(m, at),
-        queue=_text(m, "Queue"),
-        hold_seconds=_number(m, "HoldTime", default=0),
-        position=_number(m, "Position", default=0),
-        original_position=_number(m, "OriginalPosition", default=0),
+        at,
+        *_ids(m),
+        _text(m, "Queue"),
+        _number(m, "HoldTime", default=0),
+        _number(m, "Position", default=0),
+        _number(m, "OriginalPosition", default=0),
     )
 
 
 def _agent_called(m: Mapping[str, str], at: datetime) -> AgentCalled:
-    return AgentCalled(**_agent(m, at))
+    return AgentCalled(at, *_agent_ids(m))
 
 
 def _agent_ring_no_answer(m: Mapping[str, str], at: datetime) -> AgentRingNoAnswer:
     ring_milliseconds = _number(m, "RingTime", default=0)  # milliseconds here, unlike Connect
-    return AgentRingNoAnswer(**_agent(m, at), ring_seconds=ring_milliseconds // 1000)
+    return AgentRingNoAnswer(at, *_agent_ids(m), ring_milliseconds // 1000)
 
 
 def _agent_connect(m: Mapping[str, str], at: datetime) -> AgentConnected:
     return AgentConnected(
-        **_agent(m, at),
-        hold_seconds=_number(m, "HoldTime", default=0),
-        ring_seconds=_number(m, "RingTime", default=0),
+        at,
+        *_agent_ids(m),
+        _number(m, "HoldTime", default=0),
+        _number(m, "RingTime", default=0),
     )
 
 
 def _agent_complete(m: Mapping[str, str], at: datetime) -> AgentCompleted:
     return AgentCompleted(
-        **_agent(m, at),
-        hold_seconds=_number(m, "HoldTime", default=0),
-        talk_seconds=_number(m, "TalkTime", default=0),
-        reason=m.get("Reason", ""),
+        at,
+        *_agent_ids(m),
+        _number(m, "HoldTime", default=0),
+        _number(m, "TalkTime", default=0),
+        m.get("Reason", ""),
     )
 
 
@@ -439,6 +472,14 @@ def _mixmonitor_start(m: Mapping[str, str], at: datetime) -> RecordingStarted:
     return RecordingStarted(**_channel(m, at))
 
 
+def _user_event(m: Mapping[str, str], at: datetime) -> QueueExited | None:
+    if m.get("UserEvent") != QUEUE_RESULT_EVENT:
+        return None
+    return QueueExited(
+        **_channel(m, at), queue=m.get("Queue", ""), status=m.get("Status", "").upper()
+    )
+
+
 def _fully_booted(m: Mapping[str, str], at: datetime) -> PbxBooted:
     return PbxBooted(at=at)
 
@@ -465,6 +506,7 @@ EVENT_PARSERS: dict[str, EventParser] = {
     "QueueEntry": _queue_entry,
     "CoreShowChannel": _core_show_channel,
     "MixMonitorStart": _mixmonitor_start,
+    "UserEvent": _user_event,
     "FullyBooted": _fully_booted,
 }
 
@@ -486,8 +528,11 @@ def parse_event(message: Mapping[str, str], received_at: datetime) -> DomainEven
     """The domain event for ``message``, or ``None`` when it is not one we use.
 
     Raises ``AmiEventError`` for a wanted event that is malformed; the shell logs and counts it.
+    Our own ``AmiMessage`` is read through its exact-spelling dict (Asterisk's header names never
+    vary); other mappings, such as panoramisk's replies to actions, through their own lookup.
     """
-    parser = EVENT_PARSERS.get(message.get("Event", ""))
+    headers = message.as_sent if isinstance(message, AmiMessage) else message
+    parser = EVENT_PARSERS.get(headers.get("Event", ""))
     if parser is None:
         return None
-    return parser(message, event_time(message, received_at))
+    return parser(headers, event_time(headers, received_at))

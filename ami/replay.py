@@ -44,9 +44,10 @@ class ReplayClock:
 
 
 def _time_in(message: AmiMessage) -> datetime | None:
-    raw = message.get("Timestamp")
-    if raw is None and message.event == "Newchannel":
-        raw = message.get("Uniqueid", "").split(".", 1)[0]
+    headers = message.as_sent
+    raw = headers.get("Timestamp")
+    if raw is None and headers.get("Event") == "Newchannel":
+        raw = headers.get("Uniqueid", "").split(".", 1)[0]
     try:
         return datetime.fromtimestamp(float(raw), tz=UTC) if raw else None
     except (ValueError, OverflowError):

@@ -114,15 +114,9 @@ def _optional(module: str, name: str) -> tuple[Any | None, str]:
 
 
 def our_keep_event() -> tuple[Callable[[str], bool], str]:
-    keep, why = _optional("hotline.pipeline", "keep_event")
-    if keep is not None:
-        return keep, "hotline.pipeline.keep_event"
-    from ami.events import WANTED_EVENTS
+    from queue_stats.pipeline import PIPELINE_EVENTS, keep_event
 
-    return (
-        WANTED_EVENTS.__contains__,
-        f"ami.events.WANTED_EVENTS, {len(WANTED_EVENTS)} names; hotline.pipeline.keep_event {why}",
-    )
+    return keep_event, f"queue_stats.pipeline.keep_event, {len(PIPELINE_EVENTS)} names"
 
 
 def _stats_summary(stats: object) -> str:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from ami.events import (
     AgentCompleted,
@@ -25,6 +26,7 @@ from ami.events import (
     ChannelHungUp,
     DialAnswered,
     DomainEvent,
+    QueueExited,
 )
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,8 @@ class CallTracker:
 
     def __init__(self, inbound_contexts: frozenset[str] = frozenset()) -> None:
         self._inbound_contexts = inbound_contexts
-        self._calls: dict[str, CallRecord] = {}
+        # Live calls as plain field dicts (cheap to update); frozen into CallRecord at the end.
+        self._calls: dict[str, dict[str, Any]] = {}
         self._pending_routings: OrderedDict[str, Routing] = OrderedDict()
         self.anomalies: Counter[str] = Counter()
 
@@ -103,29 +106,29 @@ class CallTracker:
         return len(self._calls)
 
     def call(self, uniqueid: str) -> CallRecord | None:
-        return self._calls.get(uniqueid)
+        fields = self._calls.get(uniqueid)
+        return None if fields is None else CallRecord(**fields)
 
     def routed(self, uniqueid: str, routing: Routing) -> None:
         """Attach the routing decision made for ``uniqueid`` (it may arrive before AMI's events)."""
-        record = self._calls.get(uniqueid)
-        if record is None:
+        fields = self._calls.get(uniqueid)
+        if fields is None:
             self._pending_routings[uniqueid] = routing
             while len(self._pending_routings) > MAX_PENDING_ROUTINGS:
                 self._pending_routings.popitem(last=False)
             return
-        self._calls[uniqueid] = replace(
-            record, ticket=routing.ticket, routing_reason=routing.reason
-        )
+        fields["ticket"] = routing.ticket
+        fields["routing_reason"] = routing.reason
 
     def resync(self, present: set[str], at: datetime) -> list[CallRecord]:
         """After a reconnect: calls Asterisk no longer has ended unseen; finish them as unknown."""
         gone = [uid for uid in self._calls if uid not in present]
         finished = []
         for uniqueid in gone:
-            record = self._calls.pop(uniqueid)
+            fields = self._calls.pop(uniqueid)
             self.anomalies["call-ended-while-disconnected"] += 1
-            outcome = record.outcome or CallOutcome.UNKNOWN
-            finished.append(replace(record, outcome=outcome, ended_at=None))
+            fields["outcome"] = fields.get("outcome") or CallOutcome.UNKNOWN
+            finished.append(CallRecord(**fields))
         return finished
 
     def handle(self, event: DomainEvent) -> list[CallRecord]:
@@ -157,6 +160,9 @@ class CallTracker:
                     hold_seconds=event.hold_seconds,
                     left_queue_at=event.at,
                 )
+            case QueueExited() if event.status == "TIMEOUT":
+                # Asterisk also sent QueueCallerAbandon for this caller; the dialplan's word wins.
+                self._update(event.uniqueid, "exit", outcome=CallOutcome.TIMEOUT)
             case AgentConnected():
                 self._update(
                     event.uniqueid,
@@ -175,83 +181,93 @@ class CallTracker:
                 return self._on_hangup(event)
         return []
 
+    def _start(
+        self,
+        uniqueid: str,
+        linkedid: str,
+        channel: str,
+        number: str,
+        name: str,
+        dialled: str,
+        at: datetime,
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "uniqueid": uniqueid,
+            "linkedid": linkedid,
+            "channel": channel,
+            "caller_number": number,
+            "caller_name": name,
+            "dialled_number": dialled,
+            "started_at": at,
+        }
+        routing = self._pending_routings.pop(uniqueid, None)
+        if routing is not None:
+            fields["ticket"] = routing.ticket
+            fields["routing_reason"] = routing.reason
+        self._calls[uniqueid] = fields
+        return fields
+
     def _on_channel_created(self, event: ChannelCreated) -> None:
         if event.context not in self._inbound_contexts or event.uniqueid != event.linkedid:
             return
-        record = CallRecord(
-            uniqueid=event.uniqueid,
-            linkedid=event.linkedid,
-            channel=event.channel,
-            caller_number=event.caller_number,
-            caller_name=event.caller_name,
-            dialled_number=event.exten,
-            started_at=event.at,
+        self._start(
+            event.uniqueid,
+            event.linkedid,
+            event.channel,
+            event.caller_number,
+            event.caller_name,
+            event.exten,
+            event.at,
         )
-        self._calls[event.uniqueid] = self._with_pending_routing(record)
 
     def _on_caller_joined(self, event: CallerJoinedQueue) -> None:
-        record = self._calls.get(event.uniqueid)
-        if record is None:
+        fields = self._calls.get(event.uniqueid)
+        if fields is None:
             # The bridge was not watching when the channel was created: start from the queue.
-            record = CallRecord(
-                uniqueid=event.uniqueid,
-                linkedid=event.linkedid,
-                channel=event.channel,
-                caller_number=event.caller_number,
-                caller_name=event.caller_name,
-                dialled_number="",
-                started_at=event.at,
+            fields = self._start(
+                event.uniqueid,
+                event.linkedid,
+                event.channel,
+                event.caller_number,
+                event.caller_name,
+                "",
+                event.at,
             )
-            record = self._with_pending_routing(record)
-        self._calls[event.uniqueid] = replace(record, queue=event.queue, entered_queue_at=event.at)
+        fields["queue"] = event.queue
+        fields["entered_queue_at"] = event.at
 
     def _on_dial_answered(self, event: DialAnswered) -> None:
-        record = self._calls.get(event.uniqueid)
-        if record is None or record.entered_queue_at is not None:
+        fields = self._calls.get(event.uniqueid)
+        if fields is None or fields.get("entered_queue_at") is not None:
             return  # Queue's own dials are reported by AgentConnect.
-        self._calls[event.uniqueid] = replace(
-            record,
-            outcome=CallOutcome.ANSWERED,
-            agent_interface=event.interface,
-            answered_at=event.at,
-            hold_seconds=_whole_seconds(record.started_at, event.at),
-        )
+        fields["outcome"] = CallOutcome.ANSWERED
+        fields["agent_interface"] = event.interface
+        fields["answered_at"] = event.at
+        fields["hold_seconds"] = _whole_seconds(fields["started_at"], event.at)
 
     def _on_hangup(self, event: ChannelHungUp) -> list[CallRecord]:
-        record = self._calls.pop(event.uniqueid, None)
-        if record is None:
+        fields = self._calls.pop(event.uniqueid, None)
+        if fields is None:
             return []
-        outcome = record.outcome
-        hold = record.hold_seconds
-        talk = record.talk_seconds
-        if outcome is None and record.entered_queue_at is not None:
-            outcome = CallOutcome.TIMEOUT if record.left_queue_at else CallOutcome.ABANDONED
-            hold = _whole_seconds(record.entered_queue_at, record.left_queue_at or event.at)
+        outcome = fields.get("outcome")
+        entered = fields.get("entered_queue_at")
+        left = fields.get("left_queue_at")
+        if outcome is None and entered is not None:
+            outcome = CallOutcome.TIMEOUT if left else CallOutcome.ABANDONED
+            fields["hold_seconds"] = _whole_seconds(entered, left or event.at)
         elif outcome is None:
             outcome = CallOutcome.HUNG_UP_BEFORE_QUEUE
-        if outcome is CallOutcome.ANSWERED and talk is None:
-            talk = _whole_seconds(record.answered_at, event.at)
-        return [
-            replace(
-                record,
-                outcome=outcome,
-                hold_seconds=hold,
-                talk_seconds=talk,
-                ended_at=event.at,
-                hangup_cause=event.cause,
-            )
-        ]
+        if outcome is CallOutcome.ANSWERED and fields.get("talk_seconds") is None:
+            fields["talk_seconds"] = _whole_seconds(fields.get("answered_at"), event.at)
+        fields["outcome"] = outcome
+        fields["ended_at"] = event.at
+        fields["hangup_cause"] = event.cause
+        return [CallRecord(**fields)]
 
     def _update(self, uniqueid: str, what: str, **changes: object) -> None:
-        record = self._calls.get(uniqueid)
-        if record is None:
+        fields = self._calls.get(uniqueid)
+        if fields is None:
             self.anomalies[f"{what}-unknown-call"] += 1
             log.debug("%s for a call the tracker does not know: %s", what, uniqueid)
             return
-        self._calls[uniqueid] = replace(record, **changes)  # type: ignore[arg-type]
-
-    def _with_pending_routing(self, record: CallRecord) -> CallRecord:
-        routing = self._pending_routings.pop(record.uniqueid, None)
-        if routing is None:
-            return record
-        return replace(record, ticket=routing.ticket, routing_reason=routing.reason)
+        fields.update(changes)

@@ -23,9 +23,10 @@ from queue_stats.stats import QueueStats
 log = logging.getLogger(__name__)
 
 
-def keep_event(name: str) -> bool:
-    """Frames of any other event are dropped by the codec before they are parsed."""
-    return name in WANTED_EVENTS
+# The events this pipeline consumes; the codec drops every other frame by name before parsing
+# it. (MixMonitorStart has a parser but no consumer yet: the recording feature will add it.)
+PIPELINE_EVENTS = WANTED_EVENTS - {"MixMonitorStart"}
+keep_event = PIPELINE_EVENTS.__contains__
 
 
 @dataclass(slots=True)

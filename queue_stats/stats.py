@@ -2,8 +2,12 @@
 
 Counting follows Asterisk's own definitions so the numbers agree with ``QueueStatus`` and
 ``queue_log``: a call is *offered* when it joins a queue, *answered* at ``AgentConnect``,
-*abandoned* at ``QueueCallerAbandon``, *timed out* when it left the queue without either (the
-Queue application's time limit, or an empty queue). Answered *within the service level* means a
+*abandoned* when the caller hung up while waiting, *timed out* when it left the queue without
+either (the Queue application's time limit, or an empty queue). Asterisk sends
+``QueueCallerAbandon`` for a timeout too; the dialplan's ``HotlineQueueResult`` user event tells
+the two apart, so an abandon is settled at the caller's ``Hangup`` or that event, whichever comes
+first (milliseconds later). Without the user event a timeout counts as abandoned, as Asterisk's
+own ``Abandoned`` counter does. Answered *within the service level* means a
 hold of at most the queue's ``servicelevel`` seconds, and ``service_level`` is that count over
 answered calls, as Asterisk's ``ServicelevelPerf``. Rates leave out short abandons (callers who
 hung up within ``short_abandon_seconds``), as contact centres usually do.
@@ -39,6 +43,7 @@ from ami.events import (
     MemberRemoved,
     MemberReported,
     MemberStatus,
+    QueueExited,
     QueueReported,
 )
 
@@ -161,6 +166,15 @@ class _Waiting:
 
 
 @dataclass(slots=True)
+class _Exit:
+    """A caller who left a queue; answered, abandoned or timed out is not settled yet."""
+
+    queue: str
+    at: datetime
+    abandon_hold: int | None  # set when Asterisk reported QueueCallerAbandon
+
+
+@dataclass(slots=True)
 class Queue:
     name: str
     service_level_seconds: int
@@ -189,8 +203,8 @@ class QueueStats:
         self._wrap_up = timedelta(seconds=wrap_up_seconds)
         self.queues: dict[str, Queue] = {}
         self.agents: dict[str, Agent] = {}
-        # Callers who left a queue and whose outcome (answered or timed out) is not known yet.
-        self._left: dict[str, tuple[str, datetime]] = {}
+        # Callers who left a queue and whose outcome is not settled yet.
+        self._left: dict[str, _Exit] = {}
         self._day: datetime | None = None
         self._next_day: datetime | None = None
         self._hour_cache: tuple[datetime, datetime] | None = None
@@ -247,6 +261,8 @@ class QueueStats:
                 queue.reported = event
             case CallerReported():
                 self._on_caller_reported(event)
+            case QueueExited():
+                return self._on_queue_exited(event)
             case _:
                 return False
         return True
@@ -322,21 +338,39 @@ class QueueStats:
 
     def _on_abandon(self, event: CallerAbandoned) -> None:
         queue = self._queue(event.queue)
-        queue.waiting.pop(event.uniqueid, None)
-        self._left.pop(event.uniqueid, None)
-        short = int(event.hold_seconds < self._short_abandon)
-        self._count(queue, event.at, abandoned=1, short_abandoned=short)
+        if queue.waiting.pop(event.uniqueid, None) is None:
+            self.anomalies["abandon-of-unknown-caller"] += 1
+        self._exit(event.uniqueid, _Exit(event.queue, event.at, event.hold_seconds))
         for agent in self.agents.values():
             agent.ringing_for.discard(event.uniqueid)
 
     def _on_leave(self, event: CallerLeftQueue) -> None:
         queue = self._queue(event.queue)
         if queue.waiting.pop(event.uniqueid, None) is None:
-            return  # abandoned (already counted) or unknown
-        self._left[event.uniqueid] = (event.queue, event.at)
+            return  # after QueueCallerAbandon, or a caller we never saw join
+        self._exit(event.uniqueid, _Exit(event.queue, event.at, None))
+
+    def _exit(self, uniqueid: str, exit_: _Exit) -> None:
+        self._left[uniqueid] = exit_
         if len(self._left) > MAX_LEFT_CALLERS:
-            self._left.pop(next(iter(self._left)))
+            self._settle(next(iter(self._left)), timed_out=False)
             self.anomalies["left-callers-overflow"] += 1
+
+    def _settle(self, uniqueid: str, timed_out: bool) -> bool:
+        exit_ = self._left.pop(uniqueid, None)
+        if exit_ is None:
+            return False
+        queue = self._queue(exit_.queue)
+        if timed_out or exit_.abandon_hold is None:
+            self._count(queue, exit_.at, timed_out=1)
+        else:
+            short = int(exit_.abandon_hold < self._short_abandon)
+            self._count(queue, exit_.at, abandoned=1, short_abandoned=short)
+        return True
+
+    def _on_queue_exited(self, event: QueueExited) -> bool:
+        """Queue() returned without a hangup: whatever Asterisk called it, not an abandon."""
+        return self._settle(event.uniqueid, timed_out=True)
 
     def _on_connect(self, event: AgentConnected) -> None:
         queue = self._queue(event.queue)
@@ -371,10 +405,7 @@ class QueueStats:
         agent.state_since = event.at
 
     def _on_hangup(self, event: ChannelHungUp) -> bool:
-        left = self._left.pop(event.uniqueid, None)
-        if left is not None:
-            queue_name, left_at = left
-            self._count(self._queue(queue_name), left_at, timed_out=1)
+        if self._settle(event.uniqueid, timed_out=False):
             return True
         changed = False
         for queue in self.queues.values():

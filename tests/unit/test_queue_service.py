@@ -128,6 +128,7 @@ async def test_a_late_subscriber_gets_the_snapshot_and_live_deltas(tmp_path: Pat
             "Queue: hotline\nPosition: 1\nOriginalPosition: 1\nHoldTime: 7"
         )
     )
+    service.on_ami_message(frame("Event: Hangup\nChannel: PJSIP/c-1\nUniqueid: 1.1\nCause: 16"))
     second = await asyncio.wait_for(anext(deltas), 2)
     assert second["seq"] == 2
     assert second["queues"]["hotline"]["abandoned"] == 1

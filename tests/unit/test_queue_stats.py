@@ -29,6 +29,7 @@ from ami.events import (
     MemberRemoved,
     MemberReported,
     MemberStatus,
+    QueueExited,
     QueueReported,
 )
 from ami.replay import ReplayClock, read_transcript
@@ -160,6 +161,7 @@ def test_timeout_short_abandon_and_service_level() -> None:
     stats.handle(_hangup("a", T0 + timedelta(seconds=30)))  # left unanswered: timed out
     stats.handle(_join("b", T0))
     stats.handle(CallerAbandoned(T0 + timedelta(seconds=3), "b", "b", "c", "hotline", 3, 1, 1))
+    stats.handle(_hangup("b", T0 + timedelta(seconds=3)))
     stats.handle(_join("c", T0))
     stats.handle(CallerLeftQueue(T0 + timedelta(seconds=25), "c", "c", "c", "hotline"))
     stats.handle(AgentConnected(*_agent_fields("c", T0 + timedelta(seconds=25)), 25, 2))
@@ -245,7 +247,9 @@ def test_resync_replaces_live_state_but_keeps_the_days_counts() -> None:
 
 # -- invariants over arbitrary sequences ---------------------------------------------------
 
-OUTCOMES = st.sampled_from(["answer", "abandon", "timeout", "wait", "answer_late_leave"])
+OUTCOMES = st.sampled_from(
+    ["answer", "abandon", "timeout", "wait", "answer_late_leave", "timeout_reported_as_abandon"]
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -283,13 +287,20 @@ def test_offered_always_equals_answered_abandoned_timed_out_and_waiting(plan, or
                 CallerLeftQueue(end, uid, uid, "c", queue),
                 ChannelHungUp(end, uid, uid, "c", 16, ""),
             ]
+        elif outcome == "timeout_reported_as_abandon":  # what Asterisk 22 really sends
+            events += [
+                CallerAbandoned(end, uid, uid, "c", queue, wait, 1, 1),
+                CallerLeftQueue(end, uid, uid, "c", queue),
+                QueueExited(end, uid, uid, "c", queue, "TIMEOUT"),
+                ChannelHungUp(end, uid, uid, "c", 16, ""),
+            ]
         streams.append(events)
     while any(streams):  # interleave the calls, each call's own events staying in order
         stream = order_seed.choice([s for s in streams if s])
         stats.handle(stream.pop(0))
         for queue in stats.queues.values():
             today = queue.today
-            left_pending = sum(1 for q, _ in stats._left.values() if q == queue.name)
+            left_pending = sum(1 for e in stats._left.values() if e.queue == queue.name)
             assert len(queue.waiting) >= 0 and min(vars_of(today)) >= 0
             assert today.offered == (
                 today.answered
@@ -309,7 +320,7 @@ def test_offered_always_equals_answered_abandoned_timed_out_and_waiting(plan, or
         totals["waiting"] += len(queue.waiting)
     assert totals["answered"] == expected["answer"] + expected["answer_late_leave"]
     assert totals["abandoned"] == expected["abandon"]
-    assert totals["timed_out"] == expected["timeout"]
+    assert totals["timed_out"] == expected["timeout"] + expected["timeout_reported_as_abandon"]
     assert totals["waiting"] == expected["wait"]
 
 

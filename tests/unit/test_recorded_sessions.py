@@ -1,0 +1,101 @@
+"""Replays of sessions recorded on our Asterisk 22 test bed agree with that run's queue_log.
+
+Each ``tests/fixtures/<name>.ami`` is the raw AMI stream the bridge's own account received
+(``scripts/record-transcript``); ``<name>.queue_log`` is what Asterisk itself logged for the
+same calls. The replay goes through the same decoder, filter and pipeline as live traffic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ami.replay import ReplayClock
+from queue_stats.calls import CallOutcome, CallTracker
+from queue_stats.pipeline import EventPipeline, replay_file
+from queue_stats.stats import QueueStats
+from tests.queue_log import read_queue_log
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+RECORDED = sorted(path.stem for path in FIXTURES.glob("*.queue_log"))
+
+
+def replay(name: str) -> tuple[dict, list, EventPipeline]:
+    clock = ReplayClock()
+    pipeline = EventPipeline(
+        CallTracker(frozenset({"from-citizens"})),
+        QueueStats(ZoneInfo("Asia/Shanghai")),
+        clock.current,
+    )
+    calls = replay_file(FIXTURES / f"{name}.ami", pipeline, clock)
+    return pipeline.stats.snapshot(clock.current()), calls, pipeline
+
+
+def test_there_are_recorded_sessions_to_check() -> None:
+    assert len(RECORDED) >= 2
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_queue_figures_agree_with_queue_log(name: str) -> None:
+    snapshot, _, pipeline = replay(name)
+    logged = read_queue_log(FIXTURES / f"{name}.queue_log")
+    assert set(logged.queues) <= set(snapshot["queues"])
+    for queue in set(snapshot["queues"]) - set(logged.queues):  # known only from QueueStatus
+        assert snapshot["queues"][queue]["offered"] == 0
+    for queue, counts in logged.queues.items():
+        ours = snapshot["queues"][queue]
+        today = pipeline.stats.queues[queue].today
+        assert ours["offered"] == counts.offered, queue
+        assert ours["answered"] == counts.answered, queue
+        assert ours["abandoned"] == counts.abandoned, queue
+        assert ours["timed_out"] == counts.timed_out + counts.exited_empty, queue
+        assert ours["waiting_now"] == 0
+        assert today.answered_within_sl == counts.answered_within_sl, queue
+        assert today.hold_seconds_answered == counts.hold_seconds_answered, queue
+        assert today.talk_seconds == counts.talk_seconds, queue
+    assert not pipeline.stats.anomalies
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_agent_figures_agree_with_queue_log(name: str) -> None:
+    snapshot, _, _ = replay(name)
+    logged = read_queue_log(FIXTURES / f"{name}.queue_log")
+    by_name = {agent["name"]: agent for agent in snapshot["agents"].values()}
+    for member_name, counts in logged.agents.items():
+        if member_name == "NONE":  # queue_log's placeholder on caller lines
+            continue
+        ours = by_name[member_name]
+        assert ours["answered"] == counts.answered, member_name
+        assert ours["ring_no_answer"] == counts.ring_no_answer, member_name
+        assert ours["talk_seconds"] == counts.talk_seconds, member_name
+    for agent in snapshot["agents"].values():
+        assert agent["state"] in ("idle", "wrap_up", "logged_out", "paused")
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_call_journal_outcomes_agree_with_queue_log(name: str) -> None:
+    _, calls, pipeline = replay(name)
+    logged = read_queue_log(FIXTURES / f"{name}.queue_log")
+    outcomes = Counter(call.outcome for call in calls)
+    assert outcomes[CallOutcome.ANSWERED] == sum(q.answered for q in logged.queues.values())
+    assert outcomes[CallOutcome.ABANDONED] == sum(q.abandoned for q in logged.queues.values())
+    assert outcomes[CallOutcome.TIMEOUT] == sum(
+        q.timed_out + q.exited_empty for q in logged.queues.values()
+    )
+    assert pipeline.tracker.live_calls == 0
+
+
+def test_utf8_caller_names_survive_the_real_stream() -> None:
+    _, calls, _ = replay("multi-queue-pause")
+    assert {"张三", "李四", "王五"} <= {call.caller_name for call in calls}
+
+
+def test_pause_reasons_and_membership_changes_are_followed() -> None:
+    snapshot, _, _ = replay("multi-queue-pause")
+    logged = read_queue_log(FIXTURES / "multi-queue-pause.queue_log")
+    assert any(change.reason == "lunch" for change in logged.pauses)
+    assert snapshot["agents"]["PJSIP/agent4"]["state"] == "logged_out"  # added, then removed
+    assert not snapshot["agents"]["PJSIP/agent1"]["paused"]  # back from lunch
