@@ -52,6 +52,7 @@ class _BridgeProtocol(AMIProtocol):
         self._sink = sink
 
     def data_received(self, data: bytes) -> None:
+        self._decoder.actions_pending = bool(self.responses)
         try:
             messages = self._decoder.feed(data)
         except AmiProtocolError as error:

@@ -156,7 +156,9 @@ class AmiFrameDecoder:
     """Incremental decoder: ``feed(bytes)`` returns the whole messages completed by those bytes.
 
     ``keep_event`` decides from the event name alone whether a frame is worth parsing; responses
-    and unnamed frames are always kept because actions wait for them.
+    and unnamed frames are always kept because actions wait for them. While ``actions_pending``
+    is set (the shell sets it when it awaits an answer), an event frame that carries an
+    ``ActionID`` is kept whatever its name: it belongs to a list answer such as ``QueueStatus``.
     """
 
     def __init__(self, keep_event: Callable[[str], bool] | None = None) -> None:
@@ -165,6 +167,7 @@ class AmiFrameDecoder:
         self._keep_event = keep_event
         self.banner: str | None = None
         self.dropped = 0
+        self.actions_pending = False
 
     def feed(self, chunk: bytes) -> list[AmiMessage]:
         self._pending += self._decoder.decode(chunk)
@@ -178,7 +181,9 @@ class AmiFrameDecoder:
             if keep is not None and text[:7] == "Event: ":
                 # The hot path: Asterisk's own spelling, name read without parsing the frame.
                 end = text.find(EOL, 7)
-                if not keep(text[7:end] if end > 0 else text[7:]):
+                if not keep(text[7:end] if end > 0 else text[7:]) and not (
+                    self.actions_pending and "\r\nActionID:" in text
+                ):
                     dropped += 1
                     continue
             elif text[:2] == EOL or text[:6] == "Event:":
@@ -186,7 +191,12 @@ class AmiFrameDecoder:
                 if not text:
                     continue
                 name = event_name_of(text)
-                if keep is not None and name is not None and not keep(name):
+                if (
+                    keep is not None
+                    and name is not None
+                    and not keep(name)
+                    and not (self.actions_pending and "\r\nActionID:" in text)
+                ):
                     dropped += 1
                     continue
             elif not text:

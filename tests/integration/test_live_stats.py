@@ -35,14 +35,14 @@ def bridge_sessions(asterisk) -> list[str]:  # type: ignore[no-untyped-def]
     ]
 
 
-def wait_until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
+async def wait_until(check, timeout: float, what: str, bridge: RunningBridge):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; bridge log:\n{bridge.log_tail()}")
 
 
 async def queue_status(ami) -> tuple[dict, dict]:  # type: ignore[no-untyped-def]
@@ -70,7 +70,9 @@ async def test_after_a_kicked_ami_session_the_live_state_equals_queue_status(
     )
     try:
         asterisk.cli("queue pause member PJSIP/agent3 queue hotline reason test")
-        async with ami_events() as ami:
+        # The test watches through the test-only account, so the bridge's session is the only
+        # one of the bridge's account and the one to kick.
+        async with ami_events(asterisk.ami_probe_username, asterisk.ami_probe_secret) as ami:
             # Two callers talk for a while, a third waits (both answering agents are busy).
             talking = [place_citizen_call(f"1380000{n:04d}", talk_seconds=25) for n in (1, 2)]
             for n in (1, 2):
@@ -82,13 +84,14 @@ async def test_after_a_kicked_ami_session_the_live_state_equals_queue_status(
             asterisk.cli(f"manager kick session {session}")
             # While the bridge is away, a supervisor pauses agent2 with a reason.
             asterisk.cli("queue pause member PJSIP/agent2 queue hotline reason 培训")
-            wait_until(
+            await wait_until(
                 lambda: (
                     running.health()["ami"]["up"]
                     and running.health()["journal"].get("resyncs", 0) >= 2
                 ),
                 20,
                 "reconnect",
+                running,
             )
             assert running.health()["ami"]["reconnects"] >= 1
             await asyncio.sleep(0.5)  # one publish interval
@@ -108,13 +111,14 @@ async def test_after_a_kicked_ami_session_the_live_state_equals_queue_status(
 
             for call in [*talking, waiting]:
                 assert await call.wait_async(timeout=60) == 0, call.diagnostics()
-        wait_until(
+        await wait_until(
             lambda: (
                 json.loads(store.get(SNAPSHOT_KEY))["queues"]["hotline"]["offered"] == 3
                 and json.loads(store.get(SNAPSHOT_KEY))["queues"]["hotline"]["waiting_now"] == 0
             ),
             15,
             "the calls to end",
+            running,
         )
         final = json.loads(store.get(SNAPSHOT_KEY))["queues"]["hotline"]
         assert (final["offered"], final["answered"], final["abandoned"]) == (3, 2, 1)

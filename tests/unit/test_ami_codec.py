@@ -71,3 +71,13 @@ def test_line_breaks_cannot_inject_headers_into_an_action() -> None:
     wire = encode_action("QueuePause", {"Interface": "PJSIP/agent1", "Paused": "true"}, "x-2")
     assert wire.endswith(b"\r\n\r\n")
     assert b"ActionID: x-2\r\n" in wire
+
+
+def test_list_answers_of_pending_actions_pass_the_name_filter() -> None:
+    complete = b"Event: QueueStatusComplete\r\nActionID: qs-1\r\nEventList: Complete\r\n\r\n"
+    decoder = AmiFrameDecoder(keep_event=lambda name: name == "QueueCallerJoin")
+    decoder.feed(BANNER)
+    assert decoder.feed(complete) == []  # nobody is waiting for it: dropped by name
+    decoder.actions_pending = True
+    [message] = decoder.feed(complete)
+    assert message.action_id == "qs-1"
