@@ -326,3 +326,35 @@ def test_offered_always_equals_answered_abandoned_timed_out_and_waiting(plan, or
 
 def vars_of(counters) -> list[int]:  # type: ignore[no-untyped-def]
     return [getattr(counters, name) for name in counters.__slots__]
+
+
+def test_memory_does_not_grow_with_the_number_of_calls_seen(real_session: Path) -> None:
+    """The same 40-call session fed 10 and then 40 more times: state stays the same size."""
+    import tracemalloc
+
+    from ami.codec import AmiFrameDecoder
+    from queue_stats.pipeline import keep_event
+
+    raw = real_session.read_bytes()
+    body = raw.split(b"\r\n", 1)[1]  # without the greeting: one long stream
+    clock = ReplayClock()
+    pipeline = EventPipeline(
+        CallTracker(frozenset({"from-citizens"})), QueueStats(SHANGHAI), clock.current
+    )
+    decoder = AmiFrameDecoder(keep_event)
+
+    def feed(times: int) -> None:
+        for chunk in [raw[: len(raw) - len(body)]] + [body] * times:
+            for message in decoder.feed(chunk):
+                pipeline.on_ami_message(message, clock.advance(message))
+
+    feed(10)
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    feed(40)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert pipeline.stats.queues["hotline"].today.offered == 40 * 50
+    assert pipeline.tracker.live_calls == 0
+    assert growth < 64 * 1024, f"state grew by {growth} bytes over 1,600 calls"
