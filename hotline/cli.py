@@ -105,24 +105,14 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from ami.codec import AmiProtocolError
     from ami.replay import ReplayClock
-    from queue_stats.calls import CallTracker
-    from queue_stats.pipeline import EventPipeline, format_table, replay_file
-    from queue_stats.stats import QueueStats
+    from hotline.service import build_pipeline
+    from queue_stats.pipeline import format_table, replay_file
 
     if not args.path.is_file():
         print(f"hotline: no transcript at {args.path}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     clock = ReplayClock()
-    pipeline = EventPipeline(
-        CallTracker(frozenset(settings.inbound_contexts)),
-        QueueStats(
-            settings.zone,
-            short_abandon_seconds=settings.short_abandon_seconds,
-            default_service_level_seconds=settings.service_level_seconds,
-            wrap_up_seconds=settings.wrap_up_seconds,
-        ),
-        clock.current,
-    )
+    pipeline = build_pipeline(settings, clock.current)
     try:
         calls = replay_file(args.path, pipeline, clock)
     except AmiProtocolError as error:

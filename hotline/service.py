@@ -13,7 +13,9 @@ import logging
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,7 @@ class Bridge:
     settings: Settings
     engine: AsyncEngine
     bus: Bus
-    calls: QueueService
+    queues: QueueService
     agi: FastAgiServer
     ami: AmiClient | None
     replay_path: Path | None
@@ -88,9 +90,23 @@ class Bridge:
             "database": database,
             "bus": {"up": await self.bus.ping()},
             "agi": {"up": True, "port": self.agi.port, **self.agi.counters},
-            "journal": {"pending_writes": self.calls.pending_writes, **self.calls.counters},
+            "journal": {"pending_writes": self.queues.pending_writes, **self.queues.counters},
             "routing": dict(self.routing_counters),
         }
+
+
+def build_pipeline(settings: Settings, clock: Callable[[], datetime]) -> EventPipeline:
+    """The pure pipeline as configured; ``hotline run`` and ``hotline replay`` share it."""
+    return EventPipeline(
+        CallTracker(frozenset(settings.inbound_contexts)),
+        QueueStats(
+            settings.zone,
+            short_abandon_seconds=settings.short_abandon_seconds,
+            default_service_level_seconds=settings.service_level_seconds,
+            wrap_up_seconds=settings.wrap_up_seconds,
+        ),
+        clock,
+    )
 
 
 def build_bridge(
@@ -103,18 +119,9 @@ def build_bridge(
     bus = create_bus(settings.redis_url)
     replay_clock = ReplayClock() if replay_path is not None else None
     clock = replay_clock.current if replay_clock is not None else utc_now
-    pipeline = EventPipeline(
-        CallTracker(frozenset(settings.inbound_contexts)),
-        QueueStats(
-            settings.zone,
-            short_abandon_seconds=settings.short_abandon_seconds,
-            default_service_level_seconds=settings.service_level_seconds,
-            wrap_up_seconds=settings.wrap_up_seconds,
-        ),
-        clock,
-    )
+    pipeline = build_pipeline(settings, clock)
     sessions = session_factory(engine)
-    calls = QueueService(pipeline, CallJournal(sessions), HourlyStore(sessions), bus, clock=clock)
+    queues = QueueService(pipeline, CallJournal(sessions), HourlyStore(sessions), bus, clock=clock)
     rules = RoutingRules(default_queue=settings.default_queue)
     routing_counters: Counter[str] = Counter()
 
@@ -127,7 +134,7 @@ def build_bridge(
                 decide_route,
                 fallback_decision(rules),
                 budget_seconds=ROUTING_BUDGET_SECONDS,
-                on_routed=calls.on_routed,
+                on_routed=queues.on_routed,
                 counters=routing_counters,
             )
         },
@@ -142,18 +149,18 @@ def build_bridge(
             port=settings.ami_port,
             username=settings.ami_username,
             secret=settings.ami_secret.get_secret_value(),
-            sink=calls.on_ami_message,
+            sink=queues.on_ami_message,
             keep_event=keep_event,
             action_timeout=settings.ami_action_timeout,
             max_backoff=settings.ami_max_backoff,
         )
     if ami is not None:
-        _watch_ami(ami, calls)
+        _watch_ami(ami, queues)
     return Bridge(
         settings=settings,
         engine=engine,
         bus=bus,
-        calls=calls,
+        queues=queues,
         agi=agi,
         ami=ami,
         replay_path=replay_path,
@@ -187,13 +194,13 @@ async def _replay_session(bridge: Bridge) -> None:
     log.info("no PBX configured: replaying %s at %.1fx", bridge.replay_path, bridge.replay_speed)
     count = await replay(
         bridge.replay_path,
-        bridge.calls.on_ami_message,
+        bridge.queues.on_ami_message,
         bridge.replay_clock,
         keep_event=keep_event,
         speed=bridge.replay_speed,
     )
-    await bridge.calls.drain(timeout=60)
-    log.info("replay finished: %d AMI messages, %s", count, dict(bridge.calls.counters))
+    await bridge.queues.drain(timeout=60)
+    log.info("replay finished: %d AMI messages, %s", count, dict(bridge.queues.counters))
     bridge.replay_done.set()
 
 
@@ -202,11 +209,11 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
     settings = bridge.settings
     log.info("starting with %s", settings.redacted())
     await upgrade_database(settings.database_url)
-    await bridge.calls.load_today()
+    await bridge.queues.load_today()
     tasks: list[asyncio.Task[Any]] = [
-        asyncio.create_task(bridge.calls.run_writer(), name="journal-writer"),
-        asyncio.create_task(bridge.calls.run_publisher(), name="stats-publisher"),
-        asyncio.create_task(bridge.calls.run_hour_flusher(), name="hour-flusher"),
+        asyncio.create_task(bridge.queues.run_writer(), name="journal-writer"),
+        asyncio.create_task(bridge.queues.run_publisher(), name="stats-publisher"),
+        asyncio.create_task(bridge.queues.run_hour_flusher(), name="hour-flusher"),
     ]
     await bridge.agi.start()
     runner = web.AppRunner(create_app(bridge.health), access_log=None)
@@ -226,9 +233,9 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
             await bridge.ami.close()
         await bridge.agi.close()
         await runner.cleanup()
-        if not await bridge.calls.drain(timeout=10):
+        if not await bridge.queues.drain(timeout=10):
             log.error(
-                "%d finished calls could not be written before exit", bridge.calls.pending_writes
+                "%d finished calls could not be written before exit", bridge.queues.pending_writes
             )
         for task in tasks:
             task.cancel()
