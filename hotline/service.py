@@ -192,6 +192,7 @@ async def _replay_session(bridge: Bridge) -> None:
     if bridge.replay_path is None or bridge.replay_clock is None:
         raise RuntimeError("replay scheduled without a transcript")
     log.info("no PBX configured: replaying %s at %.1fx", bridge.replay_path, bridge.replay_speed)
+    bridge.queues.set_pbx_state(True, time.time(), problem=None)
     count = await replay(
         bridge.replay_path,
         bridge.queues.on_ami_message,
