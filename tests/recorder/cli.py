@@ -121,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario(s): {', '.join(unknown)}")
 
     levels = service_levels(QUEUES_CONF)
-    sandbox, was_running = Sandbox.start()
+    try:
+        sandbox, was_running = Sandbox.start()
+    except TestbedError as error:
+        print(f"record-transcript: {error}", file=sys.stderr)
+        return 1
     try:
         for name in names:
             scenario = SCENARIOS[name](args.seed)

@@ -14,18 +14,9 @@ from pathlib import Path
 
 from tests.recorder.routing import AGI_HOST, AGI_PORT, make_server
 from tests.recorder.scenarios import Scenario
-from tests.recorder.testbed import (
-    AMI_HOST,
-    AMI_PORT,
-    Phones,
-    Sandbox,
-    TestbedError,
-    stray_sipp_processes,
-)
+from tests.recorder.testbed import Phones, Sandbox, TestbedError, stray_sipp_processes
 from tests.recorder.wire import Message, WireRecorder
 
-AMI_USERNAME = "hotline"  # the bridge's own account, with its event filters
-AMI_SECRET = "hotline-dev-secret"  # asterisk-conf/manager.conf (development secret)
 MAX_TRANSCRIPT_BYTES = 1_500_000
 
 
@@ -87,13 +78,15 @@ async def record(sandbox: Sandbox, scenario: Scenario, seed: int, keep_logs: boo
     phones = Phones(log_dir)
     routed: Counter[str] = Counter()
     agi = make_server(routed)
-    wire = WireRecorder(AMI_HOST, AMI_PORT, AMI_USERNAME, AMI_SECRET)
+    # the bridge's own account, with its event filters
+    wire = WireRecorder(
+        sandbox.ami_host, sandbox.ami_port, sandbox.ami_username, sandbox.ami_secret
+    )
     talk_of = {c.caller: c.talk for c in scenario.citizens}
     changed_globals = False
     try:
         # A quiet Asterisk: no calls, static unpaused members, statistics reset.
-        await asyncio.to_thread(sandbox.wait_idle)
-        await asyncio.to_thread(sandbox.reset_queues)
+        await asyncio.to_thread(sandbox.reset_state)
         for name, value in scenario.globals.items():
             changed_globals = True
             await asyncio.to_thread(sandbox.cli, f"dialplan set global {name} {value}")
@@ -109,14 +102,14 @@ async def record(sandbox: Sandbox, scenario: Scenario, seed: int, keep_logs: boo
         run = Run(sandbox, wire, phones, seed)
         started = time.time()
 
-        def on_event(message: Message) -> None:
+        def on_frame(_: bytes, message: Message) -> None:
             if message.get("Event") != "AgentConnect":
                 return
             talk = talk_of.get(message.get("CallerIDNum", ""))
             if talk and run.rng.random() < scenario.agent_hangs_up:
                 run.spawn(_agent_hangs_up(run, message.get("DestChannel", ""), talk))
 
-        wire.on_event = on_event
+        wire.on_frame = on_frame
         run.note(f"recording {scenario.name}: {len(scenario.citizens)} citizens")
         timeline: list[tuple[float, int, object]] = [(s.at, 0, s) for s in scenario.steps]
         timeline += [(c.at, 1, c) for c in scenario.citizens]
@@ -146,8 +139,11 @@ async def record(sandbox: Sandbox, scenario: Scenario, seed: int, keep_logs: boo
         await asyncio.to_thread(sandbox.wait_idle)
         await asyncio.sleep(1.0)
         run.note("QueueStatus + QueueSummary")
-        await wire.list_action("QueueStatus", "qs")
-        end = await wire.list_action("QueueSummary", "qsum")
+        for action, prefix in (("QueueStatus", "qs"), ("QueueSummary", "qsum")):
+            response, events = await wire.list_action(action, prefix)
+            if not events:
+                raise TestbedError(f"{action} failed: {response}")
+        end = events[-1][0]
         ended = time.time()
         transcript = bytes(wire.raw[:end])
         frames = sum(1 for offset, _ in wire.frames if offset <= end)
@@ -156,7 +152,7 @@ async def record(sandbox: Sandbox, scenario: Scenario, seed: int, keep_logs: boo
             scenario.name, transcript, queue_log, started, ended, frames, run.notes, failed, routed
         )
     finally:
-        wire.on_event = None
+        wire.on_frame = None
         await wire.close()
         await agi.close()
         phones.stop_all()

@@ -1,11 +1,17 @@
-"""The sandbox Asterisk and the SIPp phones, as the recorder drives them.
+"""The sandbox Asterisk and the SIPp phones: one implementation for the recorder and the tests.
 
-Same command lines as ``tests/integration/conftest.py`` (agents on 127.0.0.1:5071..5074,
-citizens from 127.0.0.2), but without pytest, so the recorder runs as a plain program.
+``scripts/record-transcript`` drives them directly; ``tests/integration/conftest.py`` wraps
+them in pytest fixtures.  Plain Python (no pytest), so the recorder runs as a program.
+
+The test bed is ``scripts/asterisk-sandbox``: Asterisk in a chroot with the production
+configuration plus ``tests/asterisk-overlay/``.  Phones are SIPp processes (scenarios in
+``tests/sipp/``): citizens call from 127.0.0.2, agents answer on 127.0.0.1:5071..5074
+(static contacts of PJSIP/agent1..4).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -16,6 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_SCRIPT = REPO_ROOT / "scripts" / "asterisk-sandbox"
@@ -23,7 +30,14 @@ SIPP_SCENARIOS = REPO_ROOT / "tests" / "sipp"
 
 AMI_HOST = "127.0.0.1"
 AMI_PORT = 5038
-SIP_TARGET = "127.0.0.1:5060"
+AMI_USERNAME = "hotline"  # the bridge's own account, with its event filters
+AMI_SECRET = "hotline-dev-secret"  # asterisk-conf/manager.conf (development secret)
+# Test-only AMI account from tests/asterisk-overlay/manager_site.conf: all events, no filters.
+AMI_PROBE_USERNAME = "probe"
+AMI_PROBE_SECRET = "probe-test-secret"
+SIP_HOST = "127.0.0.1"
+SIP_PORT = 5060
+SIP_TARGET = f"{SIP_HOST}:{SIP_PORT}"
 CITIZEN_IP = "127.0.0.2"
 AGENT_IP = "127.0.0.1"
 AGENT_PORTS = {"agent1": 5071, "agent2": 5072, "agent3": 5073, "agent4": 5074}
@@ -34,10 +48,17 @@ class TestbedError(RuntimeError):
     pass
 
 
+def tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
 def run_sandbox(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(SANDBOX_SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+# --------------------------------------------------------------------------- Asterisk
 
 
 @dataclass
@@ -45,14 +66,33 @@ class Sandbox:
     """A running ``scripts/asterisk-sandbox`` Asterisk."""
 
     chroot: Path
+    ami_host: str = AMI_HOST
+    ami_port: int = AMI_PORT
+    ami_username: str = AMI_USERNAME
+    ami_secret: str = AMI_SECRET
+    sip_host: str = SIP_HOST
+    sip_port: int = SIP_PORT
+    ami_probe_username: str = AMI_PROBE_USERNAME
+    ami_probe_secret: str = AMI_PROBE_SECRET
 
     @classmethod
     def start(cls) -> tuple[Sandbox, bool]:
         """Start (or reuse) the sandbox; returns it and whether it was already running."""
+        if os.geteuid() != 0:
+            raise TestbedError("the Asterisk sandbox needs root (it runs Asterisk in a chroot)")
+        if shutil.which("chroot") is None:
+            raise TestbedError("chroot(8) is not available")
         was_running = run_sandbox("status").returncode == 0
-        started = run_sandbox("start", timeout=1800)
+        try:
+            # A cold start builds the chroot with debootstrap (about a minute).
+            started = run_sandbox("start", timeout=1800)
+        except subprocess.TimeoutExpired:
+            raise TestbedError("scripts/asterisk-sandbox start timed out") from None
         if started.returncode != 0:
-            raise TestbedError(f"asterisk-sandbox start failed:\n{started.stdout}{started.stderr}")
+            raise TestbedError(
+                f"scripts/asterisk-sandbox start failed (exit {started.returncode}):\n"
+                + tail(started.stdout + "\n" + started.stderr)
+            )
         chroot = Path(run_sandbox("path").stdout.strip())
         return cls(chroot), was_running
 
@@ -61,10 +101,15 @@ class Sandbox:
         run_sandbox("stop", timeout=120)
 
     @property
+    def log_dir(self) -> Path:
+        return self.chroot / "var" / "log" / "asterisk"
+
+    @property
     def queue_log(self) -> Path:
-        return self.chroot / "var" / "log" / "asterisk" / "queue_log"
+        return self.log_dir / "queue_log"
 
     def cli(self, command: str, timeout: float = 20.0) -> str:
+        """Run one CLI command (``asterisk -rx``) and return its output."""
         result = subprocess.run(
             ["chroot", str(self.chroot), "/usr/sbin/asterisk", "-rx", command],
             capture_output=True,
@@ -73,16 +118,40 @@ class Sandbox:
             check=False,
         )
         if result.returncode != 0:
-            raise TestbedError(f"asterisk -rx {command!r}: {result.stderr or result.stdout}")
+            raise TestbedError(
+                f"asterisk -rx {command!r} failed ({result.returncode}): "
+                f"{result.stderr.strip() or result.stdout.strip()}"
+            )
         return result.stdout
+
+    def hangup_channel(self, channel: str) -> None:
+        with contextlib.suppress(TestbedError):  # already gone
+            self.cli(f"channel request hangup {channel}")
 
     def active_channels(self) -> int:
         match = re.search(r"(\d+) active channels?", self.cli("core show channels count"))
         return int(match.group(1)) if match else 0
 
-    def queue_callers(self, queue: str) -> int:
+    def queue_callers(self, queue: str = "hotline") -> int:
         match = re.search(r"has (\d+) calls?", self.cli(f"queue show {queue}"))
         return int(match.group(1)) if match else 0
+
+    def queue_members(self, queue: str) -> list[dict[str, Any]]:
+        """Members of a queue as shown by ``queue show``: interface, paused, dynamic."""
+        members = []
+        for line in self.cli(f"queue show {queue}").splitlines():
+            match = re.search(r"\((\w+/[^)\s]+)\)", line)
+            if not match or "has taken" not in line:
+                continue
+            members.append(
+                {
+                    "interface": match.group(1),
+                    "paused": "(paused" in line,
+                    "dynamic": "(dynamic)" in line,
+                    "line": line.strip(),
+                }
+            )
+        return members
 
     def wait_idle(self, timeout: float = 40.0) -> None:
         """No channels and no queue callers; leftovers are hung up half-way through."""
@@ -101,16 +170,24 @@ class Sandbox:
     def reset_queues(self) -> None:
         """Static members only, none paused, statistics of every queue reset."""
         for queue in QUEUES:
-            for line in self.cli(f"queue show {queue}").splitlines():
-                match = re.search(r"\((\w+/[^)\s]+)\)", line)
-                if not match or "has taken" not in line:
-                    continue
-                if "(dynamic)" in line:
-                    self.cli(f"queue remove member {match.group(1)} from {queue}")
-                elif "(paused" in line:
-                    self.cli(f"queue unpause member {match.group(1)} queue {queue}")
+            for member in self.queue_members(queue):
+                if member["dynamic"]:
+                    self.cli(f"queue remove member {member['interface']} from {queue}")
+                elif member["paused"]:
+                    self.cli(f"queue unpause member {member['interface']} queue {queue}")
         for queue in QUEUES:
             self.cli(f"queue reset stats {queue}")
+
+    def reset_state(self, idle_timeout: float = 40.0) -> None:
+        """A quiet Asterisk: no calls, static members only and unpaused, statistics reset."""
+        self.wait_idle(idle_timeout)
+        self.reset_queues()
+
+    def queue_log_lines(self) -> list[str]:
+        try:
+            return self.queue_log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
 
     def queue_log_size(self) -> int:
         try:
@@ -124,10 +201,6 @@ class Sandbox:
             handle.seek(offset)
             data = handle.read()
         return data[: data.rfind(b"\n") + 1]
-
-    def hangup_channel(self, channel: str) -> None:
-        with contextlib.suppress(TestbedError):  # already gone
-            self.cli(f"channel request hangup {channel}")
 
 
 # --------------------------------------------------------------------------- SIPp
@@ -166,6 +239,7 @@ class PortPool:
         raise TestbedError(f"no free UDP port on {ip}")
 
     def media_base(self, ip: str) -> int:
+        """Base of four free consecutive UDP ports (SIPp binds RTP/RTCP audio+video)."""
         for _ in range(500):
             base = random.randrange(20000, 29996, 4)
             ports = [(ip, base + i) for i in range(4)]
@@ -178,15 +252,46 @@ class PortPool:
 
 
 @dataclass
-class Phone:
-    """One SIPp process: an agent's softphone or one citizen's call."""
+class SippProcess:
+    """One SIPp process (an agent's softphone or one citizen's call) with its log files."""
 
     name: str
+    args: list[str]
     proc: subprocess.Popen[bytes]
     log_dir: Path
+    started_at: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.log_dir / f"{self.name}.out"
+
+    @property
+    def error_path(self) -> Path:
+        return self.log_dir / f"{self.name}.errors.log"
+
+    @property
+    def message_path(self) -> Path:
+        return self.log_dir / f"{self.name}.messages.log"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
 
     def running(self) -> bool:
         return self.proc.poll() is None
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for SIPp to exit; 0 = the call(s) succeeded."""
+        return self.proc.wait(timeout=timeout)
+
+    async def wait_async(self, timeout: float | None = None) -> int:
+        """``wait()`` for async code (does not block the event loop)."""
+        return await asyncio.to_thread(self.proc.wait, timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -197,32 +302,62 @@ class Phone:
                 self.proc.kill()
                 self.proc.wait(timeout=3)
 
-    def errors(self) -> str:
-        path = self.log_dir / f"{self.name}.errors.log"
+    @staticmethod
+    def _read(path: Path) -> str:
         try:
-            lines = path.read_text(errors="replace").splitlines()
+            return path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return ""
-        return "\n".join(line for line in lines if "receive timeout on message" not in line)
+
+    def errors(self) -> str:
+        """SIPp's error log (unexpected messages, failures)."""
+        return "\n".join(
+            line
+            for line in self._read(self.error_path).splitlines()
+            # the citizen scenario polls for BYE in 200 ms slices; not errors
+            if "receive timeout on message" not in line
+        )
+
+    @property
+    def stderr_log(self) -> str:
+        """SIPp's error log plus its screen output."""
+        return (self.errors() + "\n" + self._read(self.stdout_path)).strip()
+
+    @property
+    def messages(self) -> str:
+        """The SIP messages SIPp sent and received."""
+        return self._read(self.message_path)
+
+    def diagnostics(self) -> str:
+        return (
+            f"{self.name}: exit {self.returncode}; command: {' '.join(self.args)}\n"
+            f"--- errors/screen ---\n{tail(self.stderr_log, 60)}\n"
+            f"--- last SIP messages ---\n{tail(self.messages, 60)}"
+        )
 
 
 class Phones:
-    """Starts SIPp agents and citizens; ``stop_all()`` ends every process it started."""
+    """Starts SIPp agents and citizens; ``stop_all()`` ends every process it started.
 
-    def __init__(self, log_dir: Path) -> None:
+    ``ports`` may be shared between several ``Phones`` (pytest: one pool per test run).
+    """
+
+    def __init__(self, log_dir: Path, ports: PortPool | None = None) -> None:
         self.log_dir = log_dir
         self.sipp = sipp_binary()
-        self.ports = PortPool()
-        self.agents: dict[str, Phone] = {}
-        self.citizens: list[Phone] = []
+        self.ports = ports if ports is not None else PortPool()
+        self.agents: dict[str, SippProcess] = {}
+        self.citizens: list[SippProcess] = []
         self._count = 0
 
-    def _spawn(self, name: str, args: list[str]) -> Phone:
+    def _spawn(self, name: str, args: list[str]) -> SippProcess:
         self._count += 1
         name = f"{name}-{self._count}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         command = [
             self.sipp, *args, "-nostdin",
             "-trace_err", "-error_file", str(self.log_dir / f"{name}.errors.log"),
+            "-trace_msg", "-message_file", str(self.log_dir / f"{name}.messages.log"),
         ]  # fmt: skip
         with open(self.log_dir / f"{name}.out", "wb") as out:
             proc = subprocess.Popen(
@@ -233,9 +368,12 @@ class Phones:
                 cwd=self.log_dir,
                 start_new_session=True,
             )
-        return Phone(name, proc, self.log_dir)
+        return SippProcess(name=name, args=command, proc=proc, log_dir=self.log_dir)
 
-    def start_agent(self, agent: str, *, answer: bool = True) -> Phone:
+    def start_agent(
+        self, agent: str, *, answer: bool = True, ready_timeout: float = 5.0
+    ) -> SippProcess:
+        """Start ``agent`` (agent1..agent4): answering, or ringing without answer."""
         port = AGENT_PORTS[agent]
         if agent in self.agents and self.agents[agent].running():
             raise TestbedError(f"{agent} is already running")
@@ -252,11 +390,11 @@ class Phones:
             ],
         )  # fmt: skip
         self.agents[agent] = phone
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + ready_timeout
         while udp_port_free(AGENT_IP, port):
             if not phone.running() or time.monotonic() > deadline:
                 phone.stop()
-                raise TestbedError(f"SIPp {agent} did not start: {phone.errors()}")
+                raise TestbedError(f"SIPp {agent} did not start:\n{phone.diagnostics()}")
             time.sleep(0.02)
         return phone
 
@@ -265,10 +403,17 @@ class Phones:
         if phone is not None:
             phone.stop()
 
-    def call(self, caller: str, name: str, line_seconds: float, service: str = "12345") -> Phone:
+    def call(
+        self,
+        caller: str,
+        name: str,
+        line_seconds: float,
+        service: str = "12345",
+        target: str = SIP_TARGET,
+    ) -> SippProcess:
         """A citizen calls ``service`` and hangs up ``line_seconds`` after Asterisk answers
         (Asterisk answers before the FastAGI lookup and the queue), unless Asterisk hangs
-        up first."""
+        up first.  ``wait()`` gives 0 when the call was answered and ended cleanly."""
         phone = self._spawn(
             f"citizen-{caller}",
             [
@@ -278,19 +423,23 @@ class Phones:
                 "-m", "1", "-l", "1",
                 "-key", "caller", caller,
                 "-key", "name", name,
-                "-key", "talk_ms", str(int(line_seconds * 1000)),
+                "-key", "talk_ms", str(max(0, int(line_seconds * 1000))),
                 "-s", service,
                 "-timeout", f"{int(line_seconds) + 120}s", "-timeout_error",
-                SIP_TARGET,
+                target,
             ],
         )  # fmt: skip
         self.citizens.append(phone)
         return phone
 
-    def stop_all(self) -> None:
-        for phone in [*self.agents.values(), *self.citizens]:
+    def stop_citizens(self) -> None:
+        for phone in self.citizens:
             phone.stop()
-        self.agents.clear()
+
+    def stop_all(self) -> None:
+        for agent in list(self.agents):
+            self.stop_agent(agent)
+        self.stop_citizens()
 
 
 def stray_sipp_processes() -> list[str]:

@@ -3,7 +3,8 @@
 The transcript is the socket's byte stream: the banner line, then frames of ``Key: Value``
 lines ending in ``\\r\\n`` and separated by an empty line.  Frames are also decoded (UTF-8,
 for matching only) so the recorder can wait for responses and events; the bytes that get
-saved are never re-encoded.
+saved are never re-encoded.  ``tests/integration/conftest.py`` builds its ``AmiSession``
+on the same class.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class AmiWireError(RuntimeError):
 
 
 def parse_frame(frame: bytes) -> Message:
+    """``Key: Value`` lines to a dict (a repeated key keeps its first value)."""
     message: Message = {}
     for line in frame.decode("utf-8", errors="replace").split("\r\n"):
         key, sep, value = line.partition(":")
@@ -31,13 +33,17 @@ def parse_frame(frame: bytes) -> Message:
 
 
 class WireRecorder:
-    """Logs in, records the byte stream and lets the caller wait for frames."""
+    """Logs in, records the byte stream and lets the caller wait for frames.
+
+    ``frames`` holds (end offset in ``raw``, parsed frame) for every frame; ``on_frame``,
+    when set, is called with each frame's bytes (without the empty line) and its parse.
+    """
 
     def __init__(self, host: str, port: int, username: str, secret: str) -> None:
         self.host, self.port, self.username, self.secret = host, port, username, secret
         self.raw = bytearray()
-        self.frames: list[tuple[int, Message]] = []  # (end offset in raw, parsed frame)
-        self.on_event: Callable[[Message], None] | None = None
+        self.frames: list[tuple[int, Message]] = []
+        self.on_frame: Callable[[bytes, Message], None] | None = None
         self._scan = 0
         self._banner_end = 0
         self._reader: asyncio.StreamReader | None = None
@@ -47,6 +53,10 @@ class WireRecorder:
         self._closed: BaseException | None = None
         self._ids: dict[str, int] = {}
 
+    @property
+    def banner(self) -> str:
+        return self.raw[: self._banner_end].decode("utf-8", errors="replace").strip()
+
     async def connect(self, timeout: float = 10.0) -> None:
         self._reader, self._writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port), timeout
@@ -54,12 +64,14 @@ class WireRecorder:
         self._task = asyncio.create_task(self._read_loop())
         await self.wait(lambda: self._banner_end > 0, timeout, "the AMI banner")
         if not self.raw.startswith(b"Asterisk Call Manager/"):
+            await self.close()
             raise AmiWireError(f"unexpected AMI banner {bytes(self.raw[:60])!r}")
         response = await self.action(
             "Login", "login", timeout=timeout,
             Username=self.username, Secret=self.secret, Events="on",
         )  # fmt: skip
         if response.get("Response") != "Success":
+            await self.close()
             raise AmiWireError(f"AMI login as {self.username!r} failed: {response}")
 
     async def _read_loop(self) -> None:
@@ -86,8 +98,8 @@ class WireRecorder:
             self._scan = end + len(FRAME_END)
             message = parse_frame(frame)
             self.frames.append((self._scan, message))
-            if "Event" in message and self.on_event is not None:
-                self.on_event(message)
+            if self.on_frame is not None:
+                self.on_frame(frame, message)
 
     async def wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         loop = asyncio.get_running_loop()
@@ -114,14 +126,24 @@ class WireRecorder:
         return f"{prefix}-{self._ids[prefix]}"
 
     async def send(self, name: str, prefix: str, **headers: Any) -> str:
+        """Send an action (a list or tuple value repeats its header); returns its ActionID."""
         if self._writer is None:
             raise AmiWireError("not connected")
         action_id = self.next_action_id(prefix)
         lines = [f"Action: {name}", f"ActionID: {action_id}"]
-        lines += [f"{key}: {value}" for key, value in headers.items()]
+        for key, value in headers.items():
+            values = value if isinstance(value, list | tuple) else [value]
+            lines.extend(f"{key}: {item}" for item in values)
         self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
         await self._writer.drain()
         return action_id
+
+    def _response(self, since: int, action_id: str) -> Message | None:
+        # Some events carry a "Response" header too (OriginateResponse): skip events.
+        for _, message in self.frames[since:]:
+            if message.get("ActionID") == action_id and "Event" not in message:
+                return message
+        return None
 
     async def action(
         self, name: str, prefix: str, timeout: float = 10.0, **headers: Any
@@ -129,32 +151,39 @@ class WireRecorder:
         """Send an action and return its response frame."""
         since = len(self.frames)
         action_id = await self.send(name, prefix, **headers)
+        await self.wait(
+            lambda: self._response(since, action_id) is not None, timeout, f"the {name} response"
+        )
+        response = self._response(since, action_id)
+        assert response is not None
+        return response
 
-        def response() -> tuple[int, Message] | None:
-            for offset, message in self.frames[since:]:
-                if message.get("ActionID") == action_id and "Event" not in message:
-                    return offset, message
-            return None
-
-        await self.wait(lambda: response() is not None, timeout, f"the {name} response")
-        found = response()
-        assert found is not None
-        return found[1]
-
-    async def list_action(self, name: str, prefix: str, timeout: float = 10.0) -> int:
-        """Send a list action (QueueStatus, QueueSummary); wait for its ``EventList: Complete``
-        event and return the byte offset just after it."""
+    async def list_action(
+        self, name: str, prefix: str, timeout: float = 10.0, **headers: Any
+    ) -> tuple[Message, list[tuple[int, Message]]]:
+        """Send a list action (QueueStatus, QueueSummary ...): its response and its events
+        as (end offset, event), the last being the ``EventList: Complete`` one (no events
+        when the response is not a success)."""
         since = len(self.frames)
-        action_id = await self.send(name, prefix)
+        action_id = await self.send(name, prefix, **headers)
         match = {"ActionID": action_id, "EventList": "Complete"}
-
-        def complete() -> tuple[int, Message] | None:
-            return self.find(since, **match)
-
-        await self.wait(lambda: complete() is not None, timeout, f"the end of {name}")
-        found = complete()
-        assert found is not None
-        return found[0]
+        await self.wait(
+            lambda: self._response(since, action_id) is not None, timeout, f"the {name} response"
+        )
+        response = self._response(since, action_id)
+        assert response is not None
+        if response.get("Response") != "Success":
+            return response, []
+        await self.wait(
+            lambda: self.find(since, **match) is not None, timeout, f"the end of {name}"
+        )
+        events = []
+        for offset, message in self.frames[since:]:
+            if message.get("ActionID") == action_id and "Event" in message:
+                events.append((offset, message))
+                if message.get("EventList") == "Complete":
+                    break
+        return response, events
 
     async def close(self) -> None:
         if self._writer is not None:
