@@ -297,11 +297,6 @@ def _agent_ids(message: Mapping[str, str]) -> tuple[str, str, str, str, str, str
     )
 
 
-def _channel(message: Mapping[str, str], at: datetime) -> dict[str, object]:
-    uniqueid, linkedid, channel = _ids(message)
-    return {"at": at, "uniqueid": uniqueid, "linkedid": linkedid, "channel": channel}
-
-
 def _newchannel(m: Mapping[str, str], at: datetime) -> ChannelCreated:
     return ChannelCreated(
         at,
@@ -374,11 +369,7 @@ def _agent_complete(m: Mapping[str, str], at: datetime) -> AgentCompleted:
 def _dial_end(m: Mapping[str, str], at: datetime) -> DialAnswered | None:
     if m.get("DialStatus") != "ANSWER" or not m.get("DestChannel"):
         return None
-    return DialAnswered(
-        **_channel(m, at),
-        agent_channel=m["DestChannel"],
-        interface=interface_of(m["DestChannel"]),
-    )
+    return DialAnswered(at, *_ids(m), m["DestChannel"], interface_of(m["DestChannel"]))
 
 
 def _flag(message: Mapping[str, str], name: str) -> bool:
@@ -469,15 +460,13 @@ def _core_show_channel(m: Mapping[str, str], at: datetime) -> ChannelReported:
 
 
 def _mixmonitor_start(m: Mapping[str, str], at: datetime) -> RecordingStarted:
-    return RecordingStarted(**_channel(m, at))
+    return RecordingStarted(at, *_ids(m))
 
 
 def _user_event(m: Mapping[str, str], at: datetime) -> QueueExited | None:
     if m.get("UserEvent") != QUEUE_RESULT_EVENT:
         return None
-    return QueueExited(
-        **_channel(m, at), queue=m.get("Queue", ""), status=m.get("Status", "").upper()
-    )
+    return QueueExited(at, *_ids(m), m.get("Queue", ""), m.get("Status", "").upper())
 
 
 def _fully_booted(m: Mapping[str, str], at: datetime) -> PbxBooted:

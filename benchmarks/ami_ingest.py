@@ -7,10 +7,8 @@ chunks happens before the clock starts; everything after it is timed on both sid
 decoding, splitting into frames, parsing, and state updates.
 
 * ours: ``ami.codec.AmiFrameDecoder`` (drops unwanted events by name before parsing) →
-  ``queue_stats.pipeline.EventPipeline.on_ami_message`` when that exists, else
-  ``ami.replay.ReplayClock`` + ``ami.events.parse_event`` → ``queue_stats.calls.CallTracker``
-  (+ ``queue_stats.stats.QueueStats`` when that exists). Optional stages are looked up at run time,
-  so the benchmark picks them up as soon as they land.
+  ``ami.replay.ReplayClock`` → ``queue_stats.pipeline.EventPipeline.on_ami_message`` (the call
+  tracker and the queue statistics), exactly the pipeline of ``hotline replay``.
 * cacofonisk (PyPI ``cacofonisk``, a benchmark-only dependency): what its AMI runner does from the
   wire, minus the socket: decode each chunk and split it on the blank line the way panoramisk's
   protocol does, parse every frame with panoramisk's ``Message.from_line``, keep the events its
@@ -31,7 +29,6 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import importlib
 import importlib.metadata
 import logging
 import os
@@ -42,9 +39,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "hotline-3-agents-40-calls.ami"
@@ -58,6 +56,12 @@ GREETING_PREFIX = b"Asterisk Call Manager/"
 # Benchmark the code in this checkout, not whatever copy of the packages is installed.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from ami.codec import AmiFrameDecoder  # noqa: E402
+from ami.replay import ReplayClock  # noqa: E402
+from queue_stats.calls import CallTracker  # noqa: E402
+from queue_stats.pipeline import PIPELINE_EVENTS, EventPipeline, keep_event  # noqa: E402
+from queue_stats.stats import QueueStats  # noqa: E402
 
 
 class Runner(Protocol):
@@ -99,54 +103,19 @@ def count_frames(data: bytes) -> int:
 # --------------------------------------------------------------------------- our side
 
 
-def _optional(module: str, name: str) -> tuple[Any | None, str]:
-    """``module.name`` if importable, else ``None`` and why (missing, or failing to import)."""
-    try:
-        loaded = importlib.import_module(module)
-    except ModuleNotFoundError as error:
-        if error.name is not None and module.startswith(error.name):
-            return None, "not importable yet"
-        return None, f"FAILED to import: {error!r}"
-    except Exception as error:  # a half-written module must not stop the benchmark
-        return None, f"FAILED to import: {error!r}"
-    found = getattr(loaded, name, None)
-    return found, "" if found is not None else f"{module} has no {name}"
-
-
-def our_keep_event() -> tuple[Callable[[str], bool], str]:
-    from queue_stats.pipeline import PIPELINE_EVENTS, keep_event
-
-    return keep_event, f"queue_stats.pipeline.keep_event, {len(PIPELINE_EVENTS)} names"
-
-
-def _stats_summary(stats: object) -> str:
-    """Totals of today's queue figures, from ``QueueStats.snapshot`` (duck-typed: it may change)."""
-    snapshot = getattr(stats, "snapshot", None)
-    if not callable(snapshot):
-        return _short(repr(stats))
-    now = getattr(stats, "last_event_at", None) or datetime.now(UTC)
-    try:
-        shot = snapshot(now)
-    except Exception as error:
-        return f"snapshot() failed: {error!r}"
-    queues = shot.get("queues") if isinstance(shot, dict) else None
-    if not isinstance(queues, dict):
-        return _short(repr(shot))
+def _stats_summary(stats: QueueStats, now: datetime) -> str:
+    """Totals of the queue figures, to show the state machine really counted."""
+    queues = stats.snapshot(now)["queues"]
     totals: Counter[str] = Counter()
     for figures in queues.values():
         for key in ("offered", "answered", "abandoned", "short_abandoned", "timed_out"):
-            totals[key] += (figures.get(key) or 0) if isinstance(figures, dict) else 0
-    agents = shot.get("agents") or {}
-    anomalies = dict(getattr(stats, "anomalies", {}) or {}) or "none"
+            totals[key] += figures[key]
     return (
         f"{len(queues)} queue(s): offered {totals['offered']:,}, answered {totals['answered']:,}, "
         f"abandoned {totals['abandoned']:,} (short {totals['short_abandoned']:,}), "
-        f"timed out {totals['timed_out']:,}; {len(agents)} agents; anomalies {anomalies}"
+        f"timed out {totals['timed_out']:,}; {len(stats.agents)} agents; "
+        f"anomalies {dict(stats.anomalies) or 'none'}"
     )
-
-
-def _short(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _calls_line(outcomes: Counter[str], repeat: int) -> str:
@@ -160,171 +129,55 @@ def _calls_line(outcomes: Counter[str], repeat: int) -> str:
     )
 
 
-def _decoder_line(kept: int, dropped: int, frames: int) -> str:
-    verdict = "ok" if kept + dropped == frames else "MISMATCH"
-    return (
-        f"decoder kept {kept:,} and dropped {dropped:,} by name "
-        f"(sum {kept + dropped:,} = frames: {verdict})"
-    )
+class OurPipeline:
+    """Decoder (name filter) → replay clock → ``EventPipeline`` (tracker and statistics).
 
-
-class ComposedPipeline:
-    """Decoder → replay clock → ``parse_event`` → ``CallTracker`` (→ ``QueueStats``)."""
-
-    def __init__(
-        self, keep_event: Callable[[str], bool], stats_factory: Callable[[], Any] | None
-    ) -> None:
-        from ami.codec import AmiFrameDecoder
-        from ami.replay import ReplayClock
-        from queue_stats.calls import CallTracker
-
-        self.decoder = AmiFrameDecoder(keep_event)
-        self.clock = ReplayClock()
-        self.tracker = CallTracker(INBOUND_CONTEXTS)
-        self.stats = stats_factory() if stats_factory is not None else None
-        self.kept = 0
-        self.events = 0
-        self.malformed = 0
-        self.outcomes: Counter[str] = Counter()
-
-    def run(self, chunks: Iterable[bytes]) -> None:
-        from ami.events import AmiEventError, parse_event
-
-        feed = self.decoder.feed
-        advance = self.clock.advance
-        track = self.tracker.handle
-        count_stats = self.stats.handle if self.stats is not None else None
-        outcomes = self.outcomes
-        kept = events = malformed = 0
-        for chunk in chunks:
-            messages = feed(chunk)
-            kept += len(messages)
-            for message in messages:
-                try:
-                    event = parse_event(message, advance(message))
-                except AmiEventError:
-                    malformed += 1
-                    continue
-                if event is None:
-                    continue
-                events += 1
-                for call in track(event):
-                    outcomes[str(call.outcome)] += 1
-                if count_stats is not None:
-                    count_stats(event)
-        self.kept += kept
-        self.events += events
-        self.malformed += malformed
-
-    def sanity(self, repeat: int, frames: int) -> list[str]:
-        lines = [
-            _calls_line(self.outcomes, repeat),
-            _decoder_line(self.kept, self.decoder.dropped, frames)
-            + f"; domain events {self.events:,}; malformed {self.malformed}",
-            f"tracker anomalies {dict(self.tracker.anomalies) or 'none'}; "
-            f"live calls left {self.tracker.live_calls}",
-        ]
-        if self.stats is not None:
-            lines.append(f"QueueStats: {_stats_summary(self.stats)}")
-        return lines
-
-
-class WrappedPipeline:
-    """Decoder → (replay clock) → ``queue_stats.pipeline.EventPipeline.on_ami_message``.
-
-    When the pipeline exposes a ``replay_clock`` (``for_benchmark`` does), it is advanced with each
-    message before the message is handed over, exactly as ``ami.replay.replay`` does.
+    The clock is advanced with each message before it is handed over, as ``ami.replay`` does.
     """
 
-    def __init__(self, keep_event: Callable[[str], bool], make_pipeline: Callable[[], Any]) -> None:
-        from ami.codec import AmiFrameDecoder
-
+    def __init__(self) -> None:
         self.decoder = AmiFrameDecoder(keep_event)
-        self.pipeline = make_pipeline()
-        self.clock = getattr(self.pipeline, "replay_clock", None)
+        self.clock = ReplayClock()
+        self.pipeline = EventPipeline(
+            CallTracker(INBOUND_CONTEXTS), QueueStats(ZoneInfo(BENCH_ZONE)), self.clock.current
+        )
         self.kept = 0
         self.outcomes: Counter[str] = Counter()
 
     def run(self, chunks: Iterable[bytes]) -> None:
         feed = self.decoder.feed
+        advance = self.clock.advance
         sink = self.pipeline.on_ami_message
-        advance = getattr(self.clock, "advance", None)
         outcomes = self.outcomes
         kept = 0
         for chunk in chunks:
             messages = feed(chunk)
             kept += len(messages)
             for message in messages:
-                if advance is not None:
-                    advance(message)
-                result = sink(message)
-                finished = getattr(result, "finished_calls", None)
-                if finished:
-                    for call in finished:
-                        outcomes[str(call.outcome)] += 1
+                for call in sink(message, advance(message)).finished_calls:
+                    outcomes[str(call.outcome)] += 1
         self.kept += kept
 
     def sanity(self, repeat: int, frames: int) -> list[str]:
-        pipeline = self.pipeline
-        counters = dict(getattr(pipeline, "counters", {}) or {}) or "none"
-        lines = [
+        dropped = self.decoder.dropped
+        verdict = "ok" if self.kept + dropped == frames else "MISMATCH"
+        tracker = self.pipeline.tracker
+        return [
             _calls_line(self.outcomes, repeat),
-            _decoder_line(self.kept, self.decoder.dropped, frames)
-            + f"; pipeline counters {counters}",
+            f"decoder kept {self.kept:,} and dropped {dropped:,} by name "
+            f"(sum {self.kept + dropped:,} = frames: {verdict}); "
+            f"pipeline counters {dict(self.pipeline.counters)}",
+            f"tracker anomalies {dict(tracker.anomalies) or 'none'}; "
+            f"live calls left {tracker.live_calls}",
+            f"QueueStats: {_stats_summary(self.pipeline.stats, self.clock.current())}",
         ]
-        tracker = getattr(pipeline, "tracker", None)
-        if tracker is not None:
-            lines.append(
-                f"tracker anomalies {dict(getattr(tracker, 'anomalies', {})) or 'none'}; "
-                f"live calls left {getattr(tracker, 'live_calls', '?')}"
-            )
-        stats = getattr(pipeline, "stats", None)
-        if stats is not None:
-            lines.append(f"QueueStats: {_stats_summary(stats)}")
-        return lines
 
 
-def our_side() -> tuple[Callable[[], Runner], list[str]]:
-    """A factory of fresh pipelines, and a description of the stages it includes."""
-    keep_event, keep_name = our_keep_event()
-    stages = [f"AmiFrameDecoder(keep_event={keep_name})"]
-    pipeline_cls, pipeline_why = _optional("queue_stats.pipeline", "EventPipeline")
-    if pipeline_cls is not None:
-        builder = getattr(pipeline_cls, "for_benchmark", None)
-        make_pipeline = builder if callable(builder) else pipeline_cls
-        how = ".for_benchmark()" if callable(builder) else "()"
-        try:
-            sample = make_pipeline()
-        except Exception as error:
-            pipeline_why = f"exists, but EventPipeline{how} failed: {error!r}"
-        else:
-            if hasattr(sample, "replay_clock"):
-                stages.append("ReplayClock.advance")
-            inside = [
-                f"{part}={type(getattr(sample, part)).__name__}"
-                for part in ("tracker", "stats")
-                if getattr(sample, part, None) is not None
-            ]
-            stages.append(
-                f"queue_stats.pipeline.EventPipeline{how}.on_ami_message"
-                f" [holding {', '.join(inside) or 'no tracker or stats found'}]"
-            )
-            return (lambda: WrappedPipeline(keep_event, make_pipeline)), stages
-
-    stages.append("ReplayClock.advance + ami.events.parse_event")
-    stages.append("queue_stats.calls.CallTracker")
-    stats_cls, stats_why = _optional("queue_stats.stats", "QueueStats")
-    stats_factory: Callable[[], Any] | None = None
-    if stats_cls is not None:
-        import zoneinfo
-
-        zone = zoneinfo.ZoneInfo(BENCH_ZONE)
-        stats_factory = lambda: stats_cls(zone)  # noqa: E731
-        stages.append(f"queue_stats.stats.QueueStats({BENCH_ZONE})")
-    else:
-        stages.append(f"(queue_stats.stats.QueueStats {stats_why}: skipped)")
-    stages.append(f"(queue_stats.pipeline.EventPipeline {pipeline_why}: composed here)")
-    return (lambda: ComposedPipeline(keep_event, stats_factory)), stages
+OUR_STAGES = [
+    f"AmiFrameDecoder(keep_event=queue_stats.pipeline.keep_event, {len(PIPELINE_EVENTS)} names)",
+    "ReplayClock.advance",
+    f"EventPipeline.on_ami_message [CallTracker, QueueStats({BENCH_ZONE})]",
+]
 
 
 # --------------------------------------------------------------------------- cacofonisk
@@ -584,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
 
     handler_cls, base_reporter, message_cls, cacofonisk_version = load_cacofonisk()
     reporter_cls = make_counting_reporter(base_reporter)
-    make_ours, stages = our_side()
+    make_ours, stages = OurPipeline, OUR_STAGES
 
     def make_theirs() -> CacofoniskRunner:
         return CacofoniskRunner(handler_cls, reporter_cls, message_cls)

@@ -65,8 +65,6 @@ class Bridge:
     replay_clock: ReplayClock | None
     replay_speed: float
     routing_counters: Counter[str] = field(default_factory=Counter)
-    replay_done: asyncio.Event = field(default_factory=asyncio.Event)
-    started_at: float = field(default_factory=time.time)
 
     async def health(self) -> dict[str, Any]:
         if self.ami is not None:
@@ -202,7 +200,6 @@ async def _replay_session(bridge: Bridge) -> None:
     )
     await bridge.queues.drain(timeout=60)
     log.info("replay finished: %d AMI messages, %s", count, dict(bridge.queues.counters))
-    bridge.replay_done.set()
 
 
 async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:

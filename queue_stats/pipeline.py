@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from ami.codec import AmiMessage
 from ami.events import WANTED_EVENTS, AmiEventError, parse_event
@@ -43,15 +42,6 @@ class EventPipeline:
         self.stats = stats
         self._clock = clock
         self.counters: Counter[str] = Counter()
-
-    @classmethod
-    def for_benchmark(cls, zone: str = "Asia/Shanghai") -> EventPipeline:
-        clock = ReplayClock()
-        pipeline = cls(
-            CallTracker(frozenset({"from-citizens"})), QueueStats(ZoneInfo(zone)), clock.current
-        )
-        pipeline.replay_clock = clock  # type: ignore[attr-defined]
-        return pipeline
 
     def on_ami_message(self, message: AmiMessage, at: datetime | None = None) -> PipelineResult:
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -99,7 +99,7 @@ class QueueService:
         self._clock = clock
         self._finished: asyncio.Queue[CallRecord] = asyncio.Queue()
         self._changed = asyncio.Event()
-        self._resync_buffer: list[AmiMessage] | None = None
+        self._resync_buffer: deque[AmiMessage] | None = None
         self._published: dict[str, Any] = {}
         self._sequence = 0
         self.counters: Counter[str] = Counter()
@@ -113,9 +113,8 @@ class QueueService:
 
     def on_ami_message(self, message: AmiMessage) -> None:
         if self._resync_buffer is not None:
-            if len(self._resync_buffer) >= MAX_RESYNC_BUFFER:
+            if len(self._resync_buffer) == MAX_RESYNC_BUFFER:  # the oldest falls out
                 self.counters["resync_buffer_overflow"] += 1
-                self._resync_buffer.pop(0)
             self._resync_buffer.append(message)
             return
         self._apply(message)
@@ -149,7 +148,7 @@ class QueueService:
     def begin_resync(self) -> None:
         """Called at login, before any live event of the new session is applied."""
         if self._resync_buffer is None:
-            self._resync_buffer = []
+            self._resync_buffer = deque(maxlen=MAX_RESYNC_BUFFER)
 
     async def resync(self, ami: ActionSender) -> None:
         """Ask Asterisk for the present (queues, members, callers, channels) and adopt it."""
@@ -196,7 +195,7 @@ class QueueService:
         self.pipeline.stats.settle_resync()
 
     def _end_resync(self) -> None:
-        buffered, self._resync_buffer = self._resync_buffer or [], None
+        buffered, self._resync_buffer = self._resync_buffer or deque(), None
         for message in buffered:
             self._apply(message)
         self._changed.set()
