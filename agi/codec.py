@@ -14,7 +14,7 @@ from types import MappingProxyType
 from urllib.parse import urlsplit
 
 MAX_HEADER_LINES = 128
-MAX_LINE_BYTES = 4096
+MAX_LINE_BYTES = 8192  # a 4 KB caller ID (or name) still fits one header line
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _REPLY = re.compile(r"^(?P<code>\d{3})(?P<sep>[ -])(?P<rest>.*)$")
 _RESULT = re.compile(r"^result=(?P<result>-?\d+|\S*)(?: \((?P<data>.*)\))?(?: (?P<extra>.*))?$")

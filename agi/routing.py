@@ -34,6 +34,7 @@ def route_handler(
             caller_number=request.caller_number,
             dialled_number=request.extension or request.dialled_number,
             uniqueid=request.uniqueid,
+            caller_name=request.caller_name,
         )
         try:
             decision = await asyncio.wait_for(decide(call), budget_seconds)

@@ -28,6 +28,7 @@ from agi.codec import (
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 1024
+MAX_REPLY_LINES = 200  # a 520 usage text is ~20 lines; an endless one must not hold the session
 
 
 class AgiHangup(ConnectionError):
@@ -62,7 +63,11 @@ class AgiSession:
         if reply_line == "HANGUP":
             # Asterisk announces a hangup in-band, then still answers the command.
             reply_line = await self.read_line()
+        continued = 0
         while is_continued(reply_line):
+            continued += 1
+            if continued > MAX_REPLY_LINES:
+                raise AgiProtocolError("AGI reply never ends")
             reply_line = await self.read_line()
         reply = parse_reply(reply_line)
         if reply.code == 511:
@@ -138,7 +143,7 @@ class FastAgiServer:
                 return
             await handler(request, session)
             self.counters["handled"] += 1
-        except AgiHangup as error:
+        except ConnectionError as error:  # AgiHangup, or a reset/broken pipe from the peer
             self.counters["hangups"] += 1
             log.debug("FastAGI peer went away: %s", error)
         except AgiProtocolError as error:

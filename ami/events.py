@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ami.codec import AmiMessage
@@ -49,6 +49,7 @@ class CallerJoinedQueue(ChannelEvent):
     caller_number: str
     caller_name: str
     position: int
+    ticket: str | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class AgentRingNoAnswer(AgentEvent):
 class AgentConnected(AgentEvent):
     hold_seconds: int
     ring_seconds: int
+    ticket: str | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,7 @@ class DialAnswered(ChannelEvent):
 
     agent_channel: str
     interface: str
+    ticket: str | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +300,21 @@ def _agent_ids(message: Mapping[str, str]) -> tuple[str, str, str, str, str, str
     )
 
 
+TICKET_VARIABLE = "HOTLINE_TICKET="
+
+
+def _ticket_of(message: Mapping[str, str]) -> str | None:
+    """The ticket number the bridge gave the caller's channel, from manager.conf's ``channelvars``.
+
+    It reaches events only when the variable is the one ``channelvars`` names, so a single
+    ``ChanVariable`` header holds it. The caller's channel is the event's own (not ``Dest…``).
+    """
+    value = message.get("ChanVariable")
+    if not value or not value.startswith(TICKET_VARIABLE):
+        return None
+    return value[len(TICKET_VARIABLE) :].strip() or None
+
+
 def _newchannel(m: Mapping[str, str], at: datetime) -> ChannelCreated:
     return ChannelCreated(
         at,
@@ -320,6 +338,7 @@ def _caller_join(m: Mapping[str, str], at: datetime) -> CallerJoinedQueue:
         _caller_id(m.get("CallerIDNum")),
         _caller_id(m.get("CallerIDName")),
         _number(m, "Position", default=0),
+        ticket=_ticket_of(m),
     )
 
 
@@ -353,6 +372,7 @@ def _agent_connect(m: Mapping[str, str], at: datetime) -> AgentConnected:
         *_agent_ids(m),
         _number(m, "HoldTime", default=0),
         _number(m, "RingTime", default=0),
+        ticket=_ticket_of(m),
     )
 
 
@@ -369,7 +389,9 @@ def _agent_complete(m: Mapping[str, str], at: datetime) -> AgentCompleted:
 def _dial_end(m: Mapping[str, str], at: datetime) -> DialAnswered | None:
     if m.get("DialStatus") != "ANSWER" or not m.get("DestChannel"):
         return None
-    return DialAnswered(at, *_ids(m), m["DestChannel"], interface_of(m["DestChannel"]))
+    return DialAnswered(
+        at, *_ids(m), m["DestChannel"], interface_of(m["DestChannel"]), ticket=_ticket_of(m)
+    )
 
 
 def _flag(message: Mapping[str, str], name: str) -> bool:

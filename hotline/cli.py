@@ -70,6 +70,20 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("path", metavar="PATH", type=Path, help="the transcript")
     replay.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
+    commands.add_parser(
+        "agi",
+        help="run only the routing FastAGI server, in its own process",
+        description=(
+            "Serve agi://HOST:PORT/route alone (HOTLINE_AGI_HOST/PORT), so nothing else in a "
+            "process can stall routing. Tickets and the directory come from the shared "
+            "database; free agents from the statistics snapshot that 'hotline run' keeps in Redis."
+        ),
+    )
+
+    from hotline.manage import add_commands
+
+    add_commands(commands)
+
     db = commands.add_parser("db", help="database schema", description="Database schema.")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     upgrade = db_commands.add_parser(
@@ -127,6 +141,17 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _agi(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.service import serve_agi
+
+    try:
+        asyncio.run(serve_agi(settings))
+    except OSError as error:
+        logging.getLogger("hotline").error("cannot start: %s", error)
+        return 1
+    return 0
+
+
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     from hotline.storage import upgrade_database_sync
 
@@ -147,6 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(settings, args)
     if args.command == "replay":
         return _replay(settings, args)
+    if args.command == "agi":
+        return _agi(settings, args)
+    if args.command in ("enterprise", "tickets"):
+        from hotline.manage import run_command
+
+        return run_command(settings, args)
     return _db_upgrade(settings, args)
 
 

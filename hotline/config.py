@@ -10,10 +10,11 @@ import os
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -59,6 +60,25 @@ class Settings(BaseSettings):
     short_abandon_seconds: float = Field(5.0, ge=0, le=600)
     wrap_up_seconds: float = Field(2.0, ge=0, le=3600)
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # Routing (ivr_bypass): queues, the emergency numbers and the decision's time budget.
+    enterprise_queue: str = Field("enterprise", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    emergency_queue: str = Field("emergency", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    emergency_numbers: tuple[str, ...] = ("110", "119", "120", "122")
+    routing_budget_ms: float = Field(50.0, gt=0, le=2000)
+    # Tickets: number prefix, how long an open ticket is reused, the 12345 SLA clocks.
+    ticket_prefix: str = Field("12345", pattern=r"^[0-9A-Za-z]{1,16}$")
+    ticket_match_days: int = Field(7, ge=1, le=365)
+    sla_contact_minutes: float = Field(30.0, gt=0, le=100_000)
+    sla_on_site_minutes: float = Field(60.0, gt=0, le=100_000)
+    sla_resolve_working_days: int = Field(2, ge=1, le=365)
+    sla_callback_minutes: float = Field(30.0, gt=0, le=100_000)
+    # Working calendar: the official Chinese calendar, corrected by these days.
+    calendar_official: bool = True
+    calendar_extra_holidays: tuple[date, ...] = ()
+    calendar_extra_workdays: tuple[date, ...] = ()
+    # Outbound CTI events (newCall/answer/hangup) for another ticket system; empty URL: off.
+    webhook_url: str = ""
+    webhook_secret: SecretStr = SecretStr("")
 
     @field_validator("database_url")
     @classmethod
@@ -81,6 +101,35 @@ class Settings(BaseSettings):
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix:// (or be empty)")
         return value
+
+    @field_validator("emergency_numbers")
+    @classmethod
+    def _digits_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for number in value:
+            if not number.isdigit() or len(number) > 20:
+                raise ValueError(f"emergency numbers are digits only, got {number[:25]!r}")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (or be empty)")
+        return value
+
+    @field_validator("calendar_extra_workdays")
+    @classmethod
+    def _not_both(cls, value: tuple[date, ...], info: Any) -> tuple[date, ...]:
+        clash = set(value) & set(info.data.get("calendar_extra_holidays", ()))
+        if clash:
+            raise ValueError(f"{min(clash)} is also listed in calendar_extra_holidays")
+        return value
+
+    @model_validator(mode="after")
+    def _signed_webhook(self) -> Settings:
+        if self.webhook_url and not self.webhook_secret.get_secret_value():
+            raise ValueError("webhook_url needs webhook_secret (events are HMAC-signed)")
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -114,6 +163,7 @@ class Settings(BaseSettings):
         """The settings as a dict fit for a log line: secrets and passwords masked."""
         shown = self.model_dump(mode="json")
         shown["ami_secret"] = "***" if self.ami_secret.get_secret_value() else ""
+        shown["webhook_secret"] = "***" if self.webhook_secret.get_secret_value() else ""
         shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
         if self.redis_url:
             shown["redis_url"] = make_url(self.redis_url).render_as_string(hide_password=True)
@@ -146,7 +196,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 def _describe(error: ValidationError, file_values: Mapping[str, Any], source: Path | None) -> str:
     first = error.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else "?"
+    if not first["loc"]:  # a rule across settings: its message names them
+        return f"invalid settings: {first['msg'].removeprefix('Value error, ')}"
+    field = str(first["loc"][0])
     env_name = f"{ENV_PREFIX}{field.upper()}"
     if first["type"] == "extra_forbidden":
         where = f"config file {source}" if source else "settings"

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +30,25 @@ from ami.replay import ReplayClock, replay
 from hotline.bus import Bus, create_bus
 from hotline.config import Settings
 from hotline.storage import create_engine, session_factory, upgrade_database
-from ivr_bypass.decision import (
-    IncomingCall,
-    RoutingDecision,
-    RoutingRules,
-    decide,
-    fallback_decision,
-)
+from ivr_bypass.decision import RoutingRules, fallback_decision
+from ivr_bypass.directory import EnterpriseDirectory
+from ivr_bypass.router import FreeAgents, Router, SnapshotAvailability
 from queue_stats.calls import CallTracker
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
 from queue_stats.pipeline import EventPipeline, keep_event
-from queue_stats.service import QueueService, utc_now
+from queue_stats.service import SNAPSHOT_KEY, CallObserver, QueueService, utc_now
 from queue_stats.stats import QueueStats
+from tickets.cti import CtiNotifier
+from tickets.service import TicketService
+from tickets.sla import SlaPolicy, WorkingCalendar
+from tickets.store import TicketStore
+from tickets.webhook import WebhookSender
 from web.app import create_app
 
 log = logging.getLogger(__name__)
 
 DEMO_SESSION = Path(__file__).with_name("data") / "demo-session.ami"
-ROUTING_BUDGET_SECONDS = 0.05
 
 
 @dataclass
@@ -64,6 +64,8 @@ class Bridge:
     replay_path: Path | None
     replay_clock: ReplayClock | None
     replay_speed: float
+    tickets: TicketService
+    webhook: WebhookSender | None = None
     routing_counters: Counter[str] = field(default_factory=Counter)
 
     async def health(self) -> dict[str, Any]:
@@ -90,6 +92,8 @@ class Bridge:
             "agi": {"up": True, "port": self.agi.port, **self.agi.counters},
             "journal": {"pending_writes": self.queues.pending_writes, **self.queues.counters},
             "routing": dict(self.routing_counters),
+            "tickets": dict(self.tickets.counters),
+            **({"webhook": dict(self.webhook.counters)} if self.webhook else {}),
         }
 
 
@@ -107,6 +111,68 @@ def build_pipeline(settings: Settings, clock: Callable[[], datetime]) -> EventPi
     )
 
 
+def routing_rules(settings: Settings) -> RoutingRules:
+    return RoutingRules(
+        default_queue=settings.default_queue,
+        enterprise_queue=settings.enterprise_queue,
+        emergency_queue=settings.emergency_queue,
+        emergency_numbers=frozenset(settings.emergency_numbers),
+    )
+
+
+def sla_policy(settings: Settings) -> SlaPolicy:
+    return SlaPolicy(
+        contact_within=timedelta(minutes=settings.sla_contact_minutes),
+        on_site_within=timedelta(minutes=settings.sla_on_site_minutes),
+        resolve_working_days=settings.sla_resolve_working_days,
+        callback_within=timedelta(minutes=settings.sla_callback_minutes),
+    )
+
+
+def working_calendar(settings: Settings) -> WorkingCalendar:
+    return WorkingCalendar(
+        extra_holidays=frozenset(settings.calendar_extra_holidays),
+        extra_workdays=frozenset(settings.calendar_extra_workdays),
+        use_official=settings.calendar_official,
+    )
+
+
+def build_route_server(
+    settings: Settings,
+    engine: AsyncEngine,
+    free_agents: FreeAgents,
+    *,
+    on_routed: Callable[[str, Any], None],
+    counters: Counter[str],
+    clock: Callable[[], datetime] = utc_now,
+) -> FastAgiServer:
+    """FastAGI with the ``route`` script, as both ``hotline run`` and ``hotline agi`` serve it."""
+    sessions = session_factory(engine)
+    rules = routing_rules(settings)
+    router = Router(
+        rules,
+        TicketStore(sessions, settings.zone, settings.ticket_prefix),
+        EnterpriseDirectory(sessions),
+        free_agents,
+        match_days=settings.ticket_match_days,
+        clock=clock,
+    )
+    return FastAgiServer(
+        {
+            "route": route_handler(
+                router.route,
+                fallback_decision(rules),
+                budget_seconds=settings.routing_budget_ms / 1000,
+                on_routed=on_routed,
+                counters=counters,
+            )
+        },
+        host=settings.agi_host,
+        port=settings.agi_port,
+        read_timeout=settings.agi_read_timeout,
+    )
+
+
 def build_bridge(
     settings: Settings, *, replay_path: Path | None = None, replay_speed: float = 1.0
 ) -> Bridge:
@@ -119,26 +185,34 @@ def build_bridge(
     clock = replay_clock.current if replay_clock is not None else utc_now
     pipeline = build_pipeline(settings, clock)
     sessions = session_factory(engine)
-    queues = QueueService(pipeline, CallJournal(sessions), HourlyStore(sessions), bus, clock=clock)
-    rules = RoutingRules(default_queue=settings.default_queue)
+    tickets = TicketService(
+        TicketStore(sessions, settings.zone, settings.ticket_prefix),
+        bus,
+        match_days=settings.ticket_match_days,
+        clock=clock,
+    )
+    observers: list[CallObserver] = [tickets]
+    webhook = None
+    if settings.webhook_url:
+        webhook = WebhookSender(settings.webhook_url, settings.webhook_secret.get_secret_value())
+        observers.append(CtiNotifier(webhook))
+    queues = QueueService(
+        pipeline,
+        CallJournal(sessions),
+        HourlyStore(sessions),
+        bus,
+        clock=clock,
+        observers=observers,
+        link_ticket=tickets.link,
+    )
     routing_counters: Counter[str] = Counter()
-
-    async def decide_route(call: IncomingCall) -> RoutingDecision:
-        return decide(call, rules)
-
-    agi = FastAgiServer(
-        {
-            "route": route_handler(
-                decide_route,
-                fallback_decision(rules),
-                budget_seconds=ROUTING_BUDGET_SECONDS,
-                on_routed=queues.on_routed,
-                counters=routing_counters,
-            )
-        },
-        host=settings.agi_host,
-        port=settings.agi_port,
-        read_timeout=settings.agi_read_timeout,
+    agi = build_route_server(
+        settings,
+        engine,
+        queues.free_agents,
+        on_routed=queues.on_routed,
+        counters=routing_counters,
+        clock=clock,
     )
     ami = None
     if replay_path is None:
@@ -164,6 +238,8 @@ def build_bridge(
         replay_path=replay_path,
         replay_clock=replay_clock,
         replay_speed=replay_speed,
+        tickets=tickets,
+        webhook=webhook,
         routing_counters=routing_counters,
     )
 
@@ -212,7 +288,10 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
         asyncio.create_task(bridge.queues.run_writer(), name="journal-writer"),
         asyncio.create_task(bridge.queues.run_publisher(), name="stats-publisher"),
         asyncio.create_task(bridge.queues.run_hour_flusher(), name="hour-flusher"),
+        asyncio.create_task(bridge.tickets.run(), name="ticket-signer"),
     ]
+    if bridge.webhook is not None:
+        tasks.append(asyncio.create_task(bridge.webhook.run(), name="webhook"))
     await bridge.agi.start()
     runner = web.AppRunner(create_app(bridge.health), access_log=None)
     await runner.setup()
@@ -235,6 +314,10 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
             log.error(
                 "%d finished calls could not be written before exit", bridge.queues.pending_writes
             )
+        if not await bridge.tickets.drain(timeout=5):
+            log.error("some answered calls' tickets could not be signed before exit")
+        if bridge.webhook is not None:
+            await bridge.webhook.close()
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -251,3 +334,39 @@ async def serve(settings: Settings, *, replay_path: Path | None, replay_speed: f
         loop.add_signal_handler(sig, stop.set)
     bridge = build_bridge(settings, replay_path=replay_path, replay_speed=replay_speed)
     await run_bridge(bridge, stop)
+
+
+async def serve_agi(settings: Settings) -> None:
+    """``hotline agi``: the routing FastAGI server alone, in its own process.
+
+    Nothing else runs in this process, so nothing else can stall routing. It reads and writes
+    tickets in the shared database and sees free agents in the statistics snapshot that
+    ``hotline run`` keeps on the bus (with an in-process bus it cannot see them: then an open
+    ticket's owner is always tried and the dialplan's device-state check decides).
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await upgrade_database(settings.database_url)
+    engine = create_engine(settings.database_url)
+    bus = create_bus(settings.redis_url)
+    availability = SnapshotAvailability(lambda: bus.load_snapshot(SNAPSHOT_KEY))
+    counters: Counter[str] = Counter()
+
+    def on_routed(uniqueid: str, decision: Any) -> None:
+        log.info("routed %s: %s", uniqueid, decision.channel_variables())
+
+    agi = build_route_server(settings, engine, availability, on_routed=on_routed, counters=counters)
+    watcher = asyncio.create_task(availability.run(), name="agent-availability")
+    await agi.start()
+    try:
+        await stop.wait()
+    finally:
+        await agi.close()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        log.info("FastAGI stopped: %s, routing %s", dict(agi.counters), dict(counters))
+        await bus.close()
+        await engine.dispose()

@@ -173,6 +173,7 @@ class CallTracker:
                     answered_at=event.at,
                     hold_seconds=event.hold_seconds,
                 )
+                self._adopt_ticket(event.uniqueid, event.ticket)
             case AgentCompleted():
                 self._update(event.uniqueid, "complete", talk_seconds=event.talk_seconds)
             case DialAnswered():
@@ -235,6 +236,8 @@ class CallTracker:
             )
         fields["queue"] = event.queue
         fields["entered_queue_at"] = event.at
+        if event.ticket and not fields.get("ticket"):
+            fields["ticket"] = event.ticket
 
     def _on_dial_answered(self, event: DialAnswered) -> None:
         fields = self._calls.get(event.uniqueid)
@@ -244,6 +247,13 @@ class CallTracker:
         fields["agent_interface"] = event.interface
         fields["answered_at"] = event.at
         fields["hold_seconds"] = _whole_seconds(fields["started_at"], event.at)
+        self._adopt_ticket(event.uniqueid, event.ticket)
+
+    def _adopt_ticket(self, uniqueid: str, ticket: str | None) -> None:
+        """A ticket seen on the channel (``channelvars``) fills in one routed by another process."""
+        fields = self._calls.get(uniqueid)
+        if ticket and fields is not None and not fields.get("ticket"):
+            fields["ticket"] = ticket
 
     def _on_hangup(self, event: ChannelHungUp) -> list[CallRecord]:
         fields = self._calls.pop(event.uniqueid, None)

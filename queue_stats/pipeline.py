@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from ami.codec import AmiMessage
-from ami.events import WANTED_EVENTS, AmiEventError, parse_event
+from ami.events import (
+    WANTED_EVENTS,
+    AgentConnected,
+    AmiEventError,
+    CallerJoinedQueue,
+    DialAnswered,
+    parse_event,
+)
 from ami.replay import ReplayClock, read_transcript
 from queue_stats.calls import CallRecord, CallTracker
 from queue_stats.stats import QueueStats
@@ -32,6 +39,10 @@ keep_event = PIPELINE_EVENTS.__contains__
 class PipelineResult:
     finished_calls: list[CallRecord] = field(default_factory=list)
     stats_changed: bool = False
+    offered_call: CallRecord | None = None
+    """The call just reached a queue (what help desks call a new call)."""
+    answered_call: CallRecord | None = None
+    """An agent just answered the call (through the queue or the preferred-agent step)."""
 
 
 class EventPipeline:
@@ -55,7 +66,15 @@ class EventPipeline:
         self.counters["events"] += 1
         finished = self.tracker.handle(event)
         changed = self.stats.handle(event)
-        return PipelineResult(finished, changed)
+        result = PipelineResult(finished, changed)
+        if isinstance(event, CallerJoinedQueue):
+            result.offered_call = self.tracker.call(event.uniqueid)
+        elif isinstance(event, AgentConnected | DialAnswered):
+            call = self.tracker.call(event.uniqueid)
+            queue_dial = isinstance(event, DialAnswered) and call and call.entered_queue_at
+            if call is not None and call.answered_at == event.at and not queue_dial:
+                result.answered_call = call
+        return result
 
 
 def replay_file(path: Path, pipeline: EventPipeline, clock: ReplayClock) -> list[CallRecord]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ from queue_stats.calls import CallRecord, Routing
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
 from queue_stats.pipeline import EventPipeline
+from queue_stats.stats import AgentState
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,19 @@ def snapshot_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, 
     return delta
 
 
+class CallObserver(Protocol):
+    """A feature that follows calls (tickets, the outbound webhook). Hooks must not block."""
+
+    def call_offered(self, call: CallRecord) -> None: ...
+
+    def call_answered(self, call: CallRecord) -> None: ...
+
+    def call_finished(self, call: CallRecord) -> None: ...
+
+
+TicketLinker = Callable[[CallRecord], Awaitable[CallRecord]]
+
+
 class QueueService:
     def __init__(
         self,
@@ -91,12 +105,17 @@ class QueueService:
         hours: HourlyStore,
         bus: Bus,
         clock: Callable[[], datetime] = utc_now,
+        *,
+        observers: Sequence[CallObserver] = (),
+        link_ticket: TicketLinker | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._journal = journal
         self._hours = hours
         self._bus = bus
         self._clock = clock
+        self.observers = list(observers)
+        self._link_ticket = link_ticket
         self._finished: asyncio.Queue[CallRecord] = asyncio.Queue()
         self._changed = asyncio.Event()
         self._resync_buffer: deque[AmiMessage] | None = None
@@ -121,11 +140,32 @@ class QueueService:
 
     def _apply(self, message: AmiMessage) -> None:
         result = self.pipeline.on_ami_message(message, self._clock())
+        if result.offered_call is not None:
+            self._notify("call_offered", result.offered_call)
+        if result.answered_call is not None:
+            self._notify("call_answered", result.answered_call)
         for call in result.finished_calls:
             self.counters["calls_finished"] += 1
             self._finished.put_nowait(call)
         if result.stats_changed:
             self._changed.set()
+
+    def _notify(self, hook: str, call: CallRecord) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, hook)(call)
+            except Exception:  # one feature's bug must not stop the statistics
+                self.counters["observer_errors"] += 1
+                log.exception("%s.%s failed for %s", type(observer).__name__, hook, call.uniqueid)
+
+    def free_agents(self) -> frozenset[str]:
+        """Agents logged in, not paused and not on or ringing for a call: routing prefers them."""
+        now = self._clock()
+        return frozenset(
+            interface
+            for interface, agent in self.pipeline.stats.agents.items()
+            if agent.state(now) is AgentState.IDLE
+        )
 
     def on_routed(self, uniqueid: str, decision: RoutingDecision) -> None:
         self.pipeline.tracker.routed(
@@ -265,7 +305,10 @@ class QueueService:
         """Write finished calls in order, forever; a failed write is retried, never skipped."""
         while True:
             call = await self._finished.get()
+            if self._link_ticket is not None:
+                call = await self._link_ticket(call)
             await self._write_until_done(call)
+            self._notify("call_finished", call)
             self._finished.task_done()
 
     async def drain(self, timeout: float) -> bool:

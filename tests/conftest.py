@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL_SESSION = FIXTURES / "hotline-3-agents-40-calls.ami"
+DEFAULT_TEST_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def services_required() -> bool:
@@ -43,3 +48,27 @@ def free_port() -> int:
 @pytest.fixture
 def real_session() -> Path:
     return REAL_SESSION
+
+
+@contextlib.asynccontextmanager
+async def throwaway_postgres() -> AsyncIterator[str]:
+    """A database of its own on the local PostgreSQL server (trust auth, database ``test``)."""
+    admin_url = make_url(os.environ.get("HOTLINE_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES))
+    need_service("PostgreSQL", admin_url.host or "127.0.0.1", admin_url.port or 5432)
+    import asyncpg
+
+    name = f"hotline_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_url.render_as_string(hide_password=False))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        test_url = admin_url.set(drivername="postgresql+asyncpg", database=name)
+        yield test_url.render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    async with throwaway_postgres() as url:
+        yield url

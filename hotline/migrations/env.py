@@ -8,8 +8,11 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+# Each import registers its tables on Base.metadata.
+import ivr_bypass.directory  # noqa: F401
 import queue_stats.hourly
-import queue_stats.journal  # noqa: F401  (registers table "calls")
+import queue_stats.journal  # noqa: F401
+import tickets.store  # noqa: F401
 from hotline.storage import Base
 
 target_metadata = Base.metadata

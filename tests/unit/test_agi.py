@@ -17,6 +17,7 @@ from agi.codec import (
 from agi.routing import route_handler
 from agi.server import FastAgiServer
 from ivr_bypass.decision import (
+    CallerFacts,
     IncomingCall,
     RoutingDecision,
     RoutingRules,
@@ -107,11 +108,11 @@ async def server() -> AsyncIterator[tuple[FastAgiServer, Counter[str], list]]:
     rules = RoutingRules(default_queue="hotline")
 
     async def quick(call: IncomingCall) -> RoutingDecision:
-        return decide(call, rules)
+        return decide(call, CallerFacts(), rules)
 
     async def slow(call: IncomingCall) -> RoutingDecision:
         await asyncio.sleep(1)
-        return decide(call, rules)
+        return decide(call, CallerFacts(), rules)
 
     async def broken(call: IncomingCall) -> RoutingDecision:
         raise RuntimeError("database is down")

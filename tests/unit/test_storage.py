@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import make_url
 
 from hotline.storage import create_engine, session_factory, upgrade_database
 from queue_stats.calls import CallOutcome, CallRecord
 from queue_stats.journal import CallJournal
-from tests.conftest import need_service
 
-DEFAULT_TEST_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 CALL = CallRecord(
     uniqueid="1795575485.0",
@@ -51,7 +45,7 @@ async def exercise_journal(url: str) -> None:
             tables = await connection.run_sync(lambda c: inspect(c).get_table_names())
             version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
         assert "calls" in tables
-        assert version == "0002"
+        assert version == "0003"
         journal = CallJournal(session_factory(engine))
         await journal.record(CALL)
         await journal.record(CALL)  # re-delivery of the same call: still one row
@@ -84,24 +78,6 @@ async def test_unfinished_calls_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="has not ended"):
         await CallJournal(session_factory(engine)).record(unfinished)
     await engine.dispose()
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A throw-away database on the local PostgreSQL server (trust auth, database ``test``)."""
-    admin_url = make_url(os.environ.get("HOTLINE_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES))
-    need_service("PostgreSQL", admin_url.host or "127.0.0.1", admin_url.port or 5432)
-    import asyncpg
-
-    name = f"hotline_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_url.render_as_string(hide_password=False))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        test_url = admin_url.set(drivername="postgresql+asyncpg", database=name)
-        yield test_url.render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.mark.postgres

@@ -1,0 +1,404 @@
+"""Tickets in the database: creation with a per-day serial, matching, signing, listing.
+
+Times are stored in UTC (SQLite keeps no zone, so every value is converted before it is written
+and read back as UTC). Creation and status moves each run in one transaction; the day's serial is
+taken with an upsert that PostgreSQL and SQLite both make atomic, so two processes (``hotline run``
+and ``hotline agi``) never hand out the same number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hotline.storage import Base
+from ivr_bypass.decision import OpenTicket
+from queue_stats.journal import CallRow
+from tickets.model import (
+    ALLOWED_MOVES,
+    OPEN_STATUSES,
+    TicketError,
+    TicketNumber,
+    TicketStatus,
+    move,
+    ticket_day,
+)
+from tickets.sla import SlaPolicy, SlaReport, TicketClockFacts, WorkingCalendar, sla_report
+
+MAX_TEXT = 4000
+_OPEN = tuple(status.value for status in OPEN_STATUSES)
+
+
+class TicketRow(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (Index("ix_tickets_caller_open", "caller_number", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(40), unique=True)
+    caller_number: Mapped[str] = mapped_column(String(32))
+    caller_name: Mapped[str] = mapped_column(String(128), default="")
+    category: Mapped[str] = mapped_column(String(64), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    owner_agent: Mapped[str | None] = mapped_column(String(128), index=True)
+    department: Mapped[str | None] = mapped_column(String(128))
+    emergency: Mapped[bool] = mapped_column(Boolean, default=False)
+    satisfaction: Mapped[int | None] = mapped_column(Integer)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    contacted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    on_site_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    callback_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    called_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TicketDayRow(Base):
+    """The last serial handed out on each local day."""
+
+    __tablename__ = "ticket_days"
+
+    day: Mapped[str] = mapped_column(String(8), primary_key=True)
+    last_serial: Mapped[int] = mapped_column(Integer)
+
+
+_TIMESTAMPS = (
+    "opened_at",
+    "updated_at",
+    "signed_at",
+    "contacted_at",
+    "on_site_at",
+    "resolved_at",
+    "closed_at",
+    "callback_requested_at",
+    "called_back_at",
+)
+
+
+def utc(value: datetime) -> datetime:
+    """Aware UTC for storing; values read back from SQLite are naive UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    number: str
+    caller_number: str
+    caller_name: str
+    category: str
+    description: str
+    status: TicketStatus
+    owner_agent: str | None
+    department: str | None
+    emergency: bool
+    satisfaction: int | None
+    opened_at: datetime
+    updated_at: datetime
+    signed_at: datetime | None
+    contacted_at: datetime | None
+    on_site_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    callback_requested_at: datetime | None
+    called_back_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: TicketRow) -> Ticket:
+        values: dict[str, Any] = {
+            name: getattr(row, name) for name in cls.__dataclass_fields__ if name != "status"
+        }
+        for name in _TIMESTAMPS:
+            if values[name] is not None:
+                values[name] = utc(values[name])
+        return cls(status=TicketStatus(row.status), **values)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def clock_facts(self) -> TicketClockFacts:
+        return TicketClockFacts(
+            opened_at=self.opened_at,
+            emergency=self.emergency,
+            contacted_at=self.contacted_at,
+            on_site_at=self.on_site_at,
+            resolved_at=self.resolved_at,
+            callback_requested_at=self.callback_requested_at,
+            called_back_at=self.called_back_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TicketEdit:
+    """Fields an agent may change on a ticket; ``None`` leaves a field as it is."""
+
+    category: str | None = None
+    description: str | None = None
+    department: str | None = None
+    satisfaction: int | None = None
+
+    def changes(self) -> dict[str, object]:
+        changes: dict[str, object] = {}
+        for name in ("category", "department"):
+            value = getattr(self, name)
+            if value is not None:
+                if len(value) > 128:
+                    raise TicketError(f"{name} is longer than 128 characters")
+                changes[name] = value
+        if self.description is not None:
+            if len(self.description) > MAX_TEXT:
+                raise TicketError(f"description is longer than {MAX_TEXT} characters")
+            changes["description"] = self.description
+        if self.satisfaction is not None:
+            if not 1 <= self.satisfaction <= 5:
+                raise TicketError("satisfaction is a score from 1 to 5")
+            changes["satisfaction"] = self.satisfaction
+        return changes
+
+
+class TicketStore:
+    def __init__(self, sessions: async_sessionmaker, zone: ZoneInfo, prefix: str = "12345") -> None:
+        self._sessions = sessions
+        self._zone = zone
+        self._prefix = prefix
+
+    # -- routing ------------------------------------------------------------------------------
+
+    async def open_tickets_for(
+        self, caller_digits: str, since: datetime, limit: int = 5
+    ) -> tuple[OpenTicket, ...]:
+        """The caller's open tickets with activity since ``since``, newest first."""
+        if not caller_digits:
+            return ()
+        query = (
+            select(
+                TicketRow.number,
+                TicketRow.owner_agent,
+                TicketRow.emergency,
+                TicketRow.updated_at,
+            )
+            .where(
+                TicketRow.caller_number == caller_digits,
+                TicketRow.status.in_(_OPEN),
+                TicketRow.updated_at >= utc(since),
+            )
+            .order_by(TicketRow.updated_at.desc())
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).all()
+        return tuple(
+            OpenTicket(number, owner, bool(emergency), utc(updated))
+            for number, owner, emergency, updated in rows
+        )
+
+    async def create(
+        self,
+        caller_digits: str,
+        at: datetime,
+        *,
+        caller_name: str = "",
+        emergency: bool = False,
+        category: str = "",
+        description: str = "",
+    ) -> str:
+        """Open a ticket and return its number (``12345-YYYYMMDD-NNNNNN``, local day)."""
+        at = utc(at)
+        day = ticket_day(at, self._zone)
+        async with self._sessions.begin() as session:
+            serial = await self._next_serial(session, day)
+            number = str(TicketNumber(self._prefix, day, serial))
+            session.add(
+                TicketRow(
+                    number=number,
+                    caller_number=caller_digits[:32],
+                    caller_name=caller_name[:128],
+                    category=category[:64],
+                    description=description[:MAX_TEXT],
+                    status=TicketStatus.NEW.value,
+                    emergency=emergency,
+                    opened_at=at,
+                    updated_at=at,
+                )
+            )
+        return number
+
+    async def _next_serial(self, session: AsyncSession, day: str) -> int:
+        dialect = session.bind.dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(TicketDayRow)
+            .values(day=day, last_serial=1)
+            .on_conflict_do_update(
+                index_elements=[TicketDayRow.day],
+                set_={"last_serial": TicketDayRow.last_serial + 1},
+            )
+            .returning(TicketDayRow.last_serial)
+        )
+        return int((await session.execute(statement)).scalar_one())
+
+    # -- the call's side ------------------------------------------------------------------------
+
+    async def sign(self, number: str, agent: str, at: datetime) -> bool:
+        """The agent who answered signs the ticket; returns False when it was signed already.
+
+        A ticket that already has an owner keeps it (the caller reached a colleague this time);
+        an unowned one becomes the answering agent's.
+        """
+        at = utc(at)
+        async with self._sessions.begin() as session:
+            row = await self._row(session, number, lock=True)
+            status = TicketStatus(row.status)
+            if row.owner_agent is None:
+                row.owner_agent = agent[:128]
+            row.updated_at = max(utc(row.updated_at), at)
+            if TicketStatus.SIGNED not in _allowed(status):
+                return False
+            _apply(row, move(status, TicketStatus.SIGNED, at, _stamps(row)))
+            return True
+
+    async def request_callback(self, number: str, at: datetime) -> bool:
+        """The caller hung up unanswered: start the callback clock.
+
+        A new or reopened ticket becomes a ``callback`` task; one already being handled keeps its
+        status and only gets the callback clock (unless a callback is already pending).
+        """
+        at = utc(at)
+        async with self._sessions.begin() as session:
+            row = await self._row(session, number, lock=True)
+            status = TicketStatus(row.status)
+            if TicketStatus.CALLBACK in _allowed(status):
+                _apply(row, move(status, TicketStatus.CALLBACK, at, _stamps(row)))
+                return True
+            if status in OPEN_STATUSES and (
+                row.callback_requested_at is None or row.called_back_at is not None
+            ):
+                row.callback_requested_at = at
+                row.called_back_at = None
+                row.updated_at = at
+                return True
+            return False
+
+    # -- people's side --------------------------------------------------------------------------
+
+    async def set_status(self, number: str, wanted: TicketStatus, at: datetime) -> Ticket:
+        at = utc(at)
+        async with self._sessions.begin() as session:
+            row = await self._row(session, number, lock=True)
+            _apply(row, move(TicketStatus(row.status), wanted, at, _stamps(row)))
+            if wanted is TicketStatus.CONTACTED and row.callback_requested_at is not None:
+                row.called_back_at = row.called_back_at or at
+            return Ticket.from_row(row)
+
+    async def edit(self, number: str, edit: TicketEdit, at: datetime) -> Ticket:
+        changes = edit.changes()
+        async with self._sessions.begin() as session:
+            row = await self._row(session, number, lock=True)
+            _apply(row, {**changes, "updated_at": utc(at)})
+            return Ticket.from_row(row)
+
+    async def get(self, number: str) -> Ticket:
+        async with self._sessions() as session:
+            return Ticket.from_row(await self._row(session, number))
+
+    async def list(
+        self,
+        *,
+        status: TicketStatus | None = None,
+        caller_digits: str | None = None,
+        opened_from: datetime | None = None,
+        opened_until: datetime | None = None,
+        only_open: bool = False,
+        limit: int = 100,
+    ) -> list[Ticket]:
+        query = select(TicketRow).order_by(TicketRow.opened_at.desc(), TicketRow.id.desc())
+        if status is not None:
+            query = query.where(TicketRow.status == status.value)
+        if only_open:
+            query = query.where(TicketRow.status.in_(_OPEN))
+        if caller_digits:
+            query = query.where(TicketRow.caller_number == caller_digits)
+        if opened_from is not None:
+            query = query.where(TicketRow.opened_at >= utc(opened_from))
+        if opened_until is not None:
+            query = query.where(TicketRow.opened_at < utc(opened_until))
+        async with self._sessions() as session:
+            rows = (await session.scalars(query.limit(limit))).all()
+        return [Ticket.from_row(row) for row in rows]
+
+    async def calls_of(self, number: str) -> Sequence[CallRow]:
+        async with self._sessions() as session:
+            query = select(CallRow).where(CallRow.ticket == number).order_by(CallRow.started_at)
+            return (await session.scalars(query)).all()
+
+    async def count(self) -> int:
+        async with self._sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(TicketRow)) or 0)
+
+    async def touch(self, number: str, at: datetime) -> None:
+        """A new call on the ticket keeps it current for matching."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(TicketRow).where(TicketRow.number == number).values(updated_at=utc(at))
+            )
+
+    async def _row(self, session: AsyncSession, number: str, lock: bool = False) -> TicketRow:
+        query = select(TicketRow).where(TicketRow.number == number)
+        if lock:
+            query = query.with_for_update()
+        row = await session.scalar(query)
+        if row is None:
+            raise TicketError(f"no ticket {number[:40]!r}")
+        return row
+
+
+def _allowed(status: TicketStatus) -> frozenset[TicketStatus]:
+    return ALLOWED_MOVES[status]
+
+
+def _stamps(row: TicketRow) -> dict[str, datetime | None]:
+    return {name: getattr(row, name) for name in _TIMESTAMPS}
+
+
+def _apply(row: TicketRow, changes: dict[str, object]) -> None:
+    for name, value in changes.items():
+        setattr(row, name, value)
+
+
+def sla_reports(
+    tickets: Sequence[Ticket],
+    now: datetime,
+    policy: SlaPolicy,
+    calendar: WorkingCalendar,
+    zone: ZoneInfo,
+) -> list[tuple[Ticket, SlaReport]]:
+    return [
+        (ticket, sla_report(ticket.clock_facts(), now, policy, calendar, zone))
+        for ticket in tickets
+    ]
+
+
+def recent(now: datetime, days: int) -> datetime:
+    return utc(now) - timedelta(days=days)
