@@ -49,7 +49,7 @@ class CallerJoinedQueue(ChannelEvent):
     caller_number: str
     caller_name: str
     position: int
-    ticket: str | None = field(default=None, kw_only=True)
+    route: tuple[str | None, str | None] = field(default=(None, None), kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ class AgentRingNoAnswer(AgentEvent):
 class AgentConnected(AgentEvent):
     hold_seconds: int
     ring_seconds: int
-    ticket: str | None = field(default=None, kw_only=True)
+    route: tuple[str | None, str | None] = field(default=(None, None), kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,7 @@ class DialAnswered(ChannelEvent):
 
     agent_channel: str
     interface: str
-    ticket: str | None = field(default=None, kw_only=True)
+    route: tuple[str | None, str | None] = field(default=(None, None), kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,19 +300,22 @@ def _agent_ids(message: Mapping[str, str]) -> tuple[str, str, str, str, str, str
     )
 
 
-TICKET_VARIABLE = "HOTLINE_TICKET="
+ROUTE_VARIABLE = "HOTLINE_ROUTE="
 
 
-def _ticket_of(message: Mapping[str, str]) -> str | None:
-    """The ticket number the bridge gave the caller's channel, from manager.conf's ``channelvars``.
+def _route_of(message: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(routing reason, ticket) the dialplan recorded on the caller's channel, or Nones.
 
-    It reaches events only when the variable is the one ``channelvars`` names, so a single
-    ``ChanVariable`` header holds it. The caller's channel is the event's own (not ``Dest…``).
+    manager.conf's ``channelvars`` puts ``HOTLINE_ROUTE=<reason>/<ticket>`` on every event of the
+    channel, so a bridge process that did not route the call (``hotline agi`` runs apart) and
+    calls routed by the dialplan's own fallback are known too. Only the event's own channel
+    counts (``ChanVariable``, not ``DestChanVariable``).
     """
     value = message.get("ChanVariable")
-    if not value or not value.startswith(TICKET_VARIABLE):
-        return None
-    return value[len(TICKET_VARIABLE) :].strip() or None
+    if not value or not value.startswith(ROUTE_VARIABLE):
+        return None, None
+    reason, _, ticket = value[len(ROUTE_VARIABLE) :].strip().partition("/")
+    return reason or None, ticket or None
 
 
 def _newchannel(m: Mapping[str, str], at: datetime) -> ChannelCreated:
@@ -338,7 +341,7 @@ def _caller_join(m: Mapping[str, str], at: datetime) -> CallerJoinedQueue:
         _caller_id(m.get("CallerIDNum")),
         _caller_id(m.get("CallerIDName")),
         _number(m, "Position", default=0),
-        ticket=_ticket_of(m),
+        route=_route_of(m),
     )
 
 
@@ -372,7 +375,7 @@ def _agent_connect(m: Mapping[str, str], at: datetime) -> AgentConnected:
         *_agent_ids(m),
         _number(m, "HoldTime", default=0),
         _number(m, "RingTime", default=0),
-        ticket=_ticket_of(m),
+        route=_route_of(m),
     )
 
 
@@ -390,7 +393,7 @@ def _dial_end(m: Mapping[str, str], at: datetime) -> DialAnswered | None:
     if m.get("DialStatus") != "ANSWER" or not m.get("DestChannel"):
         return None
     return DialAnswered(
-        at, *_ids(m), m["DestChannel"], interface_of(m["DestChannel"]), ticket=_ticket_of(m)
+        at, *_ids(m), m["DestChannel"], interface_of(m["DestChannel"]), route=_route_of(m)
     )
 
 

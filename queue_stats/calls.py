@@ -173,7 +173,7 @@ class CallTracker:
                     answered_at=event.at,
                     hold_seconds=event.hold_seconds,
                 )
-                self._adopt_ticket(event.uniqueid, event.ticket)
+                self._adopt_route(event.uniqueid, event.route)
             case AgentCompleted():
                 self._update(event.uniqueid, "complete", talk_seconds=event.talk_seconds)
             case DialAnswered():
@@ -236,8 +236,7 @@ class CallTracker:
             )
         fields["queue"] = event.queue
         fields["entered_queue_at"] = event.at
-        if event.ticket and not fields.get("ticket"):
-            fields["ticket"] = event.ticket
+        self._adopt_route(event.uniqueid, event.route)
 
     def _on_dial_answered(self, event: DialAnswered) -> None:
         fields = self._calls.get(event.uniqueid)
@@ -247,12 +246,21 @@ class CallTracker:
         fields["agent_interface"] = event.interface
         fields["answered_at"] = event.at
         fields["hold_seconds"] = _whole_seconds(fields["started_at"], event.at)
-        self._adopt_ticket(event.uniqueid, event.ticket)
+        self._adopt_route(event.uniqueid, event.route)
 
-    def _adopt_ticket(self, uniqueid: str, ticket: str | None) -> None:
-        """A ticket seen on the channel (``channelvars``) fills in one routed by another process."""
+    def _adopt_route(self, uniqueid: str, route: tuple[str | None, str | None]) -> None:
+        """The route the dialplan recorded on the channel (``channelvars``).
+
+        Its reason wins: it says what the dialplan really did, a fallback included. Its ticket
+        fills in one this process did not hand out (``hotline agi`` routes apart).
+        """
         fields = self._calls.get(uniqueid)
-        if ticket and fields is not None and not fields.get("ticket"):
+        reason, ticket = route
+        if fields is None:
+            return
+        if reason:
+            fields["routing_reason"] = reason
+        if ticket and not fields.get("ticket"):
             fields["ticket"] = ticket
 
     def _on_hangup(self, event: ChannelHungUp) -> list[CallRecord]:

@@ -10,6 +10,7 @@ it), hour buckets to the database, and compact snapshot deltas to the bus. After
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -40,6 +41,7 @@ STATS_CHANNEL = "stats"
 SNAPSHOT_KEY = "stats"
 MAX_RETRY_DELAY = 30.0
 PUBLISH_COALESCE_SECONDS = 0.05
+PUBLISH_IDLE_SECONDS = 1.0
 HOUR_FLUSH_SECONDS = 30.0
 MAX_RESYNC_BUFFER = 100_000
 
@@ -268,8 +270,11 @@ class QueueService:
         self.counters["deltas_published"] += 1
 
     async def run_publisher(self) -> None:
+        """Publish after each burst of events, and at least every second: some states change
+        with time alone (a wrap-up ends, a caller's wait grows) and routing reads them."""
         while True:
-            await self._changed.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), PUBLISH_IDLE_SECONDS)
             await asyncio.sleep(PUBLISH_COALESCE_SECONDS)  # one delta for a burst of events
             self._changed.clear()
             try:

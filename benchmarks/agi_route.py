@@ -1,0 +1,1127 @@
+"""AGI route latency: routing decisions over real FastAGI sockets, 1,000,000 tickets in SQLite.
+
+What is measured: one *route* is one whole FastAGI session as Asterisk runs it, seen from the
+PBX's side of a loopback TCP socket: connect, send the ``agi_*`` header block of the ``route``
+script, answer ``200 result=1`` to each ``SET VARIABLE`` line the server sends (five:
+``HOTLINE_QUEUE``, ``_PRIORITY``, ``_AGENT``, ``_TICKET``, ``_REASON``), until the server closes
+the socket. Latency runs from just before ``connect()`` to the end of file. It includes the TCP
+handshake, header parsing, the decision (open-ticket and enterprise lookups, a new ticket when the
+rules ask for one: a write), five command round trips and the close.
+
+The server is the production one: ``hotline.service.build_route_server`` over
+``hotline.storage.create_engine`` (aiosqlite, WAL) with default ``Settings`` (50 ms routing budget),
+on a schema made by the real migrations. It runs in a child process (this file with ``--serve``)
+with its own event loop; the clients run in this process with asyncio, so the client side's work
+is not on the server's loop (both processes share the machine's cores, which is reported).
+
+Phases: warm-up (discarded); closed loop (every client starts its next route as soon as the last
+one ends: throughput at saturation); open loop at fixed offered rates (arrivals scheduled in
+advance, Poisson by default, handed to whichever of the clients is free; a route that finds every
+client busy waits, and that wait is reported as start lag).
+
+Run ``python benchmarks/agi_route.py --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import logging
+import math
+import os
+import platform
+import pstats
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from typing import IO, Any
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Benchmark the code in this checkout, not whatever copy of the packages is installed.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from hotline.config import ENV_PREFIX, Settings  # noqa: E402
+from hotline.service import build_route_server  # noqa: E402
+from hotline.storage import create_engine, upgrade_database  # noqa: E402
+from tickets.model import TicketNumber, TicketStatus, ticket_day  # noqa: E402
+
+TARGET_P99_MS = 5.0
+REALISTIC_PEAK = 50.0  # routes/s; a city hotline's busiest hour is far below this
+HISTORY_DAYS = 730
+ENTERPRISES = 2_000
+AGENTS = 120
+ROUTE_TIMEOUT = 10.0  # a client gives up on one route after this long (counted as an error)
+SETTLE_SECONDS = 1.0
+EPOCH = datetime(1970, 1, 1)  # naive UTC, as SQLAlchemy's SQLite DateTime stores values
+COMMANDS_PER_ROUTE = 5
+
+# The caller mix of every phase: (kind, share).
+CALLER_MIX = (
+    ("open-ticket", 0.20),  # has an open ticket active within ticket_match_days
+    ("known", 0.40),  # any caller with tickets (mostly resolved or closed ones)
+    ("unknown", 0.30),  # never called: the rules open a new ticket (a write)
+    ("enterprise", 0.05),  # a number in the enterprise directory
+    ("withheld", 0.05),  # no caller ID
+)
+OPEN_STATUSES = (
+    (TicketStatus.NEW, 0.15),
+    (TicketStatus.SIGNED, 0.20),
+    (TicketStatus.CONTACTED, 0.25),
+    (TicketStatus.ON_SITE, 0.15),
+    (TicketStatus.REOPENED, 0.10),
+    (TicketStatus.CALLBACK, 0.15),
+)
+CATEGORIES = (
+    "噪音扰民",
+    "道路破损",
+    "供水",
+    "供暖",
+    "物业纠纷",
+    "占道经营",
+    "公交线路",
+    "劳动纠纷",
+    "消费投诉",
+    "垃圾清运",
+    "违章建筑",
+    "政策咨询",
+)
+DEPARTMENTS = (
+    "市城管局",
+    "市住建委",
+    "市交通委",
+    "市水务局",
+    "市人社局",
+    "市市场监管局",
+    "区街道办",
+    "市生态环境局",
+    "市公安局",
+    "市卫健委",
+)
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
+GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华"
+AREA_CODES = ("10", "21", "22", "23", "20", "25", "27", "28", "29", "571", "755", "532")
+MOBILE_PREFIXES = ("13", "15", "17", "18", "19")
+
+log = logging.getLogger("agi_route")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def scrub_environment() -> list[str]:
+    """Drop ``HOTLINE_*`` variables: the benchmark runs the defaults, whatever the shell sets."""
+    dropped = sorted(name for name in os.environ if name.startswith(ENV_PREFIX))
+    for name in dropped:
+        del os.environ[name]
+    return dropped
+
+
+def bench_settings(database_url: str) -> Settings:
+    """Default settings on ``database_url``, FastAGI on 127.0.0.1 and a port the kernel picks.
+
+    ``Settings`` refuses ``agi_port=0`` (``ge=1``), so the port is set on a validated copy; the
+    server reports the bound port.
+    """
+    settings = Settings(database_url=database_url, agi_host="127.0.0.1")
+    return settings.model_copy(update={"agi_port": 0})
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """Progress lines on stderr with the time since the start."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self._start:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- filling the database
+
+
+@dataclass
+class Population:
+    """Who can call: numbers with tickets, those with a recent open ticket, enterprises."""
+
+    known: list[str]
+    open_recent: list[str]
+    enterprises: list[str]
+    known_set: set[str] = field(repr=False)
+
+
+@dataclass
+class FillReport:
+    tickets: int
+    callers: int
+    open_tickets: int
+    open_recent_callers: int
+    enterprises: int
+    ticket_days: int
+    migrate_seconds: float
+    insert_seconds: float
+    index_seconds: float
+    analyze_seconds: float
+    total_seconds: float
+    db_bytes: int
+
+
+def _stamp(ts: float | None) -> str | None:
+    """Epoch seconds as SQLAlchemy writes a UTC ``DateTime`` into SQLite."""
+    if ts is None:
+        return None
+    return (EPOCH + timedelta(seconds=ts)).isoformat(sep=" ", timespec="microseconds")
+
+
+def _weighted(rng: random.Random, choices: Sequence[tuple[Any, float]]) -> Any:
+    pick = rng.random() * sum(weight for _, weight in choices)
+    for value, weight in choices:
+        pick -= weight
+        if pick < 0:
+            return value
+    return choices[-1][0]
+
+
+class TicketHistory:
+    """Rows of the ``tickets`` table: two years of a city hotline, oldest first."""
+
+    def __init__(
+        self, count: int, now: float, zone: ZoneInfo, prefix: str, match_days: int, seed: int
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.now = now
+        self.zone = zone
+        self.prefix = prefix
+        self.match_since = now - match_days * 86400
+        callers = max(1, round(count * 0.3))
+        numbers = self.rng.sample(range(10**9), callers)
+        self.callers = [f"13{n:09d}" for n in numbers]
+        span = HISTORY_DAYS * 86400
+        self.opened = sorted(now - self.rng.random() * span for _ in range(count))
+        # Every caller has at least one ticket; the rest go mostly to frequent callers.
+        self.caller_of = list(range(callers)) + [
+            int(callers * self.rng.random() ** 1.5) for _ in range(count - callers)
+        ]
+        self.rng.shuffle(self.caller_of)
+        self.last_serial: dict[str, int] = {}
+        self.open_tickets = 0
+        self.open_recent: set[str] = set()
+        self._day = ""
+        self._next_midnight = -math.inf
+
+    def _day_of(self, ts: float) -> str:
+        if ts >= self._next_midnight:
+            at = datetime.fromtimestamp(ts, UTC)
+            self._day = ticket_day(at, self.zone)
+            local = at.astimezone(self.zone).date() + timedelta(days=1)
+            self._next_midnight = datetime.combine(local, dtime(), tzinfo=self.zone).timestamp()
+        return self._day
+
+    def rows(self, start: int, stop: int) -> Iterator[tuple[Any, ...]]:
+        rng, now = self.rng, self.now
+        for index in range(start, stop):
+            opened = self.opened[index]
+            caller = self.callers[self.caller_of[index]]
+            day = self._day_of(opened)
+            serial = self.last_serial.get(day, 0) + 1
+            self.last_serial[day] = serial
+            age = now - opened
+            is_open = rng.random() < (0.6 if age < 30 * 86400 else 0.026)
+            owner: str | None = f"PJSIP/agent-{rng.randrange(AGENTS):03d}"
+            department: str | None = rng.choice(DEPARTMENTS)
+            signed = contacted = on_site = resolved = closed = None
+            callback = called_back = None
+            satisfaction = None
+            if is_open:
+                status = _weighted(rng, OPEN_STATUSES)
+                active = age if age < 30 * 86400 else min(age, 20 * 86400)
+                updated = opened + rng.random() * active
+                life = updated - opened
+                if status is TicketStatus.NEW:
+                    owner, department = None, None
+                elif status is TicketStatus.CALLBACK:
+                    callback = updated
+                    owner = owner if rng.random() < 0.5 else None
+                if status not in (TicketStatus.NEW, TicketStatus.CALLBACK):
+                    signed = opened + 0.1 * life
+                if status in (TicketStatus.CONTACTED, TicketStatus.ON_SITE, TicketStatus.REOPENED):
+                    contacted = opened + 0.3 * life
+                if status is TicketStatus.ON_SITE:
+                    on_site = opened + 0.6 * life
+                self.open_tickets += 1
+                if updated >= self.match_since:
+                    self.open_recent.add(caller)
+            else:
+                resolved_share = 0.3 if age < 60 * 86400 else 0.05
+                status = TicketStatus.RESOLVED if rng.random() < resolved_share else (
+                    TicketStatus.CLOSED
+                )
+                life = min(rng.expovariate(1 / (2.5 * 86400)), age)
+                updated = opened + life
+                signed = opened + 0.05 * life
+                contacted = opened + 0.2 * life
+                on_site = opened + 0.5 * life if rng.random() < 0.4 else None
+                if status is TicketStatus.CLOSED:
+                    resolved, closed = opened + 0.8 * life, updated
+                    satisfaction = rng.randint(1, 5) if rng.random() < 0.7 else None
+                else:
+                    resolved = updated
+                if rng.random() < 0.1:
+                    callback, called_back = opened + 0.01 * life, opened + 0.1 * life
+            category = rng.choice(CATEGORIES)
+            name = rng.choice(SURNAMES) + rng.choice(GIVEN) if rng.random() < 0.3 else ""
+            description = (
+                f"市民来电反映{category}问题，地点：{rng.randrange(1, 400)}号附近，"
+                f"已持续{rng.randrange(1, 30)}天，请相关部门尽快处理。"
+            )
+            yield (
+                index + 1,
+                str(TicketNumber(self.prefix, day, serial)),
+                caller,
+                name,
+                category,
+                description,
+                status.value,
+                owner,
+                department,
+                rng.random() < 0.003,
+                satisfaction,
+                _stamp(opened),
+                _stamp(updated),
+                _stamp(signed),
+                _stamp(contacted),
+                _stamp(on_site),
+                _stamp(resolved),
+                _stamp(closed),
+                _stamp(callback),
+                _stamp(called_back),
+            )
+
+
+TICKET_COLUMNS = (
+    "id, number, caller_number, caller_name, category, description, status, owner_agent, "
+    "department, emergency, satisfaction, opened_at, updated_at, signed_at, contacted_at, "
+    "on_site_at, resolved_at, closed_at, callback_requested_at, called_back_at"
+)
+
+
+def enterprise_rows(rng: random.Random, count: int, now: float) -> list[tuple[str, str, str]]:
+    """Directory entries with normalised numbers (area code without the trunk ``0``)."""
+    numbers: set[str] = set()
+    while len(numbers) < count:
+        code = rng.choice(AREA_CODES)
+        numbers.add(code + str(rng.randrange(2 * 10**7, 9 * 10**7)))
+    rows = []
+    for index, number in enumerate(sorted(numbers), start=1):
+        name = f"{rng.choice(('华', '中', '东方', '新', '恒', '长城'))}{index:04d}科技有限公司"
+        rows.append((number, name, _stamp(now - rng.random() * HISTORY_DAYS * 86400) or ""))
+    return rows
+
+
+async def create_schema(url: str) -> None:
+    await upgrade_database(url)
+
+
+def fill_database(
+    path: Path, tickets: int, settings: Settings, seed: int, progress: Progress
+) -> tuple[Population, FillReport]:
+    """Real migrations, then the rows through the stdlib ``sqlite3`` in big transactions."""
+    started = time.perf_counter()
+    asyncio.run(create_schema(settings.database_url))
+    migrated = time.perf_counter()
+    now = time.time()
+    history = TicketHistory(
+        tickets, now, settings.zone, settings.ticket_prefix, settings.ticket_match_days, seed
+    )
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("PRAGMA cache_size=-262144")
+        # Build the secondary indexes once after the load (same SQL the migration ran).
+        indexes = db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tickets' "
+            "AND sql IS NOT NULL"
+        ).fetchall()
+        for name, _sql in indexes:
+            db.execute(f'DROP INDEX "{name}"')
+        placeholders = ", ".join("?" * 20)
+        insert = f"INSERT INTO tickets ({TICKET_COLUMNS}) VALUES ({placeholders})"  # noqa: S608
+        batch = 200_000
+        for start in range(0, tickets, batch):
+            stop = min(tickets, start + batch)
+            db.execute("BEGIN")
+            db.executemany(insert, history.rows(start, stop))
+            db.execute("COMMIT")
+            progress(f"  tickets {stop:>11,} / {tickets:,}")
+        inserted = time.perf_counter()
+        for _name, sql in indexes:
+            db.execute(sql)
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO ticket_days (day, last_serial) VALUES (?, ?)",
+            sorted(history.last_serial.items()),
+        )
+        entries = enterprise_rows(history.rng, ENTERPRISES, now)
+        db.executemany("INSERT INTO enterprises (number, name, added_at) VALUES (?, ?, ?)", entries)
+        db.execute("COMMIT")
+        indexed = time.perf_counter()
+        progress("  ANALYZE")
+        db.execute("ANALYZE")
+        db.execute("PRAGMA journal_mode=WAL")  # what create_engine sets on every connection
+    finally:
+        db.close()
+    analyzed = time.perf_counter()
+    known_set = set(history.callers)
+    population = Population(
+        known=history.callers,
+        open_recent=sorted(history.open_recent),
+        enterprises=[number for number, _, _ in entries],
+        known_set=known_set,
+    )
+    report = FillReport(
+        tickets=tickets,
+        callers=len(history.callers),
+        open_tickets=history.open_tickets,
+        open_recent_callers=len(history.open_recent),
+        enterprises=len(entries),
+        ticket_days=len(history.last_serial),
+        migrate_seconds=migrated - started,
+        insert_seconds=inserted - migrated,
+        index_seconds=indexed - inserted,
+        analyze_seconds=analyzed - indexed,
+        total_seconds=analyzed - started,
+        db_bytes=database_bytes(path),
+    )
+    return population, report
+
+
+def database_bytes(path: Path) -> int:
+    return sum(
+        candidate.stat().st_size
+        for candidate in (path, path.with_name(path.name + "-wal"))
+        if candidate.exists()
+    )
+
+
+def max_ticket_id(path: Path) -> int:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        return int(db.execute("SELECT coalesce(max(id), 0) FROM tickets").fetchone()[0])
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------------------- the server process
+
+
+async def serve(database_url: str, profile_path: str | None) -> None:
+    """The child: the production route server, driven by one-word commands on stdin."""
+    settings = bench_settings(database_url)
+    engine = create_engine(settings.database_url)
+    counters: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    free = frozenset(f"PJSIP/agent-{k:03d}" for k in range(0, AGENTS, 2))
+
+    def on_routed(_uniqueid: str, decision: Any) -> None:
+        reasons[decision.reason.value] += 1
+
+    server = build_route_server(
+        settings, engine, lambda: free, on_routed=on_routed, counters=counters
+    )
+    await server.start()
+    print(json.dumps({"port": server.port, "budget_ms": settings.routing_budget_ms}), flush=True)
+    profiler: cProfile.Profile | None = None
+    try:
+        while True:
+            command = (await asyncio.to_thread(sys.stdin.readline)).strip()
+            if command in ("", "quit"):
+                break
+            if command == "stats":
+                cpu = os.times()
+                stats = {
+                    "server": dict(server.counters),
+                    "routing": dict(counters),
+                    "reasons": dict(reasons),
+                    "cpu_seconds": cpu.user + cpu.system,
+                }
+                print(json.dumps(stats), flush=True)
+            elif command == "profile-start":
+                profiler = cProfile.Profile()
+                profiler.enable()
+                print("{}", flush=True)
+            elif command == "profile-stop" and profiler is not None and profile_path:
+                profiler.disable()
+                profiler.dump_stats(profile_path)
+                print("{}", flush=True)
+    finally:
+        await server.close()
+        await engine.dispose()
+
+
+def serve_main(database_url: str, profile_path: str | None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(serve(database_url, profile_path))
+    return 0
+
+
+class ServerProcess:
+    """This file run with ``--serve`` in a fresh interpreter; stderr goes to a log file."""
+
+    def __init__(self, database_url: str, workdir: Path, profile: bool) -> None:
+        self.log_path = workdir / "server.log"
+        self.profile_path = workdir / "server.prof" if profile else None
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve", database_url]
+        if self.profile_path is not None:
+            command += ["--profile-out", str(self.profile_path)]
+        self._log: IO[str] = self.log_path.open("w")
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            cwd=workdir,
+        )
+        hello = self._reply()
+        self.port = int(hello["port"])
+        self.budget_ms = float(hello["budget_ms"])
+        self.pid = self._process.pid
+
+    def _reply(self) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the server process died; its log:\n{self.log_tail()}")
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self._process.stdin is not None
+        self._process.stdin.write(command + "\n")
+        self._process.stdin.flush()
+        return self._reply()
+
+    def log_tail(self, lines: int = 20) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_lines(self) -> int:
+        self._log.flush()
+        return len(self.log_path.read_text(errors="replace").splitlines())
+
+    def stop(self) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+            assert self._process.stdin is not None
+            self._process.stdin.write("quit\n")
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._log.close()
+
+
+# --------------------------------------------------------------------------- the PBX side
+
+
+class CallerMix:
+    """Caller IDs as a trunk presents them, drawn from ``CALLER_MIX``."""
+
+    def __init__(self, population: Population, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self._population = population
+        self._sequence = 0
+
+    def next(self) -> tuple[str, str, str]:
+        """(kind, agi_callerid, agi_calleridname)."""
+        rng, population = self._rng, self._population
+        kind = _weighted(rng, CALLER_MIX)
+        if kind == "open-ticket" and not population.open_recent:
+            kind = "known"
+        name = rng.choice(SURNAMES) + rng.choice(GIVEN) if rng.random() < 0.2 else ""
+        if kind == "open-ticket":
+            number = self._mobile(rng.choice(population.open_recent))
+        elif kind == "known":
+            number = self._mobile(rng.choice(population.known))
+        elif kind == "unknown":
+            digits = rng.choice(MOBILE_PREFIXES) + f"{rng.randrange(10**9):09d}"
+            while digits in population.known_set:
+                digits = rng.choice(MOBILE_PREFIXES) + f"{rng.randrange(10**9):09d}"
+            number = self._mobile(digits)
+        elif kind == "enterprise":
+            digits = rng.choice(population.enterprises)
+            number = _weighted(rng, (("0" + digits, 0.7), ("+86" + digits, 0.15), (digits, 0.15)))
+            name = ""
+        else:
+            number, name = rng.choice(("anonymous", "unknown", "unknown", "")), ""
+        return kind, number, name
+
+    def _mobile(self, digits: str) -> str:
+        return "+86" + digits if self._rng.random() < 0.15 else digits
+
+    def header(self, port: int, callerid: str, name: str) -> bytes:
+        """The header block Asterisk 22 sends for ``AGI(agi://host:port/route)``."""
+        self._sequence += 1
+        seq = self._sequence
+        return (
+            "agi_network: yes\n"
+            "agi_network_script: route\n"
+            f"agi_request: agi://127.0.0.1:{port}/route\n"
+            f"agi_channel: PJSIP/citizens-{seq:08x}\n"
+            "agi_language: zh\n"
+            "agi_type: PJSIP\n"
+            f"agi_uniqueid: {int(time.time())}.{seq}\n"
+            "agi_version: 22.5.2\n"
+            f"agi_callerid: {callerid or 'unknown'}\n"
+            f"agi_calleridname: {name or 'unknown'}\n"
+            "agi_callingpres: 0\n"
+            "agi_callingani2: 0\n"
+            "agi_callington: 0\n"
+            "agi_callingtns: 0\n"
+            "agi_dnid: 12345\n"
+            "agi_rdnis: unknown\n"
+            "agi_context: from-citizens\n"
+            "agi_extension: 12345\n"
+            "agi_priority: 2\n"
+            "agi_enhanced: 0.0\n"
+            "agi_accountcode: \n"
+            f"agi_threadid: {140_000_000_000_000 + seq}\n"
+            "\n"
+        ).encode()
+
+
+@dataclass(slots=True)
+class Route:
+    kind: str
+    scheduled: float  # when the route was due (open loop) or started (closed loop)
+    started: float  # just before connect()
+    ended: float  # end of file from the server
+    reason: str  # HOTLINE_REASON, or "error: ..."
+    commands: int
+
+
+async def one_route(port: int, header: bytes) -> tuple[str, int]:
+    """One FastAGI session; returns (HOTLINE_REASON, commands answered)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reason, commands = "", 0
+    try:
+        writer.write(header)
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            if line.startswith(b"SET VARIABLE "):
+                commands += 1
+                name, _, value = line[13:].rstrip(b"\r\n").partition(b" ")
+                if name == b"HOTLINE_REASON":
+                    reason = value.strip(b'"').decode()
+                writer.write(b"200 result=1\n")
+            else:
+                writer.write(b"510 Invalid or unknown command\n")
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+    return reason or "(none)", commands
+
+
+async def timed_route(port: int, mix: CallerMix, scheduled: float | None, out: list[Route]) -> None:
+    kind, callerid, name = mix.next()
+    header = mix.header(port, callerid, name)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(ROUTE_TIMEOUT):
+            reason, commands = await one_route(port, header)
+    except (OSError, TimeoutError) as error:
+        reason, commands = f"error: {type(error).__name__}", 0
+    ended = time.perf_counter()
+    out.append(Route(kind, started if scheduled is None else scheduled, started, ended, reason, commands))
+
+
+async def closed_loop(port: int, mix: CallerMix, clients: int, seconds: float) -> list[Route]:
+    """Every client back to back until the deadline; routes still running then are finished."""
+    routes: list[Route] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        while time.perf_counter() < deadline:
+            await timed_route(port, mix, None, routes)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return routes
+
+
+def arrival_offsets(rate: float, seconds: float, poisson: bool, rng: random.Random) -> list[float]:
+    offsets: list[float] = []
+    at = 0.0
+    while True:
+        at += rng.expovariate(rate) if poisson else 1 / rate
+        if at >= seconds:
+            return offsets
+        offsets.append(at)
+
+
+async def open_loop(
+    port: int, mix: CallerMix, clients: int, offsets: list[float]
+) -> tuple[list[Route], float]:
+    """Arrivals at fixed times, each taken by the next free client; returns routes and t0."""
+    routes: list[Route] = []
+    start = time.perf_counter() + 0.05
+    schedule = iter(offsets)
+
+    async def client() -> None:
+        for offset in schedule:
+            due = start + offset
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await timed_route(port, mix, due, routes)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return routes, start
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest rank; ``nan`` for no values."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def latency_summary(values_seconds: Sequence[float]) -> dict[str, float]:
+    values = sorted(v * 1000 for v in values_seconds)
+    return {
+        "p50_ms": percentile(values, 50),
+        "p90_ms": percentile(values, 90),
+        "p99_ms": percentile(values, 99),
+        "p999_ms": percentile(values, 99.9),
+        "max_ms": values[-1] if values else math.nan,
+        "mean_ms": sum(values) / len(values) if values else math.nan,
+    }
+
+
+def counter_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
+    keys = set(after) | set(before)
+    delta = {key: int(after.get(key, 0)) - int(before.get(key, 0)) for key in keys}
+    return {key: value for key, value in sorted(delta.items()) if value}
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    offered_rate: float | None
+    clients: int
+    seconds: float
+    routes: int
+    routes_per_second: float
+    decided_per_second: float
+    latency: dict[str, float]
+    latency_from_arrival: dict[str, float] | None
+    start_lag_p99_ms: float | None
+    start_lag_max_ms: float | None
+    fallbacks: int
+    errors: int
+    incomplete: int
+    reasons: dict[str, int]
+    reasons_by_kind: dict[str, dict[str, int]]
+    kind_p99_ms: dict[str, float]
+    new_tickets: int
+    server_counters: dict[str, int]
+    routing_counters: dict[str, int]
+    server_cpu_percent: float
+    client_cpu_percent: float
+    target_met: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {key: _jsonable(value) for key, value in self.__dict__.items()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    return value
+
+
+def summarise(
+    name: str,
+    routes: list[Route],
+    window: tuple[float, float],
+    offered_rate: float | None,
+    clients: int,
+    server_before: dict[str, Any],
+    server_after: dict[str, Any],
+    new_tickets: int,
+    client_cpu: float,
+) -> PhaseResult:
+    start, end = window
+    wall = max(end - start, 1e-9)
+    if offered_rate is None:
+        counted = [r for r in routes if r.ended <= end]
+        throughput_routes = counted
+    else:
+        counted = routes
+        throughput_routes = routes
+    fallbacks = sum(1 for r in counted if r.reason == "fallback")
+    errors = sum(1 for r in counted if r.reason.startswith("error"))
+    incomplete = sum(
+        1 for r in counted if not r.reason.startswith("error") and r.commands != COMMANDS_PER_ROUTE
+    )
+    ok = [r for r in counted if not r.reason.startswith("error")]
+    latency = latency_summary([r.ended - r.started for r in ok])
+    from_arrival = lag_p99 = lag_max = None
+    if offered_rate is not None:
+        from_arrival = latency_summary([r.ended - r.scheduled for r in ok])
+        lags = latency_summary([r.started - r.scheduled for r in counted])
+        lag_p99, lag_max = lags["p99_ms"], lags["max_ms"]
+    reasons = Counter(r.reason for r in counted)
+    by_kind: dict[str, Counter[str]] = {}
+    kind_latency: dict[str, list[float]] = {}
+    for r in counted:
+        by_kind.setdefault(r.kind, Counter())[r.reason] += 1
+        if not r.reason.startswith("error"):
+            kind_latency.setdefault(r.kind, []).append(r.ended - r.started)
+    decided = len(throughput_routes) - fallbacks - errors
+    p99 = latency["p99_ms"]
+    if from_arrival is not None:
+        p99 = max(p99, from_arrival["p99_ms"])
+    return PhaseResult(
+        name=name,
+        offered_rate=offered_rate,
+        clients=clients,
+        seconds=wall,
+        routes=len(throughput_routes),
+        routes_per_second=len(throughput_routes) / wall,
+        decided_per_second=decided / wall,
+        latency=latency,
+        latency_from_arrival=from_arrival,
+        start_lag_p99_ms=lag_p99,
+        start_lag_max_ms=lag_max,
+        fallbacks=fallbacks,
+        errors=errors,
+        incomplete=incomplete,
+        reasons=dict(reasons.most_common()),
+        reasons_by_kind={kind: dict(c.most_common()) for kind, c in sorted(by_kind.items())},
+        kind_p99_ms={
+            kind: latency_summary(values)["p99_ms"] for kind, values in sorted(kind_latency.items())
+        },
+        new_tickets=new_tickets,
+        server_counters=counter_delta(server_after["server"], server_before["server"]),
+        routing_counters=counter_delta(server_after["routing"], server_before["routing"]),
+        server_cpu_percent=100
+        * (server_after["cpu_seconds"] - server_before["cpu_seconds"])
+        / wall,
+        client_cpu_percent=100 * client_cpu / wall,
+        target_met=bool(ok) and p99 <= TARGET_P99_MS and errors == 0,
+    )
+
+
+# --------------------------------------------------------------------------- running the phases
+
+
+async def run_phases(
+    args: argparse.Namespace,
+    server: ServerProcess,
+    population: Population,
+    db_path: Path,
+    progress: Progress,
+) -> list[PhaseResult]:
+    mix = CallerMix(population, args.seed + 1)
+    arrivals_rng = random.Random(args.seed + 2)
+    results: list[PhaseResult] = []
+
+    async def phase(name: str, rate: float | None, profile: bool = False) -> PhaseResult:
+        await asyncio.sleep(SETTLE_SECONDS)
+        before = server.ask("stats")
+        tickets_before = max_ticket_id(db_path)
+        if profile:
+            server.ask("profile-start")
+        cpu_before = time.process_time()
+        if rate is None:
+            started = time.perf_counter()
+            routes = await closed_loop(server.port, mix, args.clients, args.seconds)
+            window = (started, started + args.seconds)
+        else:
+            offsets = arrival_offsets(rate, args.seconds, args.arrivals == "poisson", arrivals_rng)
+            routes, started = await open_loop(server.port, mix, args.clients, offsets)
+            last_end = max((r.ended for r in routes), default=started)
+            window = (started, max(last_end, started + args.seconds))
+        client_cpu = time.process_time() - cpu_before
+        if profile:
+            server.ask("profile-stop")
+        after = server.ask("stats")
+        new_tickets = max_ticket_id(db_path) - tickets_before
+        result = summarise(
+            name, routes, window, rate, args.clients, before, after, new_tickets, client_cpu
+        )
+        progress(
+            f"  {name}: {result.routes:,} routes, {result.routes_per_second:,.0f}/s, "
+            f"p50 {result.latency['p50_ms']:.2f} ms, p99 {result.latency['p99_ms']:.2f} ms, "
+            f"fallbacks {result.fallbacks:,}, errors {result.errors:,}"
+        )
+        return result
+
+    progress(f"warm-up: closed loop, {args.clients} clients, {args.warmup:g} s (discarded)")
+    warm_args = argparse.Namespace(**{**vars(args), "seconds": args.warmup})
+    await asyncio.sleep(0)
+    if args.warmup > 0:
+        await closed_loop(server.port, mix, warm_args.clients, warm_args.seconds)
+    progress(f"closed loop: {args.clients} clients back to back, {args.seconds:g} s")
+    results.append(await phase(f"closed x{args.clients}", None, profile=args.profile))
+    for rate in args.rates:
+        progress(f"open loop: {rate:g} routes/s offered ({args.arrivals}), {args.seconds:g} s")
+        results.append(await phase(f"open {rate:g}/s", rate))
+    return results
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def print_report(
+    fill: FillReport,
+    results: list[PhaseResult],
+    args: argparse.Namespace,
+    server: ServerProcess,
+    dropped_env: list[str],
+    log_lines: int,
+) -> None:
+    print(
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores "
+        "(server process and clients share them)"
+    )
+    if dropped_env:
+        print(f"ignored environment: {', '.join(dropped_env)} (the benchmark runs the defaults)")
+    print(
+        f"database: {fill.tickets:,} tickets ({fill.callers:,} callers, {fill.open_tickets:,} "
+        f"open, {fill.open_recent_callers:,} callers with an open ticket active in the match "
+        f"window), {fill.enterprises:,} enterprises, {fill.ticket_days:,} ticket_days rows; "
+        f"{fill.db_bytes / 1e6:,.0f} MB"
+    )
+    print(
+        f"fill: {fill.total_seconds:.1f} s (migrations {fill.migrate_seconds:.1f}, rows "
+        f"{fill.insert_seconds:.1f}, indexes {fill.index_seconds:.1f}, ANALYZE "
+        f"{fill.analyze_seconds:.1f})"
+    )
+    mix = ", ".join(f"{kind} {share:.0%}" for kind, share in CALLER_MIX)
+    print(f"callers: {mix}")
+    print(
+        "measured: one route = connect, AGI header block, 5 x (SET VARIABLE -> 200 result=1), "
+        "server closes; latency from connect() to end of file over loopback, in the client "
+        f"process. Server: build_route_server, default settings (routing budget "
+        f"{server.budget_ms:g} ms: past it HOTLINE_REASON is 'fallback')."
+    )
+    print()
+    header = (
+        f"{'phase':<14}{'offered/s':>10}{'routes':>9}{'routes/s':>10}{'decided/s':>10}"
+        f"{'p50 ms':>9}{'p90':>8}{'p99':>8}{'p99.9':>8}{'max':>8}"
+        f"{'fallback':>9}{'errors':>7}{'new tix':>8}{'srv cpu':>8}{'cli cpu':>8}  p99<=5ms"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        lat = r.latency
+        offered = "-" if r.offered_rate is None else f"{r.offered_rate:g}"
+        verdict = "met" if r.target_met else "NOT met"
+        print(
+            f"{r.name:<14}{offered:>10}{r.routes:>9,}{r.routes_per_second:>10,.0f}"
+            f"{r.decided_per_second:>10,.0f}{fmt_ms(lat['p50_ms']):>9}{fmt_ms(lat['p90_ms']):>8}"
+            f"{fmt_ms(lat['p99_ms']):>8}{fmt_ms(lat['p999_ms']):>8}{fmt_ms(lat['max_ms']):>8}"
+            f"{r.fallbacks:>9,}{r.errors:>7,}{r.new_tickets:>8,}"
+            f"{r.server_cpu_percent:>7.0f}%{r.client_cpu_percent:>7.0f}%  {verdict}"
+        )
+    print()
+    print("open loop, latency from the scheduled arrival (includes waiting for a free client):")
+    for r in results:
+        if r.latency_from_arrival is None:
+            continue
+        lat = r.latency_from_arrival
+        print(
+            f"  {r.name:<12} p50 {fmt_ms(lat['p50_ms'])} ms, p99 {fmt_ms(lat['p99_ms'])} ms, "
+            f"max {fmt_ms(lat['max_ms'])} ms; start lag p99 {fmt_ms(r.start_lag_p99_ms)} ms, "
+            f"max {fmt_ms(r.start_lag_max_ms)} ms"
+        )
+    print()
+    for r in results:
+        print(f"{r.name}:")
+        print("  reasons: " + ", ".join(f"{k} {v:,}" for k, v in r.reasons.items()))
+        print(
+            "  p99 by caller kind: "
+            + ", ".join(f"{k} {fmt_ms(v)} ms" for k, v in r.kind_p99_ms.items())
+        )
+        print(
+            f"  server counters: {r.server_counters}; routing counters: {r.routing_counters}"
+            + (f"; incomplete sessions {r.incomplete}" if r.incomplete else "")
+        )
+    print()
+    print(
+        f"A real 12345 hotline peaks well under {REALISTIC_PEAK:g} new calls per second "
+        f"({REALISTIC_PEAK:g}/s for a whole day would be {REALISTIC_PEAK * 86400 / 1e6:.1f} million "
+        "calls); the closed loop shows the ceiling, not a load a city sees."
+    )
+    for r in results:
+        at = "at saturation" if r.offered_rate is None else f"at {r.offered_rate:g} routes/s"
+        realistic = r.offered_rate is not None and r.offered_rate <= REALISTIC_PEAK
+        note = " (a realistic load)" if realistic else ""
+        state = "met" if r.target_met else "NOT met"
+        overload = ""
+        if r.offered_rate is not None and r.routes_per_second < 0.95 * r.offered_rate:
+            overload = f"; offered {r.offered_rate:g}/s but only {r.routes_per_second:,.0f}/s done"
+        print(
+            f"target p99 <= {TARGET_P99_MS:g} ms {at}{note}: {state} "
+            f"(p99 {fmt_ms(r.latency['p99_ms'])} ms connect-to-close"
+            + (
+                f", {fmt_ms(r.latency_from_arrival['p99_ms'])} ms from arrival"
+                if r.latency_from_arrival
+                else ""
+            )
+            + f", {r.fallbacks:,} fallbacks, {r.errors:,} errors{overload})"
+        )
+    if log_lines:
+        print(f"server log: {log_lines:,} warning lines (fallbacks are logged by agi.routing)")
+
+
+def print_profile(path: Path, top: int) -> None:
+    stream = io.StringIO()
+    stats = pstats.Stats(str(path), stream=stream)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    print("\ncProfile of the server's event-loop thread during the closed loop (inflated by the")
+    print("profiler; the latency figures of this run are not comparable):")
+    print(stream.getvalue())
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_rates(text: str) -> list[float]:
+    rates = [float(part) for part in text.split(",") if part.strip()]
+    if any(rate <= 0 for rate in rates):
+        raise argparse.ArgumentTypeError("rates must be positive")
+    return rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tickets", type=int, default=1_000_000, help="tickets (1,000,000)")
+    parser.add_argument("--clients", type=int, default=200, help="concurrent clients (200)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per phase (10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (2)")
+    parser.add_argument(
+        "--rates",
+        type=parse_rates,
+        default=[50.0, 200.0, 500.0],
+        help="open-loop offered routes/s, comma-separated (50,200,500)",
+    )
+    parser.add_argument(
+        "--arrivals",
+        choices=("poisson", "uniform"),
+        default="poisson",
+        help="open-loop arrival process (poisson)",
+    )
+    parser.add_argument("--seed", type=int, default=12345, help="random seed (12345)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile the server during the closed loop (distorts that run's figures)",
+    )
+    parser.add_argument("--top", type=int, default=30, help="rows of --profile output (30)")
+    parser.add_argument("--serve", metavar="DATABASE_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        return serve_main(args.serve, args.profile_out)
+    if args.tickets < 1 or args.clients < 1 or args.seconds <= 0 or args.warmup < 0:
+        parser.error("--tickets, --clients and --seconds must be positive")
+
+    dropped_env = scrub_environment()
+    progress = Progress()
+    workdir = Path(tempfile.mkdtemp(prefix="agi-route-"))
+    db_path = workdir / "bench.db"
+    settings = bench_settings(sqlite_url(db_path))
+    server: ServerProcess | None = None
+    try:
+        progress(f"filling {db_path} with {args.tickets:,} tickets")
+        population, fill = fill_database(db_path, args.tickets, settings, args.seed, progress)
+        progress(
+            f"filled in {fill.total_seconds:.1f} s, {fill.db_bytes / 1e6:,.0f} MB; "
+            "starting the server process"
+        )
+        server = ServerProcess(settings.database_url, workdir, args.profile)
+        progress(f"server pid {server.pid} on 127.0.0.1:{server.port}")
+        results = asyncio.run(run_phases(args, server, population, db_path, progress))
+        log_lines = server.log_lines()
+        server.stop()
+        if args.json:
+            document = {
+                "measured": "AGI route session latency over loopback: connect, header block, "
+                "5 SET VARIABLE round trips, close; client in a separate process",
+                "target_p99_ms": TARGET_P99_MS,
+                "routing_budget_ms": server.budget_ms,
+                "python": platform.python_version(),
+                "sqlite": sqlite3.sqlite_version,
+                "cpus": os.cpu_count(),
+                "options": {
+                    key: vars(args)[key]
+                    for key in ("tickets", "clients", "seconds", "warmup", "rates", "arrivals")
+                },
+                "caller_mix": dict(CALLER_MIX),
+                "fill": fill.__dict__,
+                "phases": [result.as_json() for result in results],
+                "server_log_lines": log_lines,
+            }
+            print(json.dumps(document, indent=2, ensure_ascii=False))
+        else:
+            print_report(fill, results, args, server, dropped_env, log_lines)
+            if args.profile and server.profile_path is not None:
+                print_profile(server.profile_path, args.top)
+        server = None
+    finally:
+        if server is not None:
+            server.stop()
+        if args.keep:
+            progress(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
