@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -80,6 +81,8 @@ def add_commands(commands: Any) -> None:
 
 
 def run_command(settings: Settings, args: argparse.Namespace) -> int:
+    # Migration chatter would bury the one line these commands print.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return asyncio.run(_run(settings, args))
     except (DirectoryError, TicketError) as error:

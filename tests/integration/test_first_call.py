@@ -59,6 +59,10 @@ def test_answered_call_lands_in_the_journal_as_asterisk_counted_it(
     assert row["caller_name"] == "张三"
     assert row["dialled_number"] == "12345"
     assert row["routing_reason"] == "default"  # the dialplan asked the bridge over FastAGI
+    # Signed at answer by the agent who took the call.
+    ticket = bridge.ticket(row["ticket"])
+    assert (ticket["status"], ticket["owner_agent"]) == ("signed", row["agent_interface"])
+    assert ticket["signed_at"] == row["answered_at"]
     assert row["answered_at"] is not None and row["ended_at"] is not None
     hold, talk, _position = queue_log_event(asterisk, row["uniqueid"], "COMPLETECALLER")
     assert (row["hold_seconds"], row["talk_seconds"]) == (int(hold), int(talk))
@@ -84,6 +88,10 @@ def test_citizen_hanging_up_while_waiting_is_abandoned(
     _position, _original, wait = queue_log_event(asterisk, row["uniqueid"], "ABANDON")
     assert row["hold_seconds"] == int(wait)
     assert 3 <= row["hold_seconds"] <= 6  # 4 s of patience; Asterisk counts whole seconds
+    # The ticket opened at routing time is now a task to call the citizen back.
+    ticket = bridge.ticket(row["ticket"])
+    assert (ticket["status"], ticket["owner_agent"]) == ("callback", None)
+    assert ticket["callback_requested_at"] is not None
 
 
 async def test_with_the_bridge_stopped_a_citizen_still_reaches_an_agent(

@@ -8,24 +8,29 @@ citizens and agents.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import signal
 import time
 from pathlib import Path
 
 import pytest
 import redis
+from aiohttp import web
 
-from tests.conftest import need_service
+from tests.conftest import free_port, need_service
 from tests.integration.bridge import (
     RunningBridge,
     hotline_command,
     start_bridge,
     start_router,
 )
+from tickets.webhook import signature
 
 pytestmark = pytest.mark.integration
 
 REDIS_DB = 6
+WEBHOOK_SECRET = "help-desk-test-secret"
 CALLER = "13800138000"
 
 
@@ -72,13 +77,46 @@ async def test_a_caller_routed_twice_reaches_the_owner_of_their_ticket(
     place_citizen_call,
     ami_events,  # type: ignore[no-untyped-def]
 ) -> None:
+    """Also: a help desk's webhook hears newCall, answer and hangup of both calls, signed."""
+    received: list[dict] = []
+    all_six = asyncio.Event()
+
+    async def help_desk(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.headers["X-Hotline-Signature"] != signature(body, WEBHOOK_SECRET):
+            return web.Response(status=401)
+        received.append(json.loads(body))
+        if len(received) == 6:
+            all_six.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/cti", help_desk)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     asterisk.cli("queue pause member PJSIP/agent3 queue hotline reason test")
-    bridge = start_bridge(asterisk, tmp_path)
+    bridge = start_bridge(
+        asterisk,
+        tmp_path,
+        HOTLINE_WEBHOOK_URL=f"http://127.0.0.1:{port}/cti",
+        HOTLINE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+    )
     try:
         async with ami_events(asterisk.ami_probe_username, asterisk.ami_probe_secret) as ami:
             await route_twice(bridge, ami, place_citizen_call)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_six.wait(), 10)
     finally:
         assert bridge.stop() == 0, bridge.log_tail()
+        await runner.cleanup()
+    assert [event["event"] for event in received] == ["newCall", "answer", "hangup"] * 2
+    [ticket] = {event["ticket"] for event in received if event["event"] != "newCall"}
+    assert ticket and all(event["from"].endswith(CALLER) for event in received)
+    assert {event["cause"] for event in received if event["event"] == "hangup"} == {
+        "normalClearing"
+    }
 
 
 async def test_hotline_agi_in_its_own_process_routes_with_the_bridge_signing_tickets(
