@@ -43,26 +43,16 @@ def call_from_environment(env: dict[str, str]) -> IncomingCall:
 
 async def decide_within_budget(settings: Settings, call: IncomingCall) -> RoutingDecision:
     """Route like the FastAGI server; past the budget or on any error, the default route."""
-    from hotline.bus import create_bus
-    from hotline.service import routing_rules
+    from hotline.domain import routing_rules
     from hotline.storage import create_engine, session_factory
     from ivr_bypass.directory import EnterpriseDirectory
-    from ivr_bypass.router import Router, free_agents_in
-    from queue_stats.service import SNAPSHOT_KEY
+    from ivr_bypass.router import Router
     from tickets.store import TicketStore
 
     rules = routing_rules(settings)
     engine = create_engine(settings.database_url)
-    bus = create_bus(settings.redis_url)
     try:
-        free: frozenset[str] | None = None
-        if settings.redis_url:
-            snapshot: Any = None
-            try:
-                snapshot = await asyncio.wait_for(bus.load_snapshot(SNAPSHOT_KEY), 0.02)
-            except Exception as error:  # routing works without the agents' states
-                log.debug("no agent states: %s", error)
-            free = free_agents_in(snapshot)
+        free = await _free_agents(settings.redis_url) if settings.redis_url else None
         sessions = session_factory(engine)
         router = Router(
             rules,
@@ -77,8 +67,24 @@ async def decide_within_budget(settings: Settings, call: IncomingCall) -> Routin
         log.warning("routing %s failed (%s); default route", call.uniqueid, error)
         return fallback_decision(rules)
     finally:
-        await bus.close()
         await engine.dispose()
+
+
+async def _free_agents(redis_url: str) -> frozenset[str] | None:
+    """Free agents from the snapshot ``hotline run`` keeps in Redis; None if it cannot be read."""
+    from hotline.bus import create_bus
+    from ivr_bypass.router import free_agents_in
+    from queue_stats.service import SNAPSHOT_KEY
+
+    bus = create_bus(redis_url)
+    snapshot: Any = None
+    try:
+        snapshot = await asyncio.wait_for(bus.load_snapshot(SNAPSHOT_KEY), 0.02)
+    except Exception as error:  # routing works without the agents' states
+        log.debug("no agent states: %s", error)
+    finally:
+        await bus.close()
+    return free_agents_in(snapshot)
 
 
 def main(

@@ -127,7 +127,7 @@ async def _enterprise(directory: EnterpriseDirectory, args: argparse.Namespace) 
 
 
 async def _tickets(store: TicketStore, settings: Settings, args: argparse.Namespace) -> int:
-    from hotline.service import sla_policy, working_calendar
+    from hotline.domain import sla_policy, working_calendar
 
     policy, calendar, zone = sla_policy(settings), working_calendar(settings), settings.zone
     now = datetime.now(UTC)

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ from ami.client import AmiClient
 from ami.replay import ReplayClock, replay
 from hotline.bus import Bus, create_bus
 from hotline.config import Settings
+from hotline.domain import routing_rules
 from hotline.storage import create_engine, session_factory, upgrade_database
-from ivr_bypass.decision import RoutingRules, fallback_decision
+from ivr_bypass.decision import fallback_decision
 from ivr_bypass.directory import EnterpriseDirectory
 from ivr_bypass.router import FreeAgents, Router, SnapshotAvailability
 from queue_stats.calls import CallTracker
@@ -41,7 +42,6 @@ from queue_stats.service import SNAPSHOT_KEY, CallObserver, QueueService, utc_no
 from queue_stats.stats import QueueStats
 from tickets.cti import CtiNotifier
 from tickets.service import TicketService
-from tickets.sla import SlaPolicy, WorkingCalendar
 from tickets.store import TicketStore
 from tickets.webhook import WebhookSender
 from web.app import create_app
@@ -108,32 +108,6 @@ def build_pipeline(settings: Settings, clock: Callable[[], datetime]) -> EventPi
             wrap_up_seconds=settings.wrap_up_seconds,
         ),
         clock,
-    )
-
-
-def routing_rules(settings: Settings) -> RoutingRules:
-    return RoutingRules(
-        default_queue=settings.default_queue,
-        enterprise_queue=settings.enterprise_queue,
-        emergency_queue=settings.emergency_queue,
-        emergency_numbers=frozenset(settings.emergency_numbers),
-    )
-
-
-def sla_policy(settings: Settings) -> SlaPolicy:
-    return SlaPolicy(
-        contact_within=timedelta(minutes=settings.sla_contact_minutes),
-        on_site_within=timedelta(minutes=settings.sla_on_site_minutes),
-        resolve_working_days=settings.sla_resolve_working_days,
-        callback_within=timedelta(minutes=settings.sla_callback_minutes),
-    )
-
-
-def working_calendar(settings: Settings) -> WorkingCalendar:
-    return WorkingCalendar(
-        extra_holidays=frozenset(settings.calendar_extra_holidays),
-        extra_workdays=frozenset(settings.calendar_extra_workdays),
-        use_official=settings.calendar_official,
     )
 
 

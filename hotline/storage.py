@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -64,6 +66,8 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # imported here: light entry points never migrate
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation would eat a '%' in a password.
@@ -76,6 +80,8 @@ def upgrade_database_sync(url: str, revision: str = "head") -> None:
     sqlite_file = _sqlite_file(url)
     if sqlite_file is not None:
         sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 
