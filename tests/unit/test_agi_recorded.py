@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from agi.codec import parse_reply, parse_request
+from agi.server import FastAgiServer
 from hotline.config import Settings
 from hotline.service import build_route_server
 from hotline.storage import create_engine, upgrade_database
@@ -67,8 +69,10 @@ def test_the_codec_reads_what_asterisk_sent() -> None:
         assert [parse_reply(reply).ok for reply in replies] == [True] * 5
 
 
-async def test_the_routing_server_answers_as_it_did_on_the_real_pbx(tmp_path: Path) -> None:
-    recorded_at, recorded = sessions()
+@pytest.fixture
+async def route_server(tmp_path: Path) -> AsyncIterator[FastAgiServer]:
+    """The production routing server on a new database, its clock at the recording's time."""
+    recorded_at, _ = sessions()
     url = f"sqlite+aiosqlite:///{tmp_path}/hotline.db"
     await upgrade_database(url)
     engine = create_engine(url)
@@ -82,42 +86,37 @@ async def test_the_routing_server_answers_as_it_did_on_the_real_pbx(tmp_path: Pa
         clock=lambda: recorded_at,
     )
     await server.start()
-    try:
-        for session in recorded:
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            for direction, text in session:
-                if direction == ">":
-                    writer.write(text.encode() + b"\n")
-                    await writer.drain()
-                else:
-                    sent = await asyncio.wait_for(reader.readline(), 2)
-                    assert sent.decode().rstrip("\n") == text
-            assert await asyncio.wait_for(reader.read(), 2) == b""
-            writer.close()
-    finally:
-        await server.close()
-        await engine.dispose()
-    assert server.counters["handled"] == 3
+    yield server
+    await server.close()
+    await engine.dispose()
+
+
+async def test_the_routing_server_answers_as_it_did_on_the_real_pbx(
+    route_server: FastAgiServer,
+) -> None:
+    _, recorded = sessions()
+    for session in recorded:
+        reader, writer = await asyncio.open_connection("127.0.0.1", route_server.port)
+        for direction, text in session:
+            if direction == ">":
+                writer.write(text.encode() + b"\n")
+                await writer.drain()
+            else:
+                sent = await asyncio.wait_for(reader.readline(), 2)
+                assert sent.decode().rstrip("\n") == text
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+    assert route_server.counters["handled"] == 3
 
 
 @pytest.mark.parametrize("cut", [1, 5, 24])
-async def test_a_session_cut_anywhere_in_the_headers_ends_cleanly(tmp_path: Path, cut: int) -> None:
+async def test_a_session_cut_anywhere_in_the_headers_ends_cleanly(
+    route_server: FastAgiServer, cut: int
+) -> None:
     """Asterisk's real header block, with the connection lost after ``cut`` lines."""
     _, recorded = sessions()
-    url = f"sqlite+aiosqlite:///{tmp_path}/hotline.db"
-    await upgrade_database(url)
-    engine = create_engine(url)
-    settings = Settings(database_url=url, agi_host="127.0.0.1", agi_port=free_port())
-    server = build_route_server(
-        settings, engine, lambda: None, on_routed=lambda *_: None, counters=Counter()
-    )
-    await server.start()
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write("".join(line + "\n" for line in request_lines(recorded[0])[:cut]).encode())
-        writer.close()
-        await asyncio.sleep(0.1)
-    finally:
-        await server.close()
-        await engine.dispose()
-    assert server.counters["hangups"] == 1 and server.counters["handled"] == 0
+    _, writer = await asyncio.open_connection("127.0.0.1", route_server.port)
+    writer.write("".join(line + "\n" for line in request_lines(recorded[0])[:cut]).encode())
+    writer.close()
+    await asyncio.sleep(0.1)
+    assert route_server.counters["hangups"] == 1 and route_server.counters["handled"] == 0
