@@ -1,7 +1,8 @@
 """The recorder's own FastAGI ``route`` script: routes by caller number, nothing else.
 
-The bridge's real rules are not there yet, so recordings need a stand-in that sends calls to
-several queues.  It speaks to the dialplan exactly like the bridge (the ``HOTLINE_*`` channel
+Recordings of queue statistics need calls in several queues without a database of tickets and
+enterprises behind them, so this stand-in routes by number prefix alone.  It speaks to the
+dialplan exactly like the bridge (the ``HOTLINE_*`` channel
 variables of :meth:`ivr_bypass.decision.RoutingDecision.channel_variables`).
 """
 

@@ -120,3 +120,37 @@ async def test_a_session_cut_anywhere_in_the_headers_ends_cleanly(
     writer.close()
     await asyncio.sleep(0.1)
     assert route_server.counters["hangups"] == 1 and route_server.counters["handled"] == 0
+
+
+async def test_with_the_database_gone_the_recorded_call_gets_the_default_route(
+    tmp_path: Path,
+) -> None:
+    """A database that cannot answer (here: never migrated) costs the caller nothing."""
+    _, recorded = sessions()
+    url = f"sqlite+aiosqlite:///{tmp_path}/missing-tables.db"
+    engine = create_engine(url)
+    counters: Counter[str] = Counter()
+    settings = Settings(database_url=url, agi_host="127.0.0.1", agi_port=free_port())
+    server = build_route_server(
+        settings, engine, lambda: None, on_routed=lambda *_: None, counters=counters
+    )
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write("".join(line + "\n" for line in request_lines(recorded[0])).encode() + b"\n")
+        commands = []
+        while line := await asyncio.wait_for(reader.readline(), 2):
+            commands.append(line.decode().rstrip("\n"))
+            writer.write(b"200 result=1\n")
+        writer.close()
+    finally:
+        await server.close()
+        await engine.dispose()
+    assert commands == [
+        'SET VARIABLE HOTLINE_QUEUE "hotline"',
+        'SET VARIABLE HOTLINE_PRIORITY "0"',
+        'SET VARIABLE HOTLINE_AGENT ""',
+        'SET VARIABLE HOTLINE_TICKET ""',
+        'SET VARIABLE HOTLINE_REASON "fallback"',
+    ]
+    assert counters["fallback_error"] == 1
