@@ -14,10 +14,13 @@ on a schema made by the real migrations. It runs in a child process (this file w
 with its own event loop; the clients run in this process with asyncio, so the client side's work
 is not on the server's loop (both processes share the machine's cores, which is reported).
 
-Phases: warm-up (discarded); closed loop (every client starts its next route as soon as the last
-one ends: throughput at saturation); open loop at fixed offered rates (arrivals scheduled in
-advance, Poisson by default, handed to whichever of the clients is free; a route that finds every
-client busy waits, and that wait is reported as start lag).
+Phases: closed loop (every client starts its next route as soon as its last one ended: the
+throughput at saturation), then open loop at fixed offered rates (arrivals scheduled in advance,
+Poisson by default, each taken by whichever client is free; a route that finds every client busy
+waits, and that wait is reported as start lag). Each phase gets a fresh server process (one phase
+can leave the server degraded for the next; ``--one-server`` keeps one) and a discarded warm-up at
+the lowest offered rate. After each phase the database is checked for a write lock held while no
+client calls; one still held after ``busy_timeout`` is tested with ``gc.collect()`` in the server.
 
 Run ``python benchmarks/agi_route.py --help`` for the options.
 """
@@ -28,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import io
 import json
 import logging
@@ -69,6 +73,7 @@ ENTERPRISES = 2_000
 AGENTS = 120
 ROUTE_TIMEOUT = 10.0  # a client gives up on one route after this long (counted as an error)
 SETTLE_SECONDS = 1.0
+LOCK_WAIT = 6.0  # longer than busy_timeout (5 s): a lock still held then is not a busy writer
 GIVE_UP_FACTOR = 1.5  # open loop: arrivals not started by 1.5 x --seconds are abandoned
 EPOCH = datetime(1970, 1, 1)  # naive UTC, as SQLAlchemy's SQLite DateTime stores values
 COMMANDS_PER_ROUTE = 5
@@ -119,9 +124,6 @@ SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华"
 AREA_CODES = ("10", "21", "22", "23", "20", "25", "27", "28", "29", "571", "755", "532")
 MOBILE_PREFIXES = ("13", "15", "17", "18", "19")
-
-log = logging.getLogger("agi_route")
-
 
 # --------------------------------------------------------------------------- settings
 
@@ -453,6 +455,32 @@ def write_locked(path: Path) -> bool:
         db.close()
 
 
+async def diagnose_lock(server: ServerProcess, db_path: Path) -> str:
+    """After a phase: is the database write-locked although no client is calling, and why?
+
+    Waits up to ``LOCK_WAIT`` seconds for work still running in the server to finish; a lock
+    that outlives that and is released by ``gc.collect()`` in the server was held by garbage (a
+    connection closed while one of its statements was still referenced).
+    """
+    if not write_locked(db_path):
+        return "free"
+    waited = 0.0
+    while waited < LOCK_WAIT:
+        await asyncio.sleep(0.25)
+        waited += 0.25
+        if not write_locked(db_path):
+            return f"busy: free {waited + SETTLE_SECONDS:.1f} s after the phase"
+    tasks = server.ask("stats")["tasks"]
+    collected = server.ask("gc")["collected"]
+    if not write_locked(db_path):
+        return (
+            f"stuck: still locked {LOCK_WAIT + SETTLE_SECONDS:g} s after the phase with "
+            f"{tasks} server tasks left; gc.collect() in the server ({collected:,} objects) "
+            "released it"
+        )
+    return f"stuck: still locked after {LOCK_WAIT + SETTLE_SECONDS:g} s and gc.collect()"
+
+
 # --------------------------------------------------------------------------- the server process
 
 
@@ -480,13 +508,17 @@ async def serve(database_url: str, profile_path: str | None) -> None:
                 break
             if command == "stats":
                 cpu = os.times()
+                this = asyncio.current_task()
                 stats = {
                     "server": dict(server.counters),
                     "routing": dict(counters),
                     "reasons": dict(reasons),
                     "cpu_seconds": cpu.user + cpu.system,
+                    "tasks": sum(1 for task in asyncio.all_tasks() if task is not this),
                 }
                 print(json.dumps(stats), flush=True)
+            elif command == "gc":
+                print(json.dumps({"collected": gc.collect()}), flush=True)
             elif command == "profile-start":
                 profiler = cProfile.Profile()
                 profiler.enable()
@@ -495,6 +527,8 @@ async def serve(database_url: str, profile_path: str | None) -> None:
                 profiler.disable()
                 profiler.dump_stats(profile_path)
                 print("{}", flush=True)
+            else:
+                print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
     finally:
         await server.close()
         await engine.dispose()
@@ -790,7 +824,9 @@ class PhaseResult:
     client_cpu_percent: float
     target_met: bool
     abandoned: int = 0
+    locked_before: bool = False
     locked_after: bool = False
+    lock_state: str = "free"
     arrivals: int | None = None
 
     def as_json(self) -> dict[str, Any]:
@@ -912,9 +948,12 @@ async def run_phases(
             offsets = arrival_offsets(warm_rate, args.warmup, True, arrivals_rng)
             await open_loop(server.port, mix, args.clients, offsets, args.warmup * 2)
         await asyncio.sleep(SETTLE_SECONDS)
+        locked_before = write_locked(db_path)
+        if locked_before:
+            progress("  the warm-up left the database write-locked (measuring anyway)")
         before = server.ask("stats")
         tickets_before = max_ticket_id(db_path)
-        profile = args.profile and rate is None
+        profile = args.profile
         if profile:
             server.ask("profile-start")
         cpu_before = time.process_time()
@@ -933,25 +972,29 @@ async def run_phases(
             last_end = max((r.ended for r in routes), default=started)
             window = (started, max(last_end, started + args.seconds))
         client_cpu = time.process_time() - cpu_before
-        if profile:
+        if profile and server.profile_path is not None:
             server.ask("profile-stop")
+            shutil.copyfile(server.profile_path, workdir / f"phase-{len(results) + 1}.prof")
         after = server.ask("stats")
         new_tickets = max_ticket_id(db_path) - tickets_before
         await asyncio.sleep(SETTLE_SECONDS)
-        locked = write_locked(db_path)
+        lock_state = await diagnose_lock(server, db_path)
+        locked = lock_state != "free"
         result = summarise(
             name, routes, window, rate, args.clients, before, after, new_tickets, client_cpu
         )
         result.abandoned = abandoned
         result.arrivals = None if rate is None else len(offsets)
         result.locked_after = locked
+        result.lock_state = lock_state
+        result.locked_before = locked_before
         result.target_met = result.target_met and abandoned == 0
         progress(
             f"  {name}: {result.routes:,} routes, {result.routes_per_second:,.0f}/s, "
             f"p50 {result.latency['p50_ms']:.2f} ms, p99 {result.latency['p99_ms']:.2f} ms, "
             f"fallbacks {result.fallbacks:,}, errors {result.errors:,}"
             + (f", abandoned {abandoned:,}" if abandoned else "")
-            + (", DATABASE LEFT WRITE-LOCKED" if locked else "")
+            + (f"; database write-locked after it ({lock_state})" if locked else "")
         )
         return result
 
@@ -975,14 +1018,10 @@ async def run_phases(
                 if server is not shared:
                     server.stop()
                     log_lines += server.log_lines()
-                    if args.profile and rate is None and server.profile_path is not None:
-                        shutil.copyfile(server.profile_path, workdir / "closed-loop.prof")
     finally:
         if shared is not None:
             shared.stop()
             log_lines += shared.log_lines()
-            if args.profile and shared.profile_path is not None:
-                shutil.copyfile(shared.profile_path, workdir / "closed-loop.prof")
     return results, log_lines, budget_ms
 
 
@@ -1079,11 +1118,13 @@ def print_report(
         print(f"  server counters: {r.server_counters}; routing counters: {r.routing_counters}")
         if r.incomplete:
             print(f"  {r.incomplete:,} sessions ended without the 5 SET VARIABLE commands")
-        if r.locked_after:
+        if r.locked_before:
             print(
-                "  the database was still write-locked with the server idle after this phase: "
-                "every later ticket write waits busy_timeout (5 s) and fails"
+                "  the warm-up left the database write-locked: every ticket write waits "
+                "busy_timeout (5 s) and fails"
             )
+        if r.locked_after:
+            print(f"  database write lock after the phase: {r.lock_state}")
     print()
     peak_day = REALISTIC_PEAK * 86400 / 1e6
     print(
@@ -1113,13 +1154,13 @@ def print_report(
         print(f"server logs: {log_lines:,} lines (agi.routing logs each fallback)")
 
 
-def print_profile(path: Path, top: int) -> None:
+def print_profile(name: str, path: Path, top: int) -> None:
     stream = io.StringIO()
     stats = pstats.Stats(str(path), stream=stream)
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
-    print("\ncProfile of the server's event-loop thread during the closed loop (inflated by the")
-    print("profiler; the latency figures of this run are not comparable):")
+    print(f"\ncProfile of the server's event-loop thread, phase {name} (SQLite's own threads are")
+    print("not in it; the profiler inflates the latency figures of this run):")
     print(stream.getvalue())
 
 
@@ -1162,7 +1203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="cProfile the server during the closed loop (distorts that run's figures)",
+        help="cProfile the server in each measured phase (distorts that run's figures)",
     )
     parser.add_argument("--top", type=int, default=30, help="rows of --profile output (30)")
     parser.add_argument("--serve", metavar="DATABASE_URL", help=argparse.SUPPRESS)
@@ -1215,9 +1256,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(document, indent=2, ensure_ascii=False))
         else:
             print_report(fill, results, args, budget_ms, dropped_env, log_lines)
-            profile_path = workdir / "closed-loop.prof"
-            if args.profile and profile_path.exists():
-                print_profile(profile_path, args.top)
+            for index, result in enumerate(results, start=1):
+                profile_path = workdir / f"phase-{index}.prof"
+                if args.profile and profile_path.exists():
+                    print_profile(result.name, profile_path, args.top)
     finally:
         if args.keep:
             progress(f"kept {workdir}")
