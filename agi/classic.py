@@ -44,19 +44,21 @@ def call_from_environment(env: dict[str, str]) -> IncomingCall:
 async def decide_within_budget(settings: Settings, call: IncomingCall) -> RoutingDecision:
     """Route like the FastAGI server; past the budget or on any error, the default route."""
     from hotline.domain import routing_rules
-    from hotline.storage import create_engine, session_factory
+    from hotline.storage import create_engine, session_factory, transactions_for
     from ivr_bypass.directory import EnterpriseDirectory
     from ivr_bypass.router import Router
     from tickets.store import TicketStore
 
     rules = routing_rules(settings)
     engine = create_engine(settings.database_url)
+    units = transactions_for(engine)
     try:
         free = await _free_agents(settings.redis_url) if settings.redis_url else None
         sessions = session_factory(engine)
         router = Router(
             rules,
-            TicketStore(sessions, settings.zone, settings.ticket_prefix),
+            units,
+            TicketStore(sessions, settings.zone, settings.ticket_prefix, units),
             EnterpriseDirectory(sessions),
             lambda: free,
             match_days=settings.ticket_match_days,
@@ -67,6 +69,7 @@ async def decide_within_budget(settings: Settings, call: IncomingCall) -> Routin
         log.warning("routing %s failed (%s); default route", call.uniqueid, error)
         return fallback_decision(rules)
     finally:
+        await units.close()
         await engine.dispose()
 
 

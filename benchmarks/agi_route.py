@@ -9,10 +9,11 @@ handshake, header parsing, the decision (open-ticket and enterprise lookups, a n
 rules ask for one: a write), five command round trips and the close.
 
 The server is the production one: ``hotline.service.build_route_server`` over
-``hotline.storage.create_engine`` (aiosqlite, WAL) with default ``Settings`` (50 ms routing budget),
-on a schema made by the real migrations. It runs in a child process (this file with ``--serve``)
-with its own event loop; the clients run in this process with asyncio, so the client side's work
-is not on the server's loop (both processes share the machine's cores, which is reported).
+``hotline.storage.create_engine`` and ``transactions_for`` (SQLite: one routing thread, WAL),
+with default ``Settings`` (50 ms routing budget), on a schema made by the real migrations. It
+runs in a child process (this file with ``--serve``) with its own event loop; the clients run in
+this process with asyncio, so the client side's work is not on the server's loop (both processes
+share the machine's cores, which is reported).
 
 Phases: closed loop (every client starts its next route as soon as its last one ended: the
 throughput at saturation), then open loop at fixed offered rates (arrivals scheduled in advance,
@@ -62,8 +63,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from hotline.config import ENV_PREFIX, Settings  # noqa: E402
-from hotline.service import build_route_server  # noqa: E402
-from hotline.storage import create_engine, upgrade_database  # noqa: E402
+from hotline.service import build_route_server, settle_heap  # noqa: E402
+from hotline.storage import (  # noqa: E402
+    ThreadTransactions,
+    create_engine,
+    transactions_for,
+    upgrade_database,
+)
 from tickets.model import TicketNumber, TicketStatus, ticket_day  # noqa: E402
 
 TARGET_P99_MS = 5.0
@@ -495,10 +501,18 @@ async def serve(database_url: str, profile_path: str | None) -> None:
     def on_routed(_uniqueid: str, decision: Any) -> None:
         reasons[decision.reason.value] += 1
 
+    units = transactions_for(engine)
     server = build_route_server(
-        settings, engine, lambda: free, on_routed=on_routed, counters=counters
+        settings, engine, units, lambda: free, on_routed=on_routed, counters=counters
+    )
+    # As ``hotline agi`` runs it: WAL checkpoints off the routing thread.
+    checkpoints = (
+        asyncio.create_task(units.run_checkpoints())
+        if isinstance(units, ThreadTransactions)
+        else None
     )
     await server.start()
+    settle_heap()  # as hotline agi does once it listens
     print(json.dumps({"port": server.port, "budget_ms": settings.routing_budget_ms}), flush=True)
     profiler: cProfile.Profile | None = None
     try:
@@ -531,6 +545,9 @@ async def serve(database_url: str, profile_path: str | None) -> None:
                 print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
     finally:
         await server.close()
+        if checkpoints is not None:
+            checkpoints.cancel()
+        await units.close()
         await engine.dispose()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String, delete, select
+from sqlalchemy import Connection, DateTime, Integer, String, bindparam, delete, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -44,6 +44,9 @@ def directory_number(raw: str) -> str:
     return number.digits
 
 
+_NAME_OF_NUMBER = select(EnterpriseRow.name).where(EnterpriseRow.number == bindparam("number"))
+
+
 class EnterpriseDirectory:
     def __init__(self, sessions: async_sessionmaker) -> None:
         self._sessions = sessions
@@ -75,9 +78,13 @@ class EnterpriseDirectory:
         if not digits:
             return None
         async with self._sessions() as session:
-            return await session.scalar(
-                select(EnterpriseRow.name).where(EnterpriseRow.number == digits)
-            )
+            return await session.scalar(_NAME_OF_NUMBER, {"number": digits})
+
+    def name_in(self, connection: Connection, digits: str) -> str | None:
+        """``lookup`` as part of a unit of work (routing does it in one go)."""
+        if not digits:
+            return None
+        return connection.execute(_NAME_OF_NUMBER, {"number": digits}).scalar()
 
     async def entries(self) -> list[Enterprise]:
         async with self._sessions() as session:

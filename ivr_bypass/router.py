@@ -13,6 +13,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from sqlalchemy import Connection
+
+from hotline.storage import Transactions
 from ivr_bypass.decision import (
     CallerFacts,
     IncomingCall,
@@ -28,41 +31,48 @@ log = logging.getLogger(__name__)
 FreeAgents = Callable[[], frozenset[str] | None]
 
 
-class TicketLookup(Protocol):
-    async def open_tickets_for(
-        self, caller_digits: str, since: datetime, limit: int = 5
+class TicketData(Protocol):
+    """The ticket store's units of work that routing needs (``tickets.store.TicketStore``)."""
+
+    def open_tickets_in(
+        self, connection: Connection, caller_digits: str, since: datetime, limit: int = 5
     ) -> tuple[OpenTicket, ...]: ...
 
-    async def create(
+    def open_ticket_in(
         self,
+        connection: Connection,
         caller_digits: str,
         at: datetime,
         *,
         caller_name: str = "",
         emergency: bool = False,
-        category: str = "",
-        description: str = "",
     ) -> str: ...
 
 
-class DirectoryLookup(Protocol):
-    async def lookup(self, digits: str) -> str | None: ...
+class DirectoryData(Protocol):
+    def name_in(self, connection: Connection, digits: str) -> str | None: ...
 
 
 class Router:
-    """``route(call)``: the decision for one call, with its ticket already open."""
+    """``route(call)``: the decision for one call, with its ticket already open.
+
+    The lookups, the pure decision and the new ticket are one unit of work: one hop to the
+    database's thread (SQLite) or one pooled connection (PostgreSQL), one transaction.
+    """
 
     def __init__(
         self,
         rules: RoutingRules,
-        tickets: TicketLookup,
-        directory: DirectoryLookup,
+        units: Transactions,
+        tickets: TicketData,
+        directory: DirectoryData,
         free_agents: FreeAgents,
         *,
         match_days: int,
         clock: Callable[[], datetime],
     ) -> None:
         self._rules = rules
+        self._units = units
         self._tickets = tickets
         self._directory = directory
         self._free_agents = free_agents
@@ -71,18 +81,29 @@ class Router:
 
     async def route(self, call: IncomingCall) -> RoutingDecision:
         now = self._clock()
+        free = self._free_agents()
+        return await self._units(lambda connection: self._route_in(connection, call, now, free))
+
+    def _route_in(
+        self,
+        connection: Connection,
+        call: IncomingCall,
+        now: datetime,
+        free: frozenset[str] | None,
+    ) -> RoutingDecision:
         digits = normalise_number(call.caller_number).digits
+        facts = CallerFacts(free_agents=free)
         if digits:
-            open_tickets, enterprise = await asyncio.gather(
-                self._tickets.open_tickets_for(digits, now - self._match_window),
-                self._directory.lookup(digits),
+            since = now - self._match_window
+            facts = CallerFacts(
+                self._tickets.open_tickets_in(connection, digits, since),
+                self._directory.name_in(connection, digits),
+                free,
             )
-        else:
-            open_tickets, enterprise = (), None
-        facts = CallerFacts(open_tickets, enterprise, self._free_agents())
         decision = decide(call, facts, self._rules)
         if decision.new_ticket:
-            number = await self._tickets.create(
+            number = self._tickets.open_ticket_in(
+                connection,
                 decision.caller_digits,
                 now,
                 caller_name=call.caller_name,

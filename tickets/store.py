@@ -16,11 +16,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     Boolean,
+    Connection,
     DateTime,
     Index,
     Integer,
     String,
     Text,
+    bindparam,
     func,
     select,
     update,
@@ -29,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.storage import Base
+from hotline.storage import AsyncTransactions, Base, Transactions
 from ivr_bypass.decision import OpenTicket
 from queue_stats.journal import CallRow
 from tickets.model import (
@@ -179,10 +181,20 @@ class TicketEdit:
 
 
 class TicketStore:
-    def __init__(self, sessions: async_sessionmaker, zone: ZoneInfo, prefix: str = "12345") -> None:
+    """Tickets in the database. ``units`` runs the units of work (default: the sessions' engine,
+    one async connection per unit); ORM sessions serve the rest."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker,
+        zone: ZoneInfo,
+        prefix: str = "12345",
+        units: Transactions | None = None,
+    ) -> None:
         self._sessions = sessions
         self._zone = zone
         self._prefix = prefix
+        self._units = units or AsyncTransactions(sessions.kw["bind"])
 
     # -- routing ------------------------------------------------------------------------------
 
@@ -192,27 +204,7 @@ class TicketStore:
         """The caller's open tickets with activity since ``since``, newest first."""
         if not caller_digits:
             return ()
-        query = (
-            select(
-                TicketRow.number,
-                TicketRow.owner_agent,
-                TicketRow.emergency,
-                TicketRow.updated_at,
-            )
-            .where(
-                TicketRow.caller_number == caller_digits,
-                TicketRow.status.in_(_OPEN),
-                TicketRow.updated_at >= utc(since),
-            )
-            .order_by(TicketRow.updated_at.desc())
-            .limit(limit)
-        )
-        async with self._sessions() as session:
-            rows = (await session.execute(query)).all()
-        return tuple(
-            OpenTicket(number, owner, bool(emergency), utc(updated))
-            for number, owner, emergency, updated in rows
-        )
+        return await self._units(lambda c: self.open_tickets_in(c, caller_digits, since, limit))
 
     async def create(
         self,
@@ -225,39 +217,60 @@ class TicketStore:
         description: str = "",
     ) -> str:
         """Open a ticket and return its number (``12345-YYYYMMDD-NNNNNN``, local day)."""
+        return await self._units(
+            lambda c: self.open_ticket_in(
+                c,
+                caller_digits,
+                at,
+                caller_name=caller_name,
+                emergency=emergency,
+                category=category,
+                description=description,
+            )
+        )
+
+    # -- units of work (synchronous, inside one transaction; routing runs them in one go) --------
+
+    def open_tickets_in(
+        self, connection: Connection, caller_digits: str, since: datetime, limit: int = 5
+    ) -> tuple[OpenTicket, ...]:
+        rows = connection.execute(
+            _OPEN_TICKETS_OF_CALLER, {"caller": caller_digits, "since": utc(since), "limit": limit}
+        )
+        return tuple(
+            OpenTicket(number, owner, bool(emergency), utc(updated))
+            for number, owner, emergency, updated in rows
+        )
+
+    def open_ticket_in(
+        self,
+        connection: Connection,
+        caller_digits: str,
+        at: datetime,
+        *,
+        caller_name: str = "",
+        emergency: bool = False,
+        category: str = "",
+        description: str = "",
+    ) -> str:
         at = utc(at)
         day = ticket_day(at, self._zone)
-        async with self._sessions.begin() as session:
-            serial = await self._next_serial(session, day)
-            number = str(TicketNumber(self._prefix, day, serial))
-            session.add(
-                TicketRow(
-                    number=number,
-                    caller_number=caller_digits[:32],
-                    caller_name=caller_name[:128],
-                    category=category[:64],
-                    description=description[:MAX_TEXT],
-                    status=TicketStatus.NEW.value,
-                    emergency=emergency,
-                    opened_at=at,
-                    updated_at=at,
-                )
-            )
-        return number
-
-    async def _next_serial(self, session: AsyncSession, day: str) -> int:
-        dialect = session.bind.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = (
-            insert(TicketDayRow)
-            .values(day=day, last_serial=1)
-            .on_conflict_do_update(
-                index_elements=[TicketDayRow.day],
-                set_={"last_serial": TicketDayRow.last_serial + 1},
-            )
-            .returning(TicketDayRow.last_serial)
+        number = str(TicketNumber(self._prefix, day, _next_serial(connection, day)))
+        connection.execute(
+            _INSERT_TICKET,
+            {
+                "number": number,
+                "caller_number": caller_digits[:32],
+                "caller_name": caller_name[:128],
+                "category": category[:64],
+                "description": description[:MAX_TEXT],
+                "status": TicketStatus.NEW.value,
+                "emergency": emergency,
+                "opened_at": at,
+                "updated_at": at,
+            },
         )
-        return int((await session.execute(statement)).scalar_one())
+        return number
 
     # -- the call's side ------------------------------------------------------------------------
 
@@ -372,6 +385,34 @@ class TicketStore:
         if row is None:
             raise TicketError(f"no ticket {number[:40]!r}")
         return row
+
+
+# Routing runs these on every call: built once, so a call pays for execution only.
+_OPEN_TICKETS_OF_CALLER = (
+    select(TicketRow.number, TicketRow.owner_agent, TicketRow.emergency, TicketRow.updated_at)
+    .where(
+        TicketRow.caller_number == bindparam("caller"),
+        TicketRow.status.in_(_OPEN),
+        TicketRow.updated_at >= bindparam("since"),
+    )
+    .order_by(TicketRow.updated_at.desc())
+    .limit(bindparam("limit"))
+)
+_INSERT_TICKET = TicketRow.__table__.insert()
+_NEXT_SERIAL = {
+    dialect: upsert(TicketDayRow.__table__)
+    .values(day=bindparam("day"), last_serial=1)
+    .on_conflict_do_update(
+        index_elements=["day"], set_={"last_serial": TicketDayRow.__table__.c.last_serial + 1}
+    )
+    .returning(TicketDayRow.__table__.c.last_serial)
+    for dialect, upsert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+
+
+def _next_serial(connection: Connection, day: str) -> int:
+    """The day's next serial, atomically (an upsert both PostgreSQL and SQLite serialise)."""
+    return int(connection.execute(_NEXT_SERIAL[connection.dialect.name], {"day": day}).scalar_one())
 
 
 def _allowed(status: TicketStatus) -> frozenset[TicketStatus]:

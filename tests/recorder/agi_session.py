@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hotline.config import Settings
 from hotline.service import build_route_server
-from hotline.storage import create_engine, upgrade_database
+from hotline.storage import create_engine, transactions_for, upgrade_database
 from tests.conftest import free_port
 from tests.recorder.testbed import Phones, Sandbox
 
@@ -59,9 +59,11 @@ async def record() -> tuple[list[str], Counter[str]]:
         settings = Settings(database_url=url, agi_host="127.0.0.1", agi_port=free_port())
         engine = create_engine(url)
         counters: Counter[str] = Counter()
+        units = transactions_for(engine)
         server = build_route_server(
             settings,
             engine,
+            units,
             lambda: None,
             on_routed=lambda uniqueid, decision: None,
             counters=counters,
@@ -80,6 +82,7 @@ async def record() -> tuple[list[str], Counter[str]]:
             phones.stop_all()
             listener.close()
             await server.close()
+            await units.close()
             await engine.dispose()
     lines = [
         f"# recorded {started_at.isoformat()} from Asterisk 22 (tests/recorder/agi_session.py)"

@@ -196,3 +196,43 @@ async def test_unknown_route_is_closed_without_commands(server) -> None:  # type
     agi, _, _ = server
     assert await call_route(agi.port, "nowhere") == []
     assert agi.counters["unknown_route"] == 1
+
+
+async def test_a_late_decision_is_not_cancelled_and_too_many_late_ones_short_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cancelling a decision inside a database transaction can leave SQLite locked; a late one
+    finishes in the background, and while too many are late new calls skip deciding."""
+    monkeypatch.setattr("agi.routing.MAX_LATE_DECISIONS", 2)
+    rules = RoutingRules()
+    finished: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(call: IncomingCall) -> RoutingDecision:
+        await release.wait()
+        finished.append(call.uniqueid)
+        return decide(call, CallerFacts(), rules)
+
+    counters: Counter[str] = Counter()
+    handler = route_handler(
+        slow,
+        fallback_decision(rules),
+        budget_seconds=0.02,
+        on_routed=lambda *_: None,
+        counters=counters,
+    )
+    agi = FastAgiServer({"route": handler}, host="127.0.0.1", port=0, read_timeout=0.5)
+    await agi.start()
+    try:
+        for _ in range(3):
+            commands = await asyncio.wait_for(call_route(agi.port), 1)
+            assert commands[-1] == 'SET VARIABLE HOTLINE_REASON "fallback"'
+        assert (counters["fallback_timeout"], counters["fallback_overload"]) == (2, 1)
+        release.set()
+        await asyncio.sleep(0.05)
+        assert finished == ["1795575495.7", "1795575495.7"]  # both ran to the end
+        assert counters["late_decisions"] == 2
+        assert await asyncio.wait_for(call_route(agi.port), 1)  # deciding again
+        assert counters["fallback_timeout"] == 2 and counters["routed"] == 4
+    finally:
+        await agi.close()

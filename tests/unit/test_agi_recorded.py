@@ -18,7 +18,7 @@ from agi.codec import parse_reply, parse_request
 from agi.server import FastAgiServer
 from hotline.config import Settings
 from hotline.service import build_route_server
-from hotline.storage import create_engine, upgrade_database
+from hotline.storage import create_engine, transactions_for, upgrade_database
 from tests.conftest import FIXTURES, free_port
 
 RECORDING = FIXTURES / "agi" / "route-sessions.agi"
@@ -77,9 +77,11 @@ async def route_server(tmp_path: Path) -> AsyncIterator[FastAgiServer]:
     await upgrade_database(url)
     engine = create_engine(url)
     settings = Settings(database_url=url, agi_host="127.0.0.1", agi_port=free_port())
+    units = transactions_for(engine)
     server = build_route_server(
         settings,
         engine,
+        units,
         lambda: None,
         on_routed=lambda uniqueid, decision: None,
         counters=Counter(),
@@ -88,6 +90,7 @@ async def route_server(tmp_path: Path) -> AsyncIterator[FastAgiServer]:
     await server.start()
     yield server
     await server.close()
+    await units.close()
     await engine.dispose()
 
 
@@ -131,8 +134,9 @@ async def test_with_the_database_gone_the_recorded_call_gets_the_default_route(
     engine = create_engine(url)
     counters: Counter[str] = Counter()
     settings = Settings(database_url=url, agi_host="127.0.0.1", agi_port=free_port())
+    units = transactions_for(engine)
     server = build_route_server(
-        settings, engine, lambda: None, on_routed=lambda *_: None, counters=counters
+        settings, engine, units, lambda: None, on_routed=lambda *_: None, counters=counters
     )
     await server.start()
     try:
@@ -145,6 +149,7 @@ async def test_with_the_database_gone_the_recorded_call_gets_the_default_route(
         writer.close()
     finally:
         await server.close()
+        await units.close()
         await engine.dispose()
     assert commands == [
         'SET VARIABLE HOTLINE_QUEUE "hotline"',

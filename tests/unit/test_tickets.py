@@ -15,7 +15,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from hotline.bus import InProcessBus
-from hotline.storage import Base, create_engine, session_factory, upgrade_database
+from hotline.storage import (
+    Base,
+    create_engine,
+    session_factory,
+    transactions_for,
+    upgrade_database,
+)
 from ivr_bypass.decision import IncomingCall, RoutingReason, RoutingRules
 from ivr_bypass.directory import DirectoryError, EnterpriseDirectory
 from ivr_bypass.router import Router, free_agents_in
@@ -218,10 +224,12 @@ async def test_a_second_call_reaches_the_owner_of_the_ticket_the_first_call_open
 ) -> None:
     engine = create_engine(database)
     sessions = session_factory(engine)
-    store = TicketStore(sessions, SHANGHAI)
     free = frozenset({"PJSIP/agent1", "PJSIP/agent2"})
+    units = transactions_for(engine)
+    store = TicketStore(sessions, SHANGHAI, units=units)
     router = Router(
         RoutingRules(),
+        units,
         store,
         EnterpriseDirectory(sessions),
         lambda: free,
@@ -238,6 +246,7 @@ async def test_a_second_call_reaches_the_owner_of_the_ticket_the_first_call_open
         first.ticket,
     )
     assert await store.count() == 1
+    await units.close()
     await engine.dispose()
 
 
