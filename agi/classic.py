@@ -43,27 +43,15 @@ def call_from_environment(env: dict[str, str]) -> IncomingCall:
 
 async def decide_within_budget(settings: Settings, call: IncomingCall) -> RoutingDecision:
     """Route like the FastAGI server; past the budget or on any error, the default route."""
-    from hotline.domain import routing_rules
-    from hotline.storage import create_engine, session_factory, transactions_for
-    from ivr_bypass.directory import EnterpriseDirectory
-    from ivr_bypass.router import Router
-    from tickets.store import TicketStore
+    from hotline.domain import build_router, routing_rules
+    from hotline.storage import create_engine, transactions_for
 
     rules = routing_rules(settings)
     engine = create_engine(settings.database_url)
     units = transactions_for(engine)
     try:
         free = await _free_agents(settings.redis_url) if settings.redis_url else None
-        sessions = session_factory(engine)
-        router = Router(
-            rules,
-            units,
-            TicketStore(sessions, settings.zone, settings.ticket_prefix, units),
-            EnterpriseDirectory(sessions),
-            lambda: free,
-            match_days=settings.ticket_match_days,
-            clock=lambda: datetime.now(UTC),
-        )
+        router = build_router(settings, engine, units, lambda: free, lambda: datetime.now(UTC))
         return await asyncio.wait_for(router.route(call), settings.routing_budget_ms / 1000)
     except Exception as error:
         log.warning("routing %s failed (%s); default route", call.uniqueid, error)

@@ -6,11 +6,18 @@ which Asterisk starts once per call) do not import the whole service.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hotline.config import Settings
+from hotline.storage import Transactions, session_factory
 from ivr_bypass.decision import RoutingRules
+from ivr_bypass.directory import EnterpriseDirectory
+from ivr_bypass.router import FreeAgents, Router
 from tickets.sla import SlaPolicy, WorkingCalendar
+from tickets.store import TicketStore
 
 
 def routing_rules(settings: Settings) -> RoutingRules:
@@ -36,4 +43,24 @@ def working_calendar(settings: Settings) -> WorkingCalendar:
         extra_holidays=frozenset(settings.calendar_extra_holidays),
         extra_workdays=frozenset(settings.calendar_extra_workdays),
         use_official=settings.calendar_official,
+    )
+
+
+def build_router(
+    settings: Settings,
+    engine: AsyncEngine,
+    units: Transactions,
+    free_agents: FreeAgents,
+    clock: Callable[[], datetime],
+) -> Router:
+    """The routing decision with its data, as every routing entry point uses it."""
+    sessions = session_factory(engine)
+    return Router(
+        routing_rules(settings),
+        units,
+        TicketStore(sessions, settings.zone, settings.ticket_prefix, units),
+        EnterpriseDirectory(sessions),
+        free_agents,
+        match_days=settings.ticket_match_days,
+        clock=clock,
     )

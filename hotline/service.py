@@ -30,7 +30,7 @@ from ami.client import AmiClient
 from ami.replay import ReplayClock, replay
 from hotline.bus import Bus, create_bus
 from hotline.config import Settings
-from hotline.domain import routing_rules
+from hotline.domain import build_router, routing_rules
 from hotline.storage import (
     ThreadTransactions,
     Transactions,
@@ -40,8 +40,7 @@ from hotline.storage import (
     upgrade_database,
 )
 from ivr_bypass.decision import fallback_decision
-from ivr_bypass.directory import EnterpriseDirectory
-from ivr_bypass.router import FreeAgents, Router, SnapshotAvailability
+from ivr_bypass.router import FreeAgents, SnapshotAvailability
 from queue_stats.calls import CallTracker
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
@@ -131,17 +130,8 @@ def build_route_server(
     clock: Callable[[], datetime] = utc_now,
 ) -> FastAgiServer:
     """FastAGI with the ``route`` script, as both ``hotline run`` and ``hotline agi`` serve it."""
-    sessions = session_factory(engine)
     rules = routing_rules(settings)
-    router = Router(
-        rules,
-        units,
-        TicketStore(sessions, settings.zone, settings.ticket_prefix, units),
-        EnterpriseDirectory(sessions),
-        free_agents,
-        match_days=settings.ticket_match_days,
-        clock=clock,
-    )
+    router = build_router(settings, engine, units, free_agents, clock)
     return FastAgiServer(
         {
             "route": route_handler(
