@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from hotline.bus import Bus
 from ivr_bypass.decision import normalise_number
 from queue_stats.calls import CallOutcome, CallRecord
+from tickets.model import TicketError
 from tickets.store import TicketStore
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ TICKETS_CHANNEL = "tickets"
 REMEMBERED_CALLS = 10_000
 ATTEMPTS = 5
 FIRST_RETRY_DELAY = 0.2
+T = TypeVar("T")
 
 
 class TicketService:
@@ -161,13 +164,26 @@ class TicketService:
     def _forget(self, uniqueid: str) -> None:
         self._call_locks.pop(uniqueid, None)
 
-    async def _with_retries(self, what: str, call: CallRecord, work):  # type: ignore[no-untyped-def]
+    async def _with_retries(
+        self, what: str, call: CallRecord, work: Callable[[CallRecord], Awaitable[T]]
+    ) -> T | None:
+        """Database trouble is retried with back-off. A ticket number no ticket here has (a route
+        recorded by a bridge on another database) is dropped and the call matched afresh."""
         delay = FIRST_RETRY_DELAY
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 return await work(call)
             except asyncio.CancelledError:
                 raise
+            except TicketError as error:
+                if not call.ticket:  # nothing left to drop: report it, never retry it
+                    self.counters[f"{what}_failures"] += 1
+                    log.error("ticket %s for call %s failed: %s", what, call.uniqueid, error)
+                    return None
+                self.counters["unknown_tickets"] += 1
+                log.warning("call %s: %s; matching the caller instead", call.uniqueid, error)
+                call = replace(call, ticket=None)
+                continue
             except Exception as error:
                 if attempt == ATTEMPTS:
                     self.counters[f"{what}_failures"] += 1

@@ -361,3 +361,20 @@ async def test_a_dead_database_leaves_the_call_without_a_ticket_instead_of_losin
     assert linked.ticket is None
     assert service.counters["link_failures"] == 1 and service.counters["link_retries"] == 4
     await engine.dispose()
+
+
+async def test_a_ticket_number_no_ticket_has_is_replaced_by_a_matched_one(
+    ticket_service: tuple[TicketService, TicketStore],
+) -> None:
+    """E.g. a route recorded on the channel by a bridge on another database."""
+    service, store = ticket_service
+    stranger = replace(
+        CALL,
+        ticket="12345-20261125-999999",
+        outcome=CallOutcome.ABANDONED,
+        ended_at=T0 + timedelta(seconds=9),
+    )
+    linked = await service.link(stranger)
+    assert linked.ticket == "12345-20261125-000001"
+    assert (await store.get(linked.ticket)).status == "callback"
+    assert service.counters["unknown_tickets"] == 1 and service.counters["link_retries"] == 0
