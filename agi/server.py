@@ -45,11 +45,19 @@ class AgiSession:
         self._writer = writer
         self._read_timeout = read_timeout
 
+    def deadline(self) -> asyncio.Timeout:
+        """One read deadline for a whole exchange (the header block, or one command's reply):
+        one timer per exchange instead of one per line."""
+        return asyncio.timeout(self._read_timeout)
+
     async def read_line(self) -> str:
+        async with self.deadline():
+            return await self.next_line()
+
+    async def next_line(self) -> str:
+        """One line, inside an exchange's ``deadline()``."""
         try:
-            # asyncio.timeout, not wait_for: no extra task for each of a session's ~27 lines.
-            async with asyncio.timeout(self._read_timeout):
-                raw = await self._reader.readline()
+            raw = await self._reader.readline()
         except (asyncio.LimitOverrunError, ValueError):
             raise AgiProtocolError("AGI line too long") from None
         if not raw:
@@ -60,17 +68,18 @@ class AgiSession:
 
     async def command(self, line: str) -> AgiReply:
         self._writer.write(line.encode("utf-8"))
-        await self._writer.drain()
-        reply_line = await self.read_line()
-        if reply_line == "HANGUP":
-            # Asterisk announces a hangup in-band, then still answers the command.
-            reply_line = await self.read_line()
-        continued = 0
-        while is_continued(reply_line):
-            continued += 1
-            if continued > MAX_REPLY_LINES:
-                raise AgiProtocolError("AGI reply never ends")
-            reply_line = await self.read_line()
+        async with self.deadline():
+            await self._writer.drain()
+            reply_line = await self.next_line()
+            if reply_line == "HANGUP":
+                # Asterisk announces a hangup in-band, then still answers the command.
+                reply_line = await self.next_line()
+            continued = 0
+            while is_continued(reply_line):
+                continued += 1
+                if continued > MAX_REPLY_LINES:
+                    raise AgiProtocolError("AGI reply never ends")
+                reply_line = await self.next_line()
         reply = parse_reply(reply_line)
         if reply.code == 511:
             raise AgiHangup("channel is gone")
@@ -166,10 +175,11 @@ class FastAgiServer:
 
     async def _read_request(self, session: AgiSession) -> AgiRequest:
         lines: list[str] = []
-        while True:
-            line = await session.read_line()
-            if line == "":
-                return parse_request(lines)
-            lines.append(line)
-            if len(lines) > 128:
-                raise AgiProtocolError("AGI request header block is too long")
+        async with session.deadline():  # Asterisk sends the whole block at once
+            while True:
+                line = await session.next_line()
+                if line == "":
+                    return parse_request(lines)
+                lines.append(line)
+                if len(lines) > 128:
+                    raise AgiProtocolError("AGI request header block is too long")
