@@ -1,9 +1,9 @@
 """The FastAGI stream server: accepts Asterisk's connections and runs the handler of the route.
 
 It exists because panoramisk's server spins on a client that connects and closes without headers
-and pyst2's is Python 2 only. Every read has a deadline, a peer that sends garbage or closes early
-is dropped quietly, and a failing handler only ends its own connection; the dialplan then falls
-back to the default queue.
+and pyst2's is Python 2 only. Every exchange (the header block, each command's reply) has a read
+deadline, a peer that sends garbage or closes early is dropped quietly, and a failing handler
+only ends its own connection; the dialplan then falls back to the default queue.
 """
 
 from __future__ import annotations
@@ -102,8 +102,10 @@ class FastAgiServer:
         host: str,
         port: int,
         read_timeout: float = 5.0,
+        warm_up: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._routes = dict(routes)
+        self._warm_up = warm_up
         self._host = host
         self._port = port
         self._read_timeout = read_timeout
@@ -119,6 +121,13 @@ class FastAgiServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
+        """Warm the handlers' resources up (so the first call does not pay for connecting to the
+        database), then listen. A failed warm-up is logged: the routes fall back as usual."""
+        if self._warm_up is not None:
+            try:
+                await self._warm_up()
+            except Exception as error:
+                log.warning("FastAGI warm-up failed (%s); first calls may fall back", error)
         self._server = await asyncio.start_server(
             self._accept,
             self._host,

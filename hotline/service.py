@@ -145,6 +145,7 @@ def build_route_server(
         host=settings.agi_host,
         port=settings.agi_port,
         read_timeout=settings.agi_read_timeout,
+        warm_up=router.warm_up,
     )
 
 

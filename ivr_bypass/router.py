@@ -79,6 +79,16 @@ class Router:
         self._match_window = timedelta(days=match_days)
         self._clock = clock
 
+    async def warm_up(self) -> None:
+        """Open the database connection and run the lookups once, before the first call."""
+        since = self._clock()
+        await self._units(
+            lambda connection: (
+                self._tickets.open_tickets_in(connection, "", since, 1),
+                self._directory.name_in(connection, "0"),
+            )
+        )
+
     async def route(self, call: IncomingCall) -> RoutingDecision:
         now = self._clock()
         free = self._free_agents()

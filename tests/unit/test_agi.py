@@ -236,3 +236,31 @@ async def test_a_late_decision_is_not_cancelled_and_too_many_late_ones_short_cut
         assert counters["fallback_timeout"] == 2 and counters["routed"] == 4
     finally:
         await agi.close()
+
+
+async def test_the_server_warms_up_before_listening_and_a_failed_warm_up_stops_nothing() -> None:
+    warmed: list[str] = []
+
+    async def warm_up() -> None:
+        warmed.append("database")
+        raise ConnectionError("database not there yet")
+
+    rules = RoutingRules()
+
+    async def quick(call: IncomingCall) -> RoutingDecision:
+        return decide(call, CallerFacts(), rules)
+
+    handler = route_handler(
+        quick,
+        fallback_decision(rules),
+        budget_seconds=0.05,
+        on_routed=lambda *_: None,
+        counters=Counter(),
+    )
+    agi = FastAgiServer({"route": handler}, host="127.0.0.1", port=0, warm_up=warm_up)
+    await agi.start()
+    try:
+        assert warmed == ["database"]
+        assert len(await asyncio.wait_for(call_route(agi.port), 1)) == 5
+    finally:
+        await agi.close()
