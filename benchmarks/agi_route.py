@@ -65,7 +65,6 @@ if str(ROOT) not in sys.path:
 from hotline.config import ENV_PREFIX, Settings  # noqa: E402
 from hotline.service import build_route_server, settle_heap  # noqa: E402
 from hotline.storage import (  # noqa: E402
-    ThreadTransactions,
     create_engine,
     transactions_for,
     upgrade_database,
@@ -506,11 +505,7 @@ async def serve(database_url: str, profile_path: str | None) -> None:
         settings, engine, units, lambda: free, on_routed=on_routed, counters=counters
     )
     # As ``hotline agi`` runs it: WAL checkpoints off the routing thread.
-    checkpoints = (
-        asyncio.create_task(units.run_checkpoints())
-        if isinstance(units, ThreadTransactions)
-        else None
-    )
+    checkpoints = asyncio.create_task(units.run_checkpoints())
     await server.start()
     settle_heap()  # as hotline agi does once it listens
     print(json.dumps({"port": server.port, "budget_ms": settings.routing_budget_ms}), flush=True)
@@ -545,8 +540,7 @@ async def serve(database_url: str, profile_path: str | None) -> None:
                 print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
     finally:
         await server.close()
-        if checkpoints is not None:
-            checkpoints.cancel()
+        checkpoints.cancel()
         await units.close()
         await engine.dispose()
 

@@ -32,7 +32,6 @@ from hotline.bus import Bus, create_bus
 from hotline.config import Settings
 from hotline.domain import build_router, routing_rules
 from hotline.storage import (
-    ThreadTransactions,
     Transactions,
     create_engine,
     session_factory,
@@ -275,9 +274,8 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
         asyncio.create_task(bridge.queues.run_publisher(), name="stats-publisher"),
         asyncio.create_task(bridge.queues.run_hour_flusher(), name="hour-flusher"),
         asyncio.create_task(bridge.tickets.run(), name="ticket-signer"),
+        asyncio.create_task(bridge.units.run_checkpoints(), name="wal-checkpoints"),
     ]
-    if isinstance(bridge.units, ThreadTransactions):
-        tasks.append(asyncio.create_task(bridge.units.run_checkpoints(), name="wal-checkpoints"))
     if bridge.webhook is not None:
         tasks.append(asyncio.create_task(bridge.webhook.run(), name="webhook"))
     await bridge.agi.start()
@@ -351,9 +349,10 @@ async def serve_agi(settings: Settings) -> None:
     agi = build_route_server(
         settings, engine, units, availability, on_routed=on_routed, counters=counters
     )
-    background = [asyncio.create_task(availability.run(), name="agent-availability")]
-    if isinstance(units, ThreadTransactions):
-        background.append(asyncio.create_task(units.run_checkpoints(), name="wal-checkpoints"))
+    background = [
+        asyncio.create_task(availability.run(), name="agent-availability"),
+        asyncio.create_task(units.run_checkpoints(), name="wal-checkpoints"),
+    ]
     await agi.start()
     settle_heap()
     try:

@@ -76,6 +76,8 @@ class Transactions(Protocol):
 
     async def __call__(self, work: Callable[[Connection], T]) -> T: ...
 
+    async def run_checkpoints(self, every: float = 5.0) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -140,6 +142,9 @@ class AsyncTransactions:
     async def __call__(self, work: Callable[[Connection], T]) -> T:
         async with self._engine.begin() as connection:
             return await connection.run_sync(work)
+
+    async def run_checkpoints(self, every: float = 5.0) -> None:
+        """Nothing to do: the server keeps its own log in order."""
 
     async def close(self) -> None:
         return None

@@ -130,7 +130,7 @@ class TicketService:
                         "at": at.isoformat(),
                     }
                 )
-        self._forget(call.uniqueid)
+        self._call_locks.pop(call.uniqueid, None)
         return replace(call, ticket=number)
 
     async def ensure_ticket(self, call: CallRecord) -> str:
@@ -160,9 +160,6 @@ class TicketService:
             while len(self._ticket_of_call) > REMEMBERED_CALLS:
                 self._ticket_of_call.popitem(last=False)
             return number
-
-    def _forget(self, uniqueid: str) -> None:
-        self._call_locks.pop(uniqueid, None)
 
     async def _with_retries(
         self, what: str, call: CallRecord, work: Callable[[CallRecord], Awaitable[T]]

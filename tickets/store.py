@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,7 +25,6 @@ from sqlalchemy import (
     bindparam,
     func,
     select,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,7 +42,7 @@ from tickets.model import (
     move,
     ticket_day,
 )
-from tickets.sla import SlaPolicy, SlaReport, TicketClockFacts, WorkingCalendar, sla_report
+from tickets.sla import TicketClockFacts
 
 MAX_TEXT = 4000
 _OPEN = tuple(status.value for status in OPEN_STATUSES)
@@ -370,13 +369,6 @@ class TicketStore:
         async with self._sessions() as session:
             return int(await session.scalar(select(func.count()).select_from(TicketRow)) or 0)
 
-    async def touch(self, number: str, at: datetime) -> None:
-        """A new call on the ticket keeps it current for matching."""
-        async with self._sessions.begin() as session:
-            await session.execute(
-                update(TicketRow).where(TicketRow.number == number).values(updated_at=utc(at))
-            )
-
     async def _row(self, session: AsyncSession, number: str, lock: bool = False) -> TicketRow:
         query = select(TicketRow).where(TicketRow.number == number)
         if lock:
@@ -426,20 +418,3 @@ def _stamps(row: TicketRow) -> dict[str, datetime | None]:
 def _apply(row: TicketRow, changes: dict[str, object]) -> None:
     for name, value in changes.items():
         setattr(row, name, value)
-
-
-def sla_reports(
-    tickets: Sequence[Ticket],
-    now: datetime,
-    policy: SlaPolicy,
-    calendar: WorkingCalendar,
-    zone: ZoneInfo,
-) -> list[tuple[Ticket, SlaReport]]:
-    return [
-        (ticket, sla_report(ticket.clock_facts(), now, policy, calendar, zone))
-        for ticket in tickets
-    ]
-
-
-def recent(now: datetime, days: int) -> datetime:
-    return utc(now) - timedelta(days=days)
