@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import ivr_bypass.directory  # noqa: F401
 import queue_stats.hourly
 import queue_stats.journal  # noqa: F401
+import recording.db  # noqa: F401
 import tickets.store  # noqa: F401
 from hotline.storage import Base
 

@@ -1,0 +1,84 @@
+"""Recording file names: one scheme, chosen here and mirrored by the dialplan.
+
+A name is ``YYYY/MM/DD/<uniqueid>_<ticket>.wav`` under the spool and under the store. Only
+Asterisk's uniqueid and the bridge's ticket number go into it, both reduced to safe characters, so
+no caller-controlled text ever reaches a path or MixMonitor's post-recording command. While
+MixMonitor writes, the file is ``<stem>.recording.wav``; its post-recording command renames it to
+``<stem>.wav``, which is the sign that Asterisk has closed it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import PurePosixPath
+
+IN_PROGRESS_SUFFIX = ".recording.wav"
+FINISHED_SUFFIX = ".wav"
+NO_TICKET = "none"
+
+_UNIQUEID = re.compile(r"[A-Za-z0-9_-]{0,40}[0-9]{1,20}\.[0-9]{1,10}")
+_TICKET = re.compile(r"[0-9A-Za-z-]{1,40}")
+_DAY_PARTS = (re.compile(r"[0-9]{4}"), re.compile(r"[0-9]{2}"), re.compile(r"[0-9]{2}"))
+
+
+class RecordingNameError(ValueError):
+    """A path that is not one of our recording names (it is left alone, never guessed at)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingName:
+    day: date
+    uniqueid: str
+    ticket: str | None
+
+    def __post_init__(self) -> None:
+        if not _UNIQUEID.fullmatch(self.uniqueid):
+            raise RecordingNameError(f"not an Asterisk uniqueid: {self.uniqueid[:80]!r}")
+        if self.ticket is not None and (
+            self.ticket == NO_TICKET or not _TICKET.fullmatch(self.ticket)
+        ):
+            raise RecordingNameError(f"not a ticket number: {self.ticket[:80]!r}")
+
+    @property
+    def folder(self) -> str:
+        return f"{self.day:%Y/%m/%d}"
+
+    @property
+    def stem(self) -> str:
+        return f"{self.uniqueid}_{self.ticket or NO_TICKET}"
+
+    @property
+    def key(self) -> str:
+        """The finished file's path relative to the spool, and its key in the store."""
+        return f"{self.folder}/{self.stem}{FINISHED_SUFFIX}"
+
+    @property
+    def in_progress_key(self) -> str:
+        return f"{self.folder}/{self.stem}{IN_PROGRESS_SUFFIX}"
+
+
+def parse_key(key: str) -> RecordingName:
+    """``2026/12/02/1764666000.42_12345-20261202-000001.wav`` → its parts; anything else raises."""
+    parts = PurePosixPath(key).parts
+    if len(parts) != 4 or any(
+        not rule.fullmatch(p) for rule, p in zip(_DAY_PARTS, parts[:3], strict=True)
+    ):
+        raise RecordingNameError(f"not a recording path (YYYY/MM/DD/file): {key[:120]!r}")
+    filename = parts[3]
+    if not filename.endswith(FINISHED_SUFFIX) or filename.endswith(IN_PROGRESS_SUFFIX):
+        raise RecordingNameError(f"not a finished recording: {key[:120]!r}")
+    uniqueid, underscore, ticket = filename.removesuffix(FINISHED_SUFFIX).rpartition("_")
+    if not underscore:
+        raise RecordingNameError(f"no ticket part in {filename[:120]!r}")
+    try:
+        day = date(int(parts[0]), int(parts[1]), int(parts[2]))
+    except ValueError:
+        raise RecordingNameError(f"not a calendar day: {key[:120]!r}") from None
+    return RecordingName(day, uniqueid, None if ticket == NO_TICKET else ticket)
+
+
+def safe_key(key: str) -> str:
+    """A store key checked to stay inside the store: relative, no ``..``, our shape."""
+    return parse_key(key).key
