@@ -8,7 +8,7 @@ Asterisk encodes in each new ``Uniqueid`` (epoch seconds), never going backwards
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +35,11 @@ class ReplayClock:
 
     def current(self) -> datetime:
         return self.now if self.now is not None else datetime.now(UTC)
+
+    def seed(self, messages: Iterable[AmiMessage]) -> None:
+        """Start at the transcript's first timed frame, so no frame is timed by the wall clock."""
+        if self.now is None:
+            self.now = next((t for t in map(_time_in, messages) if t is not None), None)
 
     def advance(self, message: AmiMessage) -> datetime:
         seen = _time_in(message)
@@ -68,6 +73,7 @@ async def replay(
     stalls the event loop.
     """
     messages = await asyncio.to_thread(lambda: list(read_transcript(path, keep_event)))
+    clock.seed(messages)
     previous: datetime | None = None
     for count, message in enumerate(messages, start=1):
         at = clock.advance(message)

@@ -83,7 +83,9 @@ def replay_file(path: Path, pipeline: EventPipeline, clock: ReplayClock) -> list
     The same decoder, name filter and pipeline as the live connection; only the clock differs.
     """
     finished: list[CallRecord] = []
-    for message in read_transcript(path, keep_event):
+    messages = list(read_transcript(path, keep_event))
+    clock.seed(messages)
+    for message in messages:
         finished += pipeline.on_ami_message(message, clock.advance(message)).finished_calls
     return finished
 

@@ -338,6 +338,7 @@ def test_memory_does_not_grow_with_the_number_of_calls_seen(real_session: Path) 
     raw = real_session.read_bytes()
     body = raw.split(b"\r\n", 1)[1]  # without the greeting: one long stream
     clock = ReplayClock()
+    clock.seed(read_transcript(real_session, keep_event))
     pipeline = EventPipeline(
         CallTracker(frozenset({"from-citizens"})), QueueStats(SHANGHAI), clock.current
     )
