@@ -119,7 +119,10 @@ def key_is_recorded(connection: Connection, key: str) -> bool:
 
 
 def add_recording(connection: Connection, values: dict[str, object]) -> bool:
-    """Insert unless the key is already there (another process or an earlier run); True if new."""
+    """Insert unless an earlier run already recorded the key; True if new.
+
+    Two processes racing on one key are stopped by the unique constraint (an IntegrityError).
+    """
     if key_is_recorded(connection, str(values["key"])):
         return False
     connection.execute(insert(_TABLE).values(**values))
@@ -140,10 +143,6 @@ def recordings_of(
     if ticket is not None:
         query = query.where(func.coalesce(_TABLE.c.ticket, _CALLS.c.ticket) == ticket)
     return [_recording(row) for row in connection.execute(query)]
-
-
-def all_recordings(connection: Connection) -> list[Recording]:
-    return recordings_of(connection)
 
 
 def purge_candidates(connection: Connection, older_than: date) -> list[Recording]:
