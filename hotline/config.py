@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     agi_read_timeout: float = Field(5.0, gt=0, le=60)
     web_host: str = "127.0.0.1"
     web_port: int = Field(8080, ge=0, le=65535)
+    # Recordings: the store (a local or mounted folder) and Asterisk's MixMonitor spool, as this
+    # host sees it (the dialplan's HOTLINE_RECORDINGS_SPOOL).
     recordings_dir: Path = Path("./var/recordings")
+    recordings_spool: Path = Path("/var/spool/asterisk/monitor/hotline")
     timezone: str = "Asia/Shanghai"
     default_queue: str = Field("hotline", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     inbound_contexts: tuple[str, ...] = ("from-citizens",)

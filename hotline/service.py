@@ -46,6 +46,8 @@ from queue_stats.journal import CallJournal
 from queue_stats.pipeline import EventPipeline, keep_event
 from queue_stats.service import SNAPSHOT_KEY, CallObserver, QueueService, utc_now
 from queue_stats.stats import QueueStats
+from recording.ingest import RecordingIngest
+from recording.store import DirectoryStore
 from tickets.cti import CtiNotifier
 from tickets.service import TicketService
 from tickets.store import TicketStore
@@ -72,6 +74,7 @@ class Bridge:
     replay_clock: ReplayClock | None
     replay_speed: float
     tickets: TicketService
+    recordings: RecordingIngest
     webhook: WebhookSender | None = None
     routing_counters: Counter[str] = field(default_factory=Counter)
 
@@ -100,6 +103,7 @@ class Bridge:
             "journal": {"pending_writes": self.queues.pending_writes, **self.queues.counters},
             "routing": dict(self.routing_counters),
             "tickets": dict(self.tickets.counters),
+            "recordings": dict(self.recordings.counters),
             **({"webhook": dict(self.webhook.counters)} if self.webhook else {}),
         }
 
@@ -205,6 +209,9 @@ def build_bridge(
         )
     if ami is not None:
         _watch_ami(ami, queues)
+    recordings = RecordingIngest(
+        settings.recordings_spool, DirectoryStore(settings.recordings_dir), units
+    )
     return Bridge(
         settings=settings,
         engine=engine,
@@ -217,6 +224,7 @@ def build_bridge(
         replay_clock=replay_clock,
         replay_speed=replay_speed,
         tickets=tickets,
+        recordings=recordings,
         webhook=webhook,
         routing_counters=routing_counters,
     )
@@ -275,6 +283,7 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
         asyncio.create_task(bridge.queues.run_hour_flusher(), name="hour-flusher"),
         asyncio.create_task(bridge.tickets.run(), name="ticket-signer"),
         asyncio.create_task(bridge.units.run_checkpoints(), name="wal-checkpoints"),
+        asyncio.create_task(bridge.recordings.run(), name="recording-ingest"),
     ]
     if bridge.webhook is not None:
         tasks.append(asyncio.create_task(bridge.webhook.run(), name="webhook"))

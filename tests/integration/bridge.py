@@ -61,13 +61,22 @@ class RunningBridge:
         return rows[0]
 
     def wait_for_row(self, query: str, *params: object, timeout: float = 20) -> sqlite3.Row:
+        return self.wait_for_rows(query, *params, count=1, timeout=timeout)[0]
+
+    def wait_for_rows(
+        self, query: str, *params: object, count: int, timeout: float = 20
+    ) -> list[sqlite3.Row]:
+        """The journal writes a call's row on its hangup event, a moment after SIPp has exited."""
         deadline = time.monotonic() + timeout
+        rows: list[sqlite3.Row] = []
         while time.monotonic() < deadline:
             rows = self.rows(query, *params)
-            if rows:
-                return rows[0]
+            if len(rows) >= count:
+                return rows
             time.sleep(0.2)
-        raise AssertionError(f"no row for {query} {params}; bridge log:\n{self.log_tail()}")
+        raise AssertionError(
+            f"{len(rows)} of {count} rows for {query} {params}; bridge log:\n{self.log_tail()}"
+        )
 
     def log_tail(self) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
@@ -156,6 +165,8 @@ def start_bridge(  # type: ignore[no-untyped-def]
         "HOTLINE_AGI_PORT": str(agi_port),
         "HOTLINE_WEB_PORT": str(web_port),
         "HOTLINE_LOG_LEVEL": "DEBUG",
+        "HOTLINE_RECORDINGS_SPOOL": str(asterisk.recordings_spool),
+        "HOTLINE_RECORDINGS_DIR": str(tmp_path / "recordings"),
         **extra_env,
     }
     log_path = tmp_path / "bridge.log"

@@ -140,9 +140,19 @@ class SippAgents:
         self.phones = phones
         self.procs = phones.agents
 
-    def start(self, agent: str, *, answer: bool = True, ready_timeout: float = 5.0) -> SippProcess:
-        """Start ``agent`` (agent1..agent4): answering, or ringing without answer."""
-        return self.phones.start_agent(agent, answer=answer, ready_timeout=ready_timeout)
+    def start(
+        self,
+        agent: str,
+        *,
+        answer: bool = True,
+        voice: Path | None = None,
+        ready_timeout: float = 5.0,
+    ) -> SippProcess:
+        """Start ``agent`` (agent1..agent4): answering, ringing without answer, or (``voice``)
+        answering and talking."""
+        return self.phones.start_agent(
+            agent, answer=answer, voice=voice, ready_timeout=ready_timeout
+        )
 
     def stop(self, agent: str) -> None:
         self.phones.stop_agent(agent)

@@ -62,7 +62,9 @@ async def route_twice(bridge: RunningBridge, ami, place_citizen_call) -> None:  
     assert await routing_reason(ami, answered["Channel"]) == "ticket-owner"
     assert await second.wait_async(timeout=60) == 0, second.diagnostics()
     assert not ami.find("QueueCallerJoin", since=since)  # never waited in a queue
-    rows = bridge.rows("SELECT * FROM calls WHERE ticket = ? ORDER BY started_at", row["ticket"])
+    rows = bridge.wait_for_rows(
+        "SELECT * FROM calls WHERE ticket = ? ORDER BY started_at", row["ticket"], count=2
+    )
     assert [(r["outcome"], r["agent_interface"]) for r in rows] == [
         ("answered", owner),
         ("answered", owner),

@@ -124,6 +124,30 @@ class Sandbox:
             )
         return result.stdout
 
+    @property
+    def recordings_spool(self) -> Path:
+        """MixMonitor's folder (the dialplan's HOTLINE_RECORDINGS_SPOOL) as this host sees it."""
+        return self.chroot / "var" / "spool" / "asterisk" / "monitor" / "hotline"
+
+    def agent_voice(self, sound: str = "demo-instruct") -> Path:
+        """A real prompt of Debian's asterisk-core-sounds-en (``demo-instruct`` speaks for 73 s),
+        converted by Asterisk itself to raw u-law for SIPp's rtp_stream; the host path."""
+        inside = f"/tmp/hotline-{sound}.ulaw"
+        target = self.chroot / inside.lstrip("/")
+        if not target.exists():
+            found = list(
+                (self.chroot / "usr" / "share" / "asterisk" / "sounds").glob(f"*/{sound}.gsm")
+            )
+            if not found:
+                raise TestbedError(f"no {sound}.gsm: is asterisk-core-sounds-en in the chroot?")
+            source = "/" + found[0].relative_to(self.chroot).as_posix()
+            if "res_convert" not in self.cli("module show like res_convert"):
+                self.cli("module load res_convert.so")
+            self.cli(f"file convert {source} {inside}")
+        if not target.exists() or target.stat().st_size == 0:
+            raise TestbedError(f"Asterisk did not convert {sound} to {inside}")
+        return target
+
     def hangup_channel(self, channel: str) -> None:
         with contextlib.suppress(TestbedError):  # already gone
             self.cli(f"channel request hangup {channel}")
@@ -371,15 +395,25 @@ class Phones:
         return SippProcess(name=name, args=command, proc=proc, log_dir=self.log_dir)
 
     def start_agent(
-        self, agent: str, *, answer: bool = True, ready_timeout: float = 5.0
+        self,
+        agent: str,
+        *,
+        answer: bool = True,
+        voice: Path | None = None,
+        ready_timeout: float = 5.0,
     ) -> SippProcess:
-        """Start ``agent`` (agent1..agent4): answering, or ringing without answer."""
+        """Start ``agent`` (agent1..agent4): answering, or ringing without answer. With
+        ``voice`` (raw u-law audio) the agent answers and talks, streaming it as RTP."""
         port = AGENT_PORTS[agent]
         if agent in self.agents and self.agents[agent].running():
             raise TestbedError(f"{agent} is already running")
         if not udp_port_free(AGENT_IP, port):
             raise TestbedError(f"{AGENT_IP}:{port}/udp is taken (a stray SIPp from another run?)")
         scenario = "agent_answer.xml" if answer else "agent_noanswer.xml"
+        if voice is not None:
+            scenario = "agent_speaks.xml"
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(voice, self.log_dir / "agent-voice.ulaw")
         phone = self._spawn(
             agent,
             [

@@ -1,0 +1,211 @@
+"""Moving finished recordings from Asterisk's spool into the store, once each, whatever crashes.
+
+A file is finished when MixMonitor's post-recording command has renamed it from
+``<stem>.recording.wav`` to ``<stem>.wav``. Each finished file goes through the same steps:
+
+1. its key already has a row → an earlier run got as far as step 4; only step 5 is left;
+2. its WAV header must agree with its size → otherwise it moves to ``quarantine/`` in the spool,
+   with a ``.reason`` file beside it, and is never deleted; a valid header with no audio at all
+   (a call never bridged to an agent: MixMonitor creates the file anyway) is dropped;
+3. it is copied into the store (hashed on the way; an interrupted copy is redone whole);
+4. its row is inserted (the unique key stops a second ingest);
+5. the spool copy is deleted.
+
+A crash between any two steps leaves the spool file in place, so the next scan redoes or skips
+each step: nothing is lost and nothing is ingested twice. Every file operation runs in a worker
+thread; database work goes through the ``Transactions`` port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+
+from hotline.storage import Transactions
+from recording.db import add_recording, key_is_recorded
+from recording.naming import (
+    IN_PROGRESS_SUFFIX,
+    RecordingName,
+    RecordingNameError,
+    parse_key,
+)
+from recording.store import RecordingStore, StoredObject
+from recording.wav import HEADER_READ_BYTES, WavError, WavInfo, parse_wav_header
+
+log = logging.getLogger(__name__)
+
+QUARANTINE = "quarantine"
+_DAY_FOLDERS = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolFile:
+    key: str
+    path: Path
+    name: RecordingName
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolListing:
+    finished: list[SpoolFile]
+    in_progress: int
+    foreign: list[Path]
+
+
+def list_spool(spool: Path) -> SpoolListing:
+    """What the spool holds now: finished recordings, how many are still being written, and files
+    that are not ours (left alone and reported, never guessed at). Blocking."""
+    finished: list[SpoolFile] = []
+    foreign: list[Path] = []
+    in_progress = 0
+    for path in sorted(spool.glob(f"{_DAY_FOLDERS}/*")):
+        if path.name.endswith(IN_PROGRESS_SUFFIX):
+            in_progress += 1
+            continue
+        key = path.relative_to(spool).as_posix()
+        try:
+            finished.append(SpoolFile(key, path, parse_key(key)))
+        except RecordingNameError:
+            foreign.append(path)
+    return SpoolListing(finished, in_progress, foreign)
+
+
+def read_header(path: Path) -> WavInfo:
+    with path.open("rb") as stream:
+        head = stream.read(HEADER_READ_BYTES)
+        size = os.fstat(stream.fileno()).st_size
+    return parse_wav_header(head, size)
+
+
+def quarantine(spool: Path, file: SpoolFile, reason: str) -> Path:
+    """Set a bad file aside inside the spool (same file system: a rename), with why."""
+    target = spool / QUARANTINE / file.key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(file.path, target)
+    target.with_name(target.name + ".reason").write_text(reason + "\n", encoding="utf-8")
+    return target
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def recording_values(
+    file: SpoolFile, info: WavInfo, stored: StoredObject, at: datetime
+) -> dict[str, object]:
+    return {
+        "key": file.key,
+        "uniqueid": file.name.uniqueid,
+        "ticket": file.name.ticket,
+        "recorded_on": file.name.day,
+        "sha256": stored.sha256,
+        "size_bytes": stored.size_bytes,
+        "duration_seconds": round(info.duration_seconds, 3),
+        "format": info.format,
+        "ingested_at": at,
+        "integrity": "ok",
+    }
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RecordingIngest:
+    """Scans the spool and ingests what it finds; ``run`` does so until cancelled."""
+
+    def __init__(
+        self,
+        spool: Path,
+        store: RecordingStore,
+        units: Transactions,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.spool = spool
+        self.store = store
+        self.units = units
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self._wake = asyncio.Event()
+        self._reported: set[Path] = set()
+
+    def wake(self) -> None:
+        """A call ended: scan now rather than at the next tick."""
+        self._wake.set()
+
+    async def ingest_pending(self) -> Counter[str]:
+        """One pass over the spool; returns what happened to each file in this pass."""
+        if not await asyncio.to_thread(self.spool.is_dir):
+            return Counter()
+        listing = await asyncio.to_thread(list_spool, self.spool)
+        for path in listing.foreign:
+            if path not in self._reported:
+                self._reported.add(path)
+                log.warning("not a recording name, left alone in the spool: %s", path)
+        outcomes: Counter[str] = Counter()
+        for file in listing.finished:
+            outcome = await self.ingest(file)
+            outcomes[outcome] += 1
+            self.counters[outcome] += 1
+        return outcomes
+
+    async def ingest(self, file: SpoolFile) -> str:
+        """Steps 1 to 5 for one file: ``stored``, ``already-stored``, ``no-audio`` or
+        ``quarantined``."""
+        if await self.units(lambda connection: key_is_recorded(connection, file.key)):
+            await asyncio.to_thread(_unlink, file.path)
+            return "already-stored"
+        try:
+            info = await asyncio.to_thread(read_header, file.path)
+        except WavError as error:
+            where = await asyncio.to_thread(quarantine, self.spool, file, str(error))
+            log.error("recording %s quarantined as %s: %s", file.key, where, error)
+            return "quarantined"
+        if info.data_bytes == 0:
+            # MixMonitor creates the file when it starts, bridged or not; "b" only keeps the
+            # audio out until an agent is bridged. No agent ever was: the call has no recording.
+            await asyncio.to_thread(_unlink, file.path)
+            log.info("recording %s has no audio (never bridged to an agent); dropped", file.key)
+            return "no-audio"
+        stored = await asyncio.to_thread(self.store.put, file.path, file.key)
+        values = recording_values(file, info, stored, self.clock())
+        try:
+            await self.units(lambda connection: add_recording(connection, values))
+        except IntegrityError:  # another process inserted the same key meanwhile
+            log.info("recording %s was ingested by another process", file.key)
+        await asyncio.to_thread(_unlink, file.path)
+        log.info(
+            "recording %s stored: %d bytes, %.1f s, sha256 %s",
+            file.key,
+            stored.size_bytes,
+            info.duration_seconds,
+            stored.sha256[:12],
+        )
+        return "stored"
+
+    async def run(self, every: float = 1.0) -> None:
+        """Scan every ``every`` seconds (or when woken) until cancelled; errors are retried."""
+        while True:
+            try:
+                await self.ingest_pending()
+                self.counters["passes"] += 1
+            except Exception:  # a full disk or a lost database: keep the files, try again
+                self.counters["errors"] += 1
+                log.exception("recording ingest pass failed; the spool files stay for the next")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=every)
+
+
+def iter_quarantine(spool: Path) -> Iterator[Path]:
+    yield from sorted((spool / QUARANTINE).glob(f"{_DAY_FOLDERS}/*.wav"))
