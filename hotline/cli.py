@@ -80,9 +80,10 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
 
-    from hotline.manage import add_commands
+    from hotline import manage, recordings_cli
 
-    add_commands(commands)
+    manage.add_commands(commands)
+    recordings_cli.add_commands(commands)
 
     db = commands.add_parser("db", help="database schema", description="Database schema.")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -178,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hotline.manage import run_command
 
         return run_command(settings, args)
+    if args.command in ("recordings", "users"):
+        from hotline import recordings_cli
+
+        return recordings_cli.run_command(settings, args)
     return _db_upgrade(settings, args)
 
 

@@ -53,6 +53,8 @@ from tickets.service import TicketService
 from tickets.store import TicketStore
 from tickets.webhook import WebhookSender
 from web.app import create_app
+from web.recordings import RecordingPlayback
+from web.users import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class Bridge:
     replay_speed: float
     tickets: TicketService
     recordings: RecordingIngest
+    playback: RecordingPlayback
     webhook: WebhookSender | None = None
     routing_counters: Counter[str] = field(default_factory=Counter)
 
@@ -209,9 +212,9 @@ def build_bridge(
         )
     if ami is not None:
         _watch_ami(ami, queues)
-    recordings = RecordingIngest(
-        settings.recordings_spool, DirectoryStore(settings.recordings_dir), units
-    )
+    store = DirectoryStore(settings.recordings_dir)
+    recordings = RecordingIngest(settings.recordings_spool, store, units)
+    playback = RecordingPlayback(units, store, Authenticator(units))
     return Bridge(
         settings=settings,
         engine=engine,
@@ -225,6 +228,7 @@ def build_bridge(
         replay_speed=replay_speed,
         tickets=tickets,
         recordings=recordings,
+        playback=playback,
         webhook=webhook,
         routing_counters=routing_counters,
     )
@@ -288,7 +292,7 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
     if bridge.webhook is not None:
         tasks.append(asyncio.create_task(bridge.webhook.run(), name="webhook"))
     await bridge.agi.start()
-    runner = web.AppRunner(create_app(bridge.health), access_log=None)
+    runner = web.AppRunner(create_app(bridge.health, bridge.playback), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.web_host, settings.web_port)
     await site.start()

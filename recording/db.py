@@ -161,6 +161,12 @@ def purge_candidates(connection: Connection, older_than: date) -> list[Recording
     return [_recording(row) for row in connection.execute(query)]
 
 
+def recordings_before(connection: Connection, day: date) -> int:
+    """How many recordings were made before ``day``, open tickets' included."""
+    query = select(func.count()).select_from(_TABLE).where(_TABLE.c.recorded_on < day)
+    return int(connection.execute(query).scalar_one())
+
+
 def mark_integrity(
     connection: Connection, recording_ids: Sequence[int], verdict: str, at: datetime
 ) -> None:

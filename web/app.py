@@ -7,6 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from web.recordings import RecordingPlayback
+
 HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
 
 HEALTH_PROBE = web.AppKey("health_probe", HealthProbe)
@@ -20,8 +22,12 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": healthy, **report}, status=200 if healthy else 503)
 
 
-def create_app(health_probe: HealthProbe) -> web.Application:
+def create_app(
+    health_probe: HealthProbe, playback: RecordingPlayback | None = None
+) -> web.Application:
     app = web.Application()
     app[HEALTH_PROBE] = health_probe
     app.router.add_get("/healthz", healthz)
+    if playback is not None:
+        playback.add_routes(app)
     return app

@@ -1,0 +1,173 @@
+"""The spool-to-store walk: every step interrupted once, then the next pass finishes the job."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+import recording.ingest as ingest_module
+from hotline.storage import Transactions, create_engine, transactions_for, upgrade_database
+from recording.db import recordings_of
+from recording.ingest import QUARANTINE, RecordingIngest, list_spool
+from recording.naming import RecordingName
+from recording.store import DirectoryStore
+from recording.wav import wav_header
+
+DAY = date(2026, 12, 2)
+
+
+@dataclass
+class Bed:
+    spool: Path
+    store: DirectoryStore
+    units: Transactions
+
+    def ingest(self) -> RecordingIngest:
+        return RecordingIngest(self.spool, self.store, self.units)
+
+    def spool_file(self, uniqueid: str, ticket: str | None, body: bytes) -> Path:
+        path = self.spool / RecordingName(DAY, uniqueid, ticket).key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        return path
+
+    async def rows(self, uniqueid: str | None = None) -> list:
+        return await self.units(lambda connection: recordings_of(connection, uniqueid=uniqueid))
+
+
+def speech(seconds: float) -> bytes:
+    data = bytes(range(256)) * int(seconds * 16000 / 256)
+    return wav_header(8000, len(data)) + data
+
+
+@pytest.fixture
+async def bed(tmp_path: Path) -> AsyncIterator[Bed]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+    await upgrade_database(url)
+    engine = create_engine(url)
+    units = transactions_for(engine)
+    yield Bed(tmp_path / "spool", DirectoryStore(tmp_path / "store"), units)
+    await units.close()
+    await engine.dispose()
+
+
+async def test_finished_files_are_stored_hashed_and_removed_from_the_spool(bed: Bed) -> None:
+    body = speech(4)
+    bed.spool_file("1796215475.1", "12345-20261202-000001", body)
+    bed.spool_file("1796215475.2", None, speech(2))
+    outcomes = await bed.ingest().ingest_pending()
+    assert outcomes == {"stored": 2}
+    [first] = await bed.rows("1796215475.1")
+    assert first.key == "2026/12/02/1796215475.1_12345-20261202-000001.wav"
+    assert first.ticket == "12345-20261202-000001"
+    assert first.sha256 == hashlib.sha256(body).hexdigest()
+    assert (first.size_bytes, first.duration_seconds) == (len(body), pytest.approx(4, abs=0.02))
+    assert first.format == "wav/pcm/8000/1/16"
+    assert bed.store.stat(first.key).sha256 == first.sha256
+    assert list_spool(bed.spool).finished == []
+
+
+async def test_files_still_being_written_and_foreign_files_are_left_alone(bed: Bed) -> None:
+    name = RecordingName(DAY, "1796215475.3", None)
+    writing = bed.spool / name.in_progress_key
+    writing.parent.mkdir(parents=True)
+    writing.write_bytes(wav_header(8000, 0))
+    foreign = writing.with_name("notes.wav")
+    foreign.write_bytes(b"x")
+    outcomes = await bed.ingest().ingest_pending()
+    assert outcomes == {}
+    assert writing.exists() and foreign.exists()
+    listing = list_spool(bed.spool)
+    assert (listing.in_progress, listing.foreign) == (1, [foreign])
+
+
+async def test_a_header_only_file_of_an_unbridged_call_is_dropped(bed: Bed) -> None:
+    path = bed.spool_file("1796215475.4", None, wav_header(8000, 0))
+    assert await bed.ingest().ingest_pending() == {"no-audio": 1}
+    assert not path.exists() and await bed.rows() == []
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (speech(2)[:-1000], "cut"),  # the header promises more than the file holds
+        (b"ID3\x04 an mp3 someone dropped here", "not a WAV"),
+        (wav_header(8000, 0) + b"\x00" * 32000, "not closed"),  # Asterisk never patched it
+    ],
+)
+async def test_a_damaged_file_is_quarantined_with_its_reason_never_deleted(
+    bed: Bed, body: bytes, reason: str
+) -> None:
+    bed.spool_file("1796215475.5", None, body)
+    good = bed.spool_file("1796215475.6", None, speech(1))
+    outcomes = await bed.ingest().ingest_pending()
+    assert outcomes == {"quarantined": 1, "stored": 1}
+    kept = bed.spool / QUARANTINE / "2026/12/02/1796215475.5_none.wav"
+    assert kept.read_bytes() == body
+    assert reason in kept.with_name(kept.name + ".reason").read_text()
+    assert not good.exists()
+    assert [r.uniqueid for r in await bed.rows()] == ["1796215475.6"]
+    assert await bed.ingest().ingest_pending() == {}  # quarantine is not scanned again
+
+
+class Crash(Exception):
+    """The process died here."""
+
+
+async def test_a_crash_after_the_copy_before_the_row_is_finished_by_the_next_pass(
+    bed: Bed,
+) -> None:
+    body = speech(3)
+    path = bed.spool_file("1796215475.7", "T-7", body)
+    units_run = 0
+
+    async def dies_on_insert(work):  # type: ignore[no-untyped-def]
+        nonlocal units_run
+        units_run += 1
+        if units_run == 2:  # the first unit looks the key up, the second inserts the row
+            raise Crash
+        return await bed.units(work)
+
+    with pytest.raises(Crash):
+        await RecordingIngest(bed.spool, bed.store, dies_on_insert).ingest_pending()
+    key = "2026/12/02/1796215475.7_T-7.wav"
+    assert path.exists() and bed.store.size(key) == len(body) and await bed.rows() == []
+
+    assert await bed.ingest().ingest_pending() == {"stored": 1}
+    assert [r.sha256 for r in await bed.rows()] == [hashlib.sha256(body).hexdigest()]
+    assert not path.exists()
+
+
+async def test_a_crash_after_the_row_before_the_unlink_is_not_ingested_twice(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = bed.spool_file("1796215475.8", None, speech(2))
+
+    def dies(_path: Path) -> None:
+        raise Crash
+
+    monkeypatch.setattr(ingest_module, "_unlink", dies)
+    with pytest.raises(Crash):
+        await bed.ingest().ingest_pending()
+    monkeypatch.undo()
+    assert path.exists() and len(await bed.rows()) == 1
+
+    assert await bed.ingest().ingest_pending() == {"already-stored": 1}
+    assert not path.exists() and len(await bed.rows()) == 1
+
+
+async def test_a_copy_cut_short_by_a_crash_is_redone_whole(bed: Bed) -> None:
+    body = speech(2)
+    bed.spool_file("1796215475.9", None, body)
+    partial = bed.store.root / ".incoming" / "1796215475.9_none.wav.part"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(body[:1000])  # what a crash in the middle of a put leaves
+    assert await bed.ingest().ingest_pending() == {"stored": 1}
+    [row] = await bed.rows()
+    assert bed.store.stat(row.key).sha256 == hashlib.sha256(body).hexdigest()
+    assert not partial.exists()

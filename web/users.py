@@ -1,0 +1,180 @@
+"""People who may use the web side, their roles, and how their passwords are checked.
+
+Roles decide what a person may hear: ``admin`` and ``supervisor`` every recording, ``agent`` only
+the calls they took themselves (their softphone's interface, e.g. ``PJSIP/agent1``). Passwords are
+kept as scrypt hashes; checking one costs tens of milliseconds, so it runs in a worker thread and a
+successful check is remembered for a minute (an audio element sends many Range requests), so a
+changed password or a removed user is refused at most a minute later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Connection, DateTime, Integer, String, delete, insert, select, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hotline.storage import Base, Transactions
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    SUPERVISOR = "supervisor"
+    AGENT = "agent"
+
+
+HEARS_EVERY_CALL = frozenset({Role.ADMIN, Role.SUPERVISOR})
+
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_INTERFACE = re.compile(r"PJSIP/[A-Za-z0-9_]{1,40}")
+MIN_PASSWORD_LENGTH = 8
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+class UserError(ValueError):
+    """Bad input for a user (name, role, agent interface, password); the message says which."""
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    agent_interface: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    role: Role
+    agent_interface: str | None
+
+    def may_hear(self, call_agent_interface: str | None) -> bool:
+        if self.role in HEARS_EVERY_CALL:
+            return True
+        return call_agent_interface is not None and call_agent_interface == self.agent_interface
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    encoded = [base64.b64encode(part).decode() for part in (salt, digest)]
+    return "scrypt${n}${r}${p}$".format(**_SCRYPT) + "$".join(encoded)
+
+
+def password_matches(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(
+            password.encode(),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def check_new_user(username: str, role: str, agent_interface: str | None, password: str) -> None:
+    if not _USERNAME.fullmatch(username):
+        raise UserError(f"user names are lower case letters, digits, . _ -: {username[:70]!r}")
+    if role not in {r.value for r in Role}:
+        raise UserError(f"role must be one of {', '.join(r.value for r in Role)}: {role!r}")
+    if role == Role.AGENT and agent_interface is None:
+        raise UserError("an agent needs --agent, their softphone's interface (PJSIP/agent1)")
+    if agent_interface is not None and not _INTERFACE.fullmatch(agent_interface):
+        raise UserError(f"not an agent interface (PJSIP/<id>): {agent_interface[:70]!r}")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"passwords have at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def save_user(connection: Connection, values: dict[str, object]) -> bool:
+    """Add the user, or replace role, interface and password of an existing one; True if new."""
+    table = UserRow.__table__
+    found = connection.execute(
+        select(table.c.id).where(table.c.username == values["username"])
+    ).first()
+    if found is None:
+        connection.execute(insert(table).values(**values))
+        return True
+    changed = {k: v for k, v in values.items() if k not in ("username", "created_at")}
+    connection.execute(update(table).where(table.c.id == found.id).values(**changed))
+    return False
+
+
+def remove_user(connection: Connection, username: str) -> bool:
+    table = UserRow.__table__
+    return connection.execute(delete(table).where(table.c.username == username)).rowcount > 0
+
+
+def list_users(connection: Connection) -> list[User]:
+    table = UserRow.__table__
+    rows = connection.execute(select(table).order_by(table.c.username))
+    return [User(row.username, Role(row.role), row.agent_interface) for row in rows]
+
+
+def _credentials(connection: Connection, username: str) -> tuple[User, str] | None:
+    table = UserRow.__table__
+    row = connection.execute(select(table).where(table.c.username == username)).first()
+    if row is None:
+        return None
+    return User(row.username, Role(row.role), row.agent_interface), row.password_hash
+
+
+class Authenticator:
+    """Checks a user name and password against the users table, off the event loop."""
+
+    def __init__(
+        self,
+        units: Transactions,
+        *,
+        remember_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.units = units
+        self.remember_seconds = remember_seconds
+        self.clock = clock
+        self._recent: dict[tuple[str, bytes], tuple[float, User]] = {}
+
+    async def check(self, username: str, password: str) -> User | None:
+        token = (username, hashlib.sha256(password.encode()).digest())
+        remembered = self._recent.get(token)
+        if remembered is not None and self.clock() - remembered[0] < self.remember_seconds:
+            return remembered[1]
+        found = await self.units(lambda connection: _credentials(connection, username))
+        if found is None:
+            await asyncio.to_thread(password_matches, password, _dummy_hash())  # same cost
+            return None
+        user, stored = found
+        if not await asyncio.to_thread(password_matches, password, stored):
+            return None
+        if len(self._recent) > 1000:
+            self._recent.clear()
+        self._recent[token] = (self.clock(), user)
+        return user
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """An unknown name costs as much as a wrong password, so names cannot be probed by timing."""
+    return hash_password(secrets.token_urlsafe(16))
