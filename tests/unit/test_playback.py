@@ -1,0 +1,219 @@
+"""Playback over real HTTP (aiohttp's test server) on a real SQLite file and a real store folder."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import insert
+
+from hotline.storage import Transactions, create_engine, transactions_for, upgrade_database
+from queue_stats.journal import CallRow
+from recording.db import access_log, add_recording
+from recording.store import DirectoryStore
+from recording.wav import wav_header
+from web.app import create_app
+from web.recordings import RangeNotSatisfiable, RecordingPlayback, basic_credentials, byte_range
+from web.users import Authenticator, User, hash_password, password_matches, save_user
+
+AT = datetime(2026, 12, 2, 9, 30, tzinfo=UTC)
+PASSWORD = "correct horse battery"
+AUDIO = wav_header(8000, 48000) + bytes(range(256)) * 187 + b"\x00" * 128
+
+
+def auth(username: str, password: str = PASSWORD) -> dict[str, str]:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        (None, None),
+        ("bytes=0-99", (0, 99)),
+        ("bytes=100-", (100, 999)),
+        ("bytes=-100", (900, 999)),
+        ("bytes=-5000", (0, 999)),
+        ("bytes=990-5000", (990, 999)),
+        ("bytes=0-1,5-9", None),  # several ranges: the whole file
+        ("items=0-5", None),
+        ("bytes=9-3", None),
+        ("bytes=-", None),
+    ],
+)
+def test_one_byte_range_is_honoured_and_anything_else_is_the_whole_file(
+    header: str | None, expected: tuple[int, int] | None
+) -> None:
+    assert byte_range(header, 1000) == expected
+
+
+@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=5000-6000", "bytes=-0"])
+def test_a_range_past_the_end_cannot_be_satisfied(header: str) -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        byte_range(header, 1000)
+
+
+def test_basic_credentials_are_read_and_garbage_is_not() -> None:
+    assert basic_credentials(auth("ann")["Authorization"]) == ("ann", PASSWORD)
+    for header in (None, "Bearer x", "Basic ???", "Basic " + base64.b64encode(b"nocolon").decode()):
+        assert basic_credentials(header) is None
+
+
+def test_passwords_are_salted_scrypt_hashes() -> None:
+    first, second = hash_password(PASSWORD), hash_password(PASSWORD)
+    assert first != second and first.startswith("scrypt$")
+    assert password_matches(PASSWORD, first) and not password_matches("wrong", first)
+    assert not password_matches(PASSWORD, "md5$abc")
+
+
+def test_roles_decide_whose_calls_a_user_hears() -> None:
+    agent = User("li", "agent", "PJSIP/agent1")  # type: ignore[arg-type]
+    assert agent.may_hear("PJSIP/agent1") and not agent.may_hear("PJSIP/agent2")
+    assert not agent.may_hear(None)
+    assert User("wang", "supervisor", None).may_hear("PJSIP/agent2")  # type: ignore[arg-type]
+
+
+@dataclass
+class Panel:
+    client: TestClient
+    units: Transactions
+    store_root: Path
+    recording_id: int
+
+    async def audits(self) -> list[dict[str, object]]:
+        return await self.units(lambda connection: access_log(connection))
+
+
+@pytest.fixture
+async def panel(tmp_path: Path) -> AsyncIterator[Panel]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+    await upgrade_database(url)
+    engine = create_engine(url)
+    units = transactions_for(engine)
+    store = DirectoryStore(tmp_path / "store")
+    source = tmp_path / "call.wav"
+    source.write_bytes(AUDIO)
+    key = "2026/12/02/1796215475.1_12345-20261202-000001.wav"
+    stored = store.put(source, key)
+
+    def seed(connection) -> int:  # type: ignore[no-untyped-def]
+        connection.execute(
+            insert(CallRow.__table__).values(
+                uniqueid="1796215475.1", linkedid="1796215475.1", channel="PJSIP/citizens-1",
+                caller_number="13800138000", caller_name="张三", dialled_number="12345",
+                agent_interface="PJSIP/agent1", started_at=AT, outcome="answered",
+                ticket="12345-20261202-000001", talk_seconds=3,
+            )
+        )  # fmt: skip
+        add_recording(
+            connection,
+            {
+                "key": key, "uniqueid": "1796215475.1", "ticket": "12345-20261202-000001",
+                "recorded_on": date(2026, 12, 2), "sha256": stored.sha256,
+                "size_bytes": stored.size_bytes, "duration_seconds": 3.0,
+                "format": "wav/pcm/8000/1/16", "ingested_at": AT, "integrity": "ok",
+            },
+        )  # fmt: skip
+        for name, role, interface in (
+            ("li", "agent", "PJSIP/agent1"),
+            ("zhao", "agent", "PJSIP/agent2"),
+            ("wang", "supervisor", None),
+        ):
+            save_user(
+                connection,
+                {
+                    "username": name, "password_hash": hash_password(PASSWORD), "role": role,
+                    "agent_interface": interface, "created_at": AT,
+                },
+            )  # fmt: skip
+        return 1
+
+    recording_id = await units(seed)
+    playback = RecordingPlayback(units, store, Authenticator(units), clock=lambda: AT)
+    client = TestClient(TestServer(create_app(_healthy, playback)))
+    await client.start_server()
+    yield Panel(client, units, tmp_path / "store", recording_id)
+    await client.close()
+    await units.close()
+    await engine.dispose()
+
+
+async def _healthy() -> dict[str, object]:
+    return {}
+
+
+AUDIO_URL = "/api/v1/recordings/{}/audio"
+
+
+async def test_the_agent_of_the_call_hears_it_whole_and_by_ranges(panel: Panel) -> None:
+    url = AUDIO_URL.format(panel.recording_id)
+    whole = await panel.client.get(url, headers=auth("li"))
+    assert whole.status == 200
+    assert await whole.read() == AUDIO
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    assert whole.headers["Content-Type"] == "audio/wav"
+    assert whole.headers["ETag"] == f'"{hashlib.sha256(AUDIO).hexdigest()}"'
+
+    part = await panel.client.get(url, headers={**auth("li"), "Range": "bytes=44-1043"})
+    assert part.status == 206
+    assert await part.read() == AUDIO[44:1044]
+    assert part.headers["Content-Range"] == f"bytes 44-1043/{len(AUDIO)}"
+    tail = await panel.client.get(url, headers={**auth("li"), "Range": "bytes=-10"})
+    assert (tail.status, await tail.read()) == (206, AUDIO[-10:])
+
+    audits = await panel.audits()
+    assert [(a["username"], a["outcome"], a["byte_range"]) for a in reversed(audits)] == [
+        ("li", 200, f"0-{len(AUDIO) - 1}"),
+        ("li", 206, "44-1043"),
+        ("li", 206, f"{len(AUDIO) - 10}-{len(AUDIO) - 1}"),
+    ]
+    assert all(a["recording_id"] == panel.recording_id and a["remote"] for a in audits)
+    assert audits[0]["at"].replace(tzinfo=UTC) == AT
+
+
+async def test_a_supervisor_hears_every_call(panel: Panel) -> None:
+    response = await panel.client.get(AUDIO_URL.format(panel.recording_id), headers=auth("wang"))
+    assert (response.status, await response.read()) == (200, AUDIO)
+
+
+async def test_refusals_send_no_audio_and_are_audited(panel: Panel) -> None:
+    url = AUDIO_URL.format(panel.recording_id)
+    cases = [
+        (url, {}, 401),
+        (url, auth("li", "wrong password"), 401),
+        (url, auth("nobody"), 401),
+        (url, auth("zhao"), 403),  # another agent's call
+        (AUDIO_URL.format(999), auth("wang"), 404),
+        (AUDIO_URL.format("..%2F..%2Fhotline.db"), auth("wang"), 404),
+        (AUDIO_URL.format("1%20OR%201=1"), auth("wang"), 404),
+        (url, {**auth("li"), "Range": f"bytes={len(AUDIO)}-"}, 416),
+    ]
+    for path, headers, status in cases:
+        response = await panel.client.get(path, headers=headers)
+        body = await response.read()
+        assert response.status == status, (path, headers)
+        assert AUDIO[44:200] not in body
+    unauthorised = await panel.client.get(url)
+    assert unauthorised.headers["WWW-Authenticate"].startswith("Basic")
+    refused = await panel.client.get(url, headers={**auth("li"), "Range": "bytes=99999-"})
+    assert refused.headers["Content-Range"] == f"bytes */{len(AUDIO)}"
+
+    outcomes = [(a["username"], a["outcome"]) for a in reversed(await panel.audits())]
+    assert outcomes[:8] == [
+        ("", 401), ("", 401), ("", 401), ("zhao", 403),
+        ("wang", 404), ("wang", 404), ("wang", 404), ("li", 416),
+    ]  # fmt: skip
+
+
+async def test_a_file_gone_from_the_store_is_a_404_not_a_crash(panel: Panel) -> None:
+    for stored in panel.store_root.glob("*/*/*/*.wav"):
+        stored.unlink()
+    response = await panel.client.get(AUDIO_URL.format(panel.recording_id), headers=auth("wang"))
+    assert response.status == 404
+    assert (await panel.audits())[0]["byte_range"] == "missing"
