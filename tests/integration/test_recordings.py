@@ -8,18 +8,23 @@ Debian's asterisk-core-sounds-en (converted to u-law by Asterisk) as RTP.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import shutil
 import sqlite3
 import struct
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from recording.wav import HEADER_READ_BYTES, parse_wav_header
-from tests.integration.bridge import RunningBridge, start_bridge
+from tests.integration.bridge import RunningBridge, hotline_env, start_bridge
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +64,35 @@ async def ingest_counter_reaches(bridge: RunningBridge, name: str, value: int) -
     while bridge.health()["recordings"].get(name, 0) < value:
         assert time.monotonic() < deadline, f"ingest counter {name} < {value}\n{bridge.log_tail()}"
         await asyncio.sleep(0.2)
+
+
+PASSWORD = "test bed password"
+
+
+def add_user(bridge: RunningBridge, name: str, role: str, agent: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hotline.cli", "users", "add", name, "--role", role,
+         "--agent", agent, "--password-stdin"],
+        input=PASSWORD + "\n",
+        env=hotline_env(bridge.database),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def http_get(bridge: RunningBridge, path: str, user: str, **headers: str) -> tuple[int, bytes]:
+    token = base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{bridge.web_port}{path}",
+        headers={"Authorization": f"Basic {token}", **headers},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (http, above)
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 def seconds_between(start: str, end: str) -> float:
@@ -114,6 +148,22 @@ async def test_an_answered_call_is_recorded_with_its_talk_time_hash_call_and_tic
         assert recording["format"] == "wav/pcm/8000/1/16"
         assert loudness(stored) > 300, "the agent's speech is not in the recording"
         assert spool_files(asterisk, row["uniqueid"]) == []  # moved, not copied
+
+        # Played back by the running bridge: the agent who took the call, by ranges; not the
+        # other agent; every request in the audit log.
+        add_user(bridge, "li", "agent", "PJSIP/agent1")
+        add_user(bridge, "zhao", "agent", "PJSIP/agent2")
+        url = f"/api/v1/recordings/{recording['id']}/audio"
+        assert http_get(bridge, url, "li") == (200, stored)
+        status, head = http_get(bridge, url, "li", Range="bytes=0-43")
+        assert (status, head) == (206, stored[:44])
+        assert http_get(bridge, url, "zhao")[0] == 403
+        audits = bridge.rows("SELECT username, outcome FROM recording_access ORDER BY id")
+        assert [(a["username"], a["outcome"]) for a in audits] == [
+            ("li", 200),
+            ("li", 206),
+            ("zhao", 403),
+        ]
     finally:
         assert bridge.stop() == 0, bridge.log_tail()
 
