@@ -72,3 +72,18 @@ async def throwaway_postgres() -> AsyncIterator[str]:
 async def postgres_url() -> AsyncIterator[str]:
     async with throwaway_postgres() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated database: a SQLite file, then a throwaway database on the real PostgreSQL."""
+    from hotline.storage import upgrade_database
+
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/hotline.db"
+        await upgrade_database(url)
+        yield url
+        return
+    async with throwaway_postgres() as url:
+        await upgrade_database(url)
+        yield url

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import insert
 
-from hotline.storage import Transactions, create_engine, transactions_for, upgrade_database
+from hotline.storage import Transactions, create_engine, transactions_for
 from queue_stats.journal import CallRow
 from recording.db import access_log, add_recording
 from recording.store import DirectoryStore
@@ -91,10 +91,8 @@ class Panel:
 
 
 @pytest.fixture
-async def panel(tmp_path: Path) -> AsyncIterator[Panel]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
-    await upgrade_database(url)
-    engine = create_engine(url)
+async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
+    engine = create_engine(database)
     units = transactions_for(engine)
     store = DirectoryStore(tmp_path / "store")
     source = tmp_path / "call.wav"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import recording.ingest as ingest_module
-from hotline.storage import Transactions, create_engine, transactions_for, upgrade_database
+from hotline.storage import Transactions, create_engine, transactions_for
 from recording.db import recordings_of
 from recording.ingest import QUARANTINE, RecordingIngest, list_spool
 from recording.naming import RecordingName
@@ -46,10 +46,8 @@ def speech(seconds: float) -> bytes:
 
 
 @pytest.fixture
-async def bed(tmp_path: Path) -> AsyncIterator[Bed]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
-    await upgrade_database(url)
-    engine = create_engine(url)
+async def bed(tmp_path: Path, database: str) -> AsyncIterator[Bed]:
+    engine = create_engine(database)
     units = transactions_for(engine)
     yield Bed(tmp_path / "spool", DirectoryStore(tmp_path / "store"), units)
     await units.close()

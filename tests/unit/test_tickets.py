@@ -27,7 +27,6 @@ from ivr_bypass.directory import DirectoryError, EnterpriseDirectory
 from ivr_bypass.router import Router, free_agents_in
 from queue_stats.calls import CallOutcome, CallRecord
 from queue_stats.journal import CallJournal
-from tests.conftest import throwaway_postgres
 from tickets.model import (
     ALLOWED_MOVES,
     OPEN_STATUSES,
@@ -83,18 +82,6 @@ def test_ticket_numbers_round_trip_and_refuse_garbage() -> None:
 @pytest.fixture
 async def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path}/hotline.db"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/hotline.db"
-        await upgrade_database(url)
-        yield url
-        return
-    async with throwaway_postgres() as url:
-        await upgrade_database(url)
-        yield url
 
 
 @pytest.fixture
