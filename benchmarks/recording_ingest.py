@@ -444,9 +444,9 @@ def print_report(
         f"the rest {other:.1f} s (listing, headers, unlinks, thread hops)"
     )
     print(
-        f"reference: {reference.batches} batches of <= {BATCH_FILES:,} files / "
-        f"{BATCH_BYTES / GB:g} GB from the store: `cp -t ref/ FILES`, `sync FILES`, "
-        "`sha256sum FILES` on the copies"
+        f"reference: the stored files in {reference.batches} batch(es) of <= {BATCH_FILES:,} "
+        f"files / {BATCH_BYTES / GB:g} GB, each `cp -t ref/ FILES`, `sync FILES`, "
+        "`sha256sum FILES` on the copies, then the copies deleted (not timed)"
     )
     print(
         f"  cp {reference.cp_seconds:.1f} s, sync {reference.sync_seconds:.1f} s, "
