@@ -118,6 +118,15 @@ def key_is_recorded(connection: Connection, key: str) -> bool:
     return connection.execute(select(_TABLE.c.id).where(_TABLE.c.key == key)).first() is not None
 
 
+def recorded_keys(connection: Connection, keys: Sequence[str]) -> set[str]:
+    """Which of ``keys`` already have a row (looked up in slices: bound-parameter limits)."""
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):
+        query = select(_TABLE.c.key).where(_TABLE.c.key.in_(list(keys[start : start + 500])))
+        found.update(connection.execute(query).scalars())
+    return found
+
+
 def add_recording(connection: Connection, values: dict[str, object]) -> bool:
     """Insert unless an earlier run already recorded the key; True if new.
 

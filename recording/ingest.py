@@ -19,7 +19,6 @@ thread; database work goes through the ``Transactions`` port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections import Counter
@@ -31,7 +30,7 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 
 from hotline.storage import Transactions
-from recording.db import add_recording, key_is_recorded
+from recording.db import add_recording, recorded_keys
 from recording.naming import (
     IN_PROGRESS_SUFFIX,
     RecordingName,
@@ -136,12 +135,7 @@ class RecordingIngest:
         self.units = units
         self.clock = clock
         self.counters: Counter[str] = Counter()
-        self._wake = asyncio.Event()
         self._reported: set[Path] = set()
-
-    def wake(self) -> None:
-        """A call ended: scan now rather than at the next tick."""
-        self._wake.set()
 
     async def ingest_pending(self) -> Counter[str]:
         """One pass over the spool; returns what happened to each file in this pass."""
@@ -152,17 +146,21 @@ class RecordingIngest:
             if path not in self._reported:
                 self._reported.add(path)
                 log.warning("not a recording name, left alone in the spool: %s", path)
+        if not listing.finished:
+            return Counter()
+        keys = [file.key for file in listing.finished]
+        recorded = await self.units(lambda connection: recorded_keys(connection, keys))
         outcomes: Counter[str] = Counter()
         for file in listing.finished:
-            outcome = await self.ingest(file)
+            outcome = await self.ingest(file, recorded=file.key in recorded)
             outcomes[outcome] += 1
             self.counters[outcome] += 1
         return outcomes
 
-    async def ingest(self, file: SpoolFile) -> str:
-        """Steps 1 to 5 for one file: ``stored``, ``already-stored``, ``no-audio`` or
-        ``quarantined``."""
-        if await self.units(lambda connection: key_is_recorded(connection, file.key)):
+    async def ingest(self, file: SpoolFile, *, recorded: bool) -> str:
+        """Steps 1 to 5 for one file (``recorded``: step 1's answer, looked up for the whole
+        pass at once): ``stored``, ``already-stored``, ``no-audio`` or ``quarantined``."""
+        if recorded:
             await asyncio.to_thread(_unlink, file.path)
             return "already-stored"
         try:
@@ -194,7 +192,7 @@ class RecordingIngest:
         return "stored"
 
     async def run(self, every: float = 1.0) -> None:
-        """Scan every ``every`` seconds (or when woken) until cancelled; errors are retried."""
+        """Scan every ``every`` seconds until cancelled; a failed pass is retried at the next."""
         while True:
             try:
                 await self.ingest_pending()
@@ -202,9 +200,7 @@ class RecordingIngest:
             except Exception:  # a full disk or a lost database: keep the files, try again
                 self.counters["errors"] += 1
                 log.exception("recording ingest pass failed; the spool files stay for the next")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=every)
+            await asyncio.sleep(every)
 
 
 def iter_quarantine(spool: Path) -> Iterator[Path]:
