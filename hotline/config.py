@@ -6,6 +6,8 @@ naming the setting the operator has to fix. Secrets are ``SecretStr`` so they ne
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import tomllib
 import zoneinfo
@@ -79,6 +81,14 @@ class Settings(BaseSettings):
     calendar_official: bool = True
     calendar_extra_holidays: tuple[date, ...] = ()
     calendar_extra_workdays: tuple[date, ...] = ()
+    # The web side: the key that encrypts and signs session cookies (empty: a new one at every
+    # start, so logins end with a restart), cookies only over HTTPS, the /metrics token, and the
+    # first admin (created at start when no user of that name exists).
+    session_secret: SecretStr = SecretStr("")
+    secure_cookies: bool = False
+    metrics_token: SecretStr = SecretStr("")
+    admin_user: str = ""
+    admin_password: SecretStr = SecretStr("")
     # Outbound CTI events (newCall/answer/hangup) for another ticket system; empty URL: off.
     webhook_url: str = ""
     webhook_secret: SecretStr = SecretStr("")
@@ -128,6 +138,27 @@ class Settings(BaseSettings):
             raise ValueError(f"{min(clash)} is also listed in calendar_extra_holidays")
         return value
 
+    @field_validator("session_secret")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret:
+            try:
+                if len(base64.urlsafe_b64decode(secret.encode())) != 32:
+                    raise ValueError
+            except (ValueError, binascii.Error):
+                raise ValueError(
+                    "must be 32 url-safe base64 bytes (python -c 'from cryptography.fernet "
+                    "import Fernet; print(Fernet.generate_key().decode())')"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _first_admin(self) -> Settings:
+        if bool(self.admin_user) != bool(self.admin_password.get_secret_value()):
+            raise ValueError("admin_user and admin_password go together")
+        return self
+
     @model_validator(mode="after")
     def _signed_webhook(self) -> Settings:
         if self.webhook_url and not self.webhook_secret.get_secret_value():
@@ -167,6 +198,8 @@ class Settings(BaseSettings):
         shown = self.model_dump(mode="json")
         shown["ami_secret"] = "***" if self.ami_secret.get_secret_value() else ""
         shown["webhook_secret"] = "***" if self.webhook_secret.get_secret_value() else ""
+        for name in ("session_secret", "metrics_token", "admin_password"):
+            shown[name] = "***" if getattr(self, name).get_secret_value() else ""
         shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
         if self.redis_url:
             shown["redis_url"] = make_url(self.redis_url).render_as_string(hide_password=True)

@@ -21,6 +21,7 @@ from ivr_bypass.directory import DirectoryError, EnterpriseDirectory
 from tickets.model import TicketError, TicketStatus
 from tickets.sla import SlaReport, on_time_rate, sla_report
 from tickets.store import Ticket, TicketEdit, TicketStore
+from tickets.views import call_json, local_time, sla_verdict, ticket_json
 
 EXIT_BAD_INPUT = 2
 
@@ -151,32 +152,21 @@ async def _tickets(store: TicketStore, settings: Settings, args: argparse.Namesp
         if args.overdue:
             rows = [(t, r) for t, r in rows if r.on_time is False and t.is_open][: args.limit]
         if args.json:
-            print(json.dumps([_ticket_json(t, r, zone) for t, r in rows], ensure_ascii=False))
+            print(json.dumps([ticket_json(t, r, zone) for t, r in rows], ensure_ascii=False))
         else:
             print(f"{'ticket':<24}{'status':<11}{'caller':<14}{'owner':<16}{'opened':<18}sla")
             for ticket, sla in rows:
                 print(
                     f"{ticket.number:<24}{ticket.status:<11}{ticket.caller_number or '-':<14}"
-                    f"{ticket.owner_agent or '-':<16}{_local(ticket.opened_at, zone):<18}"
-                    f"{_verdict(sla)}"
+                    f"{ticket.owner_agent or '-':<16}{local_time(ticket.opened_at, zone):<18}"
+                    f"{sla_verdict(sla)}"
                 )
         return 0
     if args.action == "show":
         ticket = await store.get(args.number)
         calls = await store.calls_of(ticket.number)
-        document = _ticket_json(ticket, report(ticket), zone)
-        document["calls"] = [
-            {
-                "uniqueid": c.uniqueid,
-                "started_at": _local(c.started_at, zone),
-                "outcome": c.outcome,
-                "queue": c.queue,
-                "agent": c.agent_interface,
-                "hold_seconds": c.hold_seconds,
-                "talk_seconds": c.talk_seconds,
-            }
-            for c in calls
-        ]
+        document = ticket_json(ticket, report(ticket), zone)
+        document["calls"] = [call_json(call, zone) for call in calls]
         if args.json:
             print(json.dumps(document, ensure_ascii=False))
         else:
@@ -229,43 +219,3 @@ async def _tickets(store: TicketStore, settings: Settings, args: argparse.Namesp
             f"{summary['late']} late; on-time rate {shown}"
         )
     return 0
-
-
-def _local(at: datetime | None, zone: Any) -> str:
-    return "" if at is None else at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-
-
-def _verdict(report: SlaReport) -> str:
-    if report.on_time is None:
-        return "running"
-    if report.on_time:
-        return "on time"
-    late = [c.name.value for c in report.clocks if c.state.value in ("missed", "overdue")]
-    return "late: " + ",".join(late)
-
-
-def _ticket_json(ticket: Ticket, report: SlaReport, zone: Any) -> dict[str, Any]:
-    return {
-        "number": ticket.number,
-        "status": ticket.status.value,
-        "caller_number": ticket.caller_number,
-        "caller_name": ticket.caller_name,
-        "category": ticket.category,
-        "description": ticket.description,
-        "owner_agent": ticket.owner_agent,
-        "department": ticket.department,
-        "emergency": ticket.emergency,
-        "satisfaction": ticket.satisfaction,
-        "opened_at": _local(ticket.opened_at, zone),
-        "signed_at": _local(ticket.signed_at, zone) or None,
-        "on_time": report.on_time,
-        "clocks": [
-            {
-                "name": clock.name.value,
-                "due": _local(clock.due, zone),
-                "done_at": _local(clock.done_at, zone) or None,
-                "state": clock.state.value,
-            }
-            for clock in report.clocks
-        ],
-    }

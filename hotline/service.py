@@ -30,7 +30,7 @@ from ami.client import AmiClient
 from ami.replay import ReplayClock, replay
 from hotline.bus import Bus, create_bus
 from hotline.config import Settings
-from hotline.domain import build_router, routing_rules
+from hotline.domain import build_router, routing_rules, sla_policy, working_calendar
 from hotline.storage import (
     Transactions,
     create_engine,
@@ -50,11 +50,16 @@ from recording.ingest import RecordingIngest
 from recording.store import DirectoryStore
 from tickets.cti import CtiNotifier
 from tickets.service import TicketService
+from tickets.sla import sla_report
 from tickets.store import TicketStore
 from tickets.webhook import WebhookSender
-from web.app import create_app
+from web.api import PanelApi
+from web.app import WebParts, create_app
+from web.live import LiveHub
+from web.metrics import Metrics
 from web.recordings import RecordingPlayback
-from web.users import Authenticator
+from web.sessions import SessionCodec
+from web.users import Authenticator, ensure_first_admin
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +82,11 @@ class Bridge:
     replay_speed: float
     tickets: TicketService
     recordings: RecordingIngest
-    playback: RecordingPlayback
+    store: DirectoryStore
+    ticket_store: TicketStore
     webhook: WebhookSender | None = None
     routing_counters: Counter[str] = field(default_factory=Counter)
+    web: WebParts = field(init=False)
 
     async def health(self) -> dict[str, Any]:
         if self.ami is not None:
@@ -168,8 +175,9 @@ def build_bridge(
     pipeline = build_pipeline(settings, clock)
     sessions = session_factory(engine)
     units = transactions_for(engine)
+    ticket_store = TicketStore(sessions, settings.zone, settings.ticket_prefix, units)
     tickets = TicketService(
-        TicketStore(sessions, settings.zone, settings.ticket_prefix, units),
+        ticket_store,
         bus,
         match_days=settings.ticket_match_days,
         clock=clock,
@@ -214,8 +222,7 @@ def build_bridge(
         _watch_ami(ami, queues)
     store = DirectoryStore(settings.recordings_dir)
     recordings = RecordingIngest(settings.recordings_spool, store, units)
-    playback = RecordingPlayback(units, store, Authenticator(units))
-    return Bridge(
+    bridge = Bridge(
         settings=settings,
         engine=engine,
         units=units,
@@ -228,9 +235,42 @@ def build_bridge(
         replay_speed=replay_speed,
         tickets=tickets,
         recordings=recordings,
-        playback=playback,
+        store=store,
+        ticket_store=ticket_store,
         webhook=webhook,
         routing_counters=routing_counters,
+    )
+    bridge.web = build_web(bridge, clock)
+    return bridge
+
+
+def build_web(bridge: Bridge, clock: Callable[[], datetime]) -> WebParts:
+    """The panel's parts over the bridge's database, bus, tickets and recordings."""
+    settings, units, bus = bridge.settings, bridge.units, bridge.bus
+    policy, calendar, zone = sla_policy(settings), working_calendar(settings), settings.zone
+
+    async def stats() -> dict[str, Any] | None:
+        return await bus.load_snapshot(SNAPSHOT_KEY)
+
+    secret = settings.session_secret.get_secret_value()
+    if not secret:
+        log.warning("no HOTLINE_SESSION_SECRET: web logins end when this process stops")
+    return WebParts(
+        health=bridge.health,
+        sessions=SessionCodec(secret or None),
+        authenticator=Authenticator(units),
+        secure_cookies=settings.secure_cookies,
+        playback=RecordingPlayback(units, bridge.store),
+        api=PanelApi(
+            bridge.ticket_store,
+            units,
+            zone,
+            lambda ticket, now: sla_report(ticket.clock_facts(), now, policy, calendar, zone),
+            stats,
+            clock=clock,
+        ),
+        live=LiveHub(bus, stats),
+        metrics=Metrics(bridge.health, stats, settings.metrics_token.get_secret_value()),
     )
 
 
@@ -280,6 +320,10 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
     settings = bridge.settings
     log.info("starting with %s", settings.redacted())
     await upgrade_database(settings.database_url)
+    if settings.admin_user and await ensure_first_admin(
+        bridge.units, settings.admin_user, settings.admin_password.get_secret_value()
+    ):
+        log.info("created the first admin, %s", settings.admin_user)
     await bridge.queues.load_today()
     tasks: list[asyncio.Task[Any]] = [
         asyncio.create_task(bridge.queues.run_writer(), name="journal-writer"),
@@ -292,7 +336,7 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
     if bridge.webhook is not None:
         tasks.append(asyncio.create_task(bridge.webhook.run(), name="webhook"))
     await bridge.agi.start()
-    runner = web.AppRunner(create_app(bridge.health, bridge.playback), access_log=None)
+    runner = web.AppRunner(create_app(bridge.web), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.web_host, settings.web_port)
     await site.start()

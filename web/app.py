@@ -1,18 +1,27 @@
-"""aiohttp application factory. The composition root passes in what the routes need."""
+"""aiohttp application factory. The composition root builds the parts and passes them in."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from web import auth
+from web.api import PanelApi
+from web.live import LiveHub
+from web.metrics import Metrics
 from web.recordings import RecordingPlayback
+from web.sessions import LoginThrottle, SessionCodec
+from web.users import Authenticator
 
 HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
 
 HEALTH_PROBE = web.AppKey("health_probe", HealthProbe)
 VITAL_PARTS = ("ami", "database", "bus", "agi")
+STATIC_DIR = Path(__file__).with_name("static")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -22,12 +31,47 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": healthy, **report}, status=200 if healthy else 503)
 
 
-def create_app(
-    health_probe: HealthProbe, playback: RecordingPlayback | None = None
-) -> web.Application:
-    app = web.Application()
-    app[HEALTH_PROBE] = health_probe
-    app.router.add_get("/healthz", healthz)
-    if playback is not None:
-        playback.add_routes(app)
+@dataclass
+class WebParts:
+    """Everything the web side serves; the optional parts add their routes when present."""
+
+    health: HealthProbe
+    sessions: SessionCodec
+    authenticator: Authenticator
+    secure_cookies: bool = False
+    playback: RecordingPlayback | None = None
+    api: PanelApi | None = None
+    live: LiveHub | None = None
+    metrics: Metrics | None = None
+
+
+def _page(name: str) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
+    async def page(request: web.Request) -> web.FileResponse:
+        response = web.FileResponse(STATIC_DIR / name)
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+            "media-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    return page
+
+
+def create_app(parts: WebParts) -> web.Application:
+    app = web.Application(middlewares=[auth.identity_middleware], client_max_size=1 << 20)
+    app[HEALTH_PROBE] = parts.health
+    app[auth.SESSIONS] = parts.sessions
+    app[auth.AUTHENTICATOR] = parts.authenticator
+    app[auth.THROTTLE] = LoginThrottle()
+    app[auth.SECURE_COOKIES] = parts.secure_cookies
+    app.router.add_get("/healthz", healthz, name="healthz")
+    auth.add_routes(app)
+    for part in (parts.playback, parts.api, parts.live, parts.metrics):
+        if part is not None:
+            part.add_routes(app)
+    if STATIC_DIR.is_dir():
+        app.router.add_get("/", _page("panel.html"), name="panel")
+        app.router.add_get("/login", _page("login.html"), name="login-page")
+        app.router.add_static("/static", STATIC_DIR, name="static")
     return app

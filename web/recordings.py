@@ -1,16 +1,15 @@
 """Playback of recordings over HTTP: who may hear what, byte ranges, and the audit log.
 
-``GET /api/v1/recordings/{id}/audio`` streams one recording through the store port (never a path
-from the request), honouring a single ``Range`` so a browser's audio element can seek. Every
-request that names a recording is written to ``recording_access``, refusals included: who, which,
-when, from where, which bytes and the status given.
+``GET /api/v1/recordings/{id}/audio`` (a session cookie or HTTP Basic) streams one recording
+through the store port (never a path from the request), honouring a single ``Range`` so a
+browser's audio element can seek. Every request that names a recording is written to
+``recording_access``, refusals included: who, which, when, from where, which bytes and the
+status given.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import re
 from collections.abc import Callable
@@ -23,7 +22,8 @@ from aiohttp import web
 from hotline.storage import Transactions
 from recording.db import Recording, log_access, recording_by_id
 from recording.store import CHUNK_BYTES, RecordingStore
-from web.users import Authenticator, User
+from web.auth import USER
+from web.users import User
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,6 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return first, min(last, size - 1)
 
 
-def basic_credentials(header: str | None) -> tuple[str, str] | None:
-    if not header or not header.startswith("Basic "):
-        return None
-    try:
-        decoded = base64.b64decode(header[6:], validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    username, colon, password = decoded.partition(":")
-    return (username, password) if colon else None
-
-
 @dataclass(frozen=True, slots=True)
 class Verdict:
     status: int
@@ -94,21 +83,21 @@ class RecordingPlayback:
         self,
         units: Transactions,
         store: RecordingStore,
-        authenticator: Authenticator,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.units = units
         self.store = store
-        self.authenticator = authenticator
         self.clock = clock
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/api/v1/recordings/{recording_id}/audio", self.audio)
+        # Open to the login middleware: this handler refuses (and audits) anonymous callers.
+        app.router.add_get(
+            "/api/v1/recordings/{recording_id}/audio", self.audio, name="recording-audio"
+        )
 
     async def _decide(self, request: web.Request) -> Verdict:
-        credentials = basic_credentials(request.headers.get("Authorization"))
-        user = await self.authenticator.check(*credentials) if credentials else None
-        if user is None:
+        user = request.get(USER)  # from a session or HTTP Basic: see web.auth
+        if not isinstance(user, User):
             return Verdict(401)
         requested = request.match_info["recording_id"]
         if not _RECORDING_ID.fullmatch(requested):

@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from sqlalchemy import Connection, DateTime, Integer, String, delete, insert, select, update
@@ -178,3 +178,28 @@ class Authenticator:
 def _dummy_hash() -> str:
     """An unknown name costs as much as a wrong password, so names cannot be probed by timing."""
     return hash_password(secrets.token_urlsafe(16))
+
+
+def _add_if_missing(connection: Connection, values: dict[str, object]) -> bool:
+    table = UserRow.__table__
+    found = connection.execute(
+        select(table.c.id).where(table.c.username == values["username"])
+    ).first()
+    if found is not None:
+        return False
+    connection.execute(insert(table).values(**values))
+    return True
+
+
+async def ensure_first_admin(units: Transactions, username: str, password: str) -> bool:
+    """``HOTLINE_ADMIN_USER``/``_PASSWORD``: create that admin unless the name exists (an
+    existing user keeps the password set with ``hotline users``); True if created."""
+    check_new_user(username, Role.ADMIN.value, None, password)
+    values = {
+        "username": username,
+        "password_hash": await asyncio.to_thread(hash_password, password),
+        "role": Role.ADMIN.value,
+        "agent_interface": None,
+        "created_at": datetime.now(UTC),
+    }
+    return await units(lambda connection: _add_if_missing(connection, values))

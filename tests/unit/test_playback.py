@@ -18,8 +18,9 @@ from queue_stats.journal import CallRow
 from recording.db import access_log, add_recording
 from recording.store import DirectoryStore
 from recording.wav import wav_header
-from web.app import create_app
-from web.recordings import RangeNotSatisfiable, RecordingPlayback, basic_credentials, byte_range
+from web.app import WebParts, create_app
+from web.recordings import RangeNotSatisfiable, RecordingPlayback, byte_range
+from web.sessions import SessionCodec, basic_credentials
 from web.users import Authenticator, User, hash_password, password_matches, save_user
 
 AT = datetime(2026, 12, 2, 9, 30, tzinfo=UTC)
@@ -133,8 +134,13 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
         return 1
 
     recording_id = await units(seed)
-    playback = RecordingPlayback(units, store, Authenticator(units), clock=lambda: AT)
-    client = TestClient(TestServer(create_app(_healthy, playback)))
+    parts = WebParts(
+        _healthy,
+        SessionCodec(None),
+        Authenticator(units),
+        playback=RecordingPlayback(units, store, clock=lambda: AT),
+    )
+    client = TestClient(TestServer(create_app(parts)))
     await client.start_server()
     yield Panel(client, units, tmp_path / "store", recording_id)
     await client.close()

@@ -1,0 +1,361 @@
+"""The panel's HTTP side over real sockets (aiohttp's test server), a real database and bus.
+
+Login and sessions, CSRF, rate limits, roles, the ticket and call API, the live WebSocket,
+/metrics, and the pages' refusal to put caller text into HTML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import insert
+
+from hotline.bus import InProcessBus
+from hotline.storage import create_engine, session_factory, transactions_for
+from queue_stats.journal import CallRow
+from queue_stats.service import SNAPSHOT_KEY
+from tickets.sla import SlaPolicy, WorkingCalendar, sla_report
+from tickets.store import TicketStore
+from web.api import PanelApi
+from web.app import STATIC_DIR, WebParts, create_app
+from web.live import LiveHub
+from web.metrics import Metrics, prometheus_text
+from web.sessions import COOKIE_NAME, SessionCodec
+from web.users import Authenticator, hash_password, save_user
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+NOW = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
+PASSWORD = "panel test password"
+CALLER_NAME = '<script>alert("x")</script>'
+SNAPSHOT = {
+    "seq": 7,
+    "queues": {"hotline": {"offered": 40, "answered": 22, "abandoned": 18, "answer_rate": 0.6471}},
+    "agents": {"PJSIP/agent1": {"name": "Agent One", "state": "idle"}},
+    "pbx": {"up": True, "since": 1796215475.0},
+}
+
+
+@dataclass
+class Panel:
+    client: TestClient
+    bus: InProcessBus
+    tickets: dict[str, str]
+
+    async def login(self, username: str, password: str = PASSWORD) -> dict:
+        response = await self.client.post(
+            "/api/v1/login", json={"username": username, "password": password}
+        )
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def health() -> dict[str, object]:
+    return {"ami": {"up": True, "reconnects": 2}, "agi": {"up": True, "port": 4573, "routed": 9}}
+
+
+@pytest.fixture
+async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
+    engine = create_engine(database)
+    units = transactions_for(engine)
+    store = TicketStore(session_factory(engine), SHANGHAI, units=units)
+    mine = await store.create("13800138000", NOW, caller_name=CALLER_NAME)
+    theirs = await store.create("13900139000", NOW)
+    await store.sign(mine, "PJSIP/agent1", NOW)
+    await store.sign(theirs, "PJSIP/agent2", NOW)
+
+    def seed(connection) -> None:  # type: ignore[no-untyped-def]
+        for uniqueid, agent, ticket in (
+            ("1.1", "PJSIP/agent1", mine),
+            ("1.2", "PJSIP/agent2", theirs),
+        ):
+            connection.execute(
+                insert(CallRow.__table__).values(
+                    uniqueid=uniqueid, linkedid=uniqueid, channel="PJSIP/citizens-1",
+                    caller_number="13800138000", caller_name=CALLER_NAME, dialled_number="12345",
+                    agent_interface=agent, started_at=NOW, outcome="answered", ticket=ticket,
+                )
+            )  # fmt: skip
+        for name, role, interface in (
+            ("li", "agent", "PJSIP/agent1"),
+            ("wang", "supervisor", None),
+        ):
+            save_user(
+                connection,
+                {
+                    "username": name, "password_hash": hash_password(PASSWORD), "role": role,
+                    "agent_interface": interface, "created_at": NOW,
+                },
+            )  # fmt: skip
+
+    await units(seed)
+    bus = InProcessBus()
+    policy, calendar = SlaPolicy(), WorkingCalendar()
+
+    async def stats() -> dict | None:
+        return await bus.load_snapshot(SNAPSHOT_KEY)
+
+    api = PanelApi(
+        store,
+        units,
+        SHANGHAI,
+        lambda ticket, now: sla_report(ticket.clock_facts(), now, policy, calendar, SHANGHAI),
+        stats,
+        clock=lambda: NOW,
+    )
+    parts = WebParts(
+        health,
+        SessionCodec(SessionCodec.new_secret()),
+        Authenticator(units),
+        api=api,
+        live=LiveHub(bus, stats),
+        metrics=Metrics(health, stats),
+    )
+    client = TestClient(TestServer(create_app(parts)))
+    await client.start_server()
+    yield Panel(client, bus, {"mine": mine, "theirs": theirs})
+    await client.close()
+    await units.close()
+    await engine.dispose()
+
+
+async def test_a_login_gives_an_http_only_strict_cookie_and_a_csrf_token(panel: Panel) -> None:
+    response = await panel.client.post(
+        "/api/v1/login", json={"username": "wang", "password": PASSWORD}
+    )
+    assert response.status == 200
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith(f"{COOKIE_NAME}=") and "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert PASSWORD not in cookie and "supervisor" not in cookie  # encrypted, not just signed
+    body = await response.json()
+    assert body["user"] == {"username": "wang", "role": "supervisor", "agent": None}
+    who = await (await panel.client.get("/api/v1/session")).json()
+    assert who["csrf"] == body["csrf"] and len(body["csrf"]) >= 24
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"username": "wang", "password": "wrong"}, 401),
+        ({"username": "nobody", "password": PASSWORD}, 401),
+        ({"username": "wang"}, 400),
+        ({"username": 5, "password": []}, 400),
+        ("not json", 400),
+    ],
+)
+async def test_bad_logins_are_refused(panel: Panel, body: object, status: int) -> None:
+    if isinstance(body, str):
+        response = await panel.client.post("/api/v1/login", data=body)
+    else:
+        response = await panel.client.post("/api/v1/login", json=body)
+    assert response.status == status
+    assert "Set-Cookie" not in response.headers
+
+
+async def test_failed_logins_are_rate_limited_before_the_password_is_checked(
+    panel: Panel,
+) -> None:
+    for _ in range(5):
+        wrong = await panel.client.post(
+            "/api/v1/login", json={"username": "wang", "password": "guess"}
+        )
+        assert wrong.status == 401
+    blocked = await panel.client.post(
+        "/api/v1/login", json={"username": "wang", "password": PASSWORD}
+    )
+    assert blocked.status == 429
+    assert 0 < int(blocked.headers["Retry-After"]) <= 301
+
+
+async def test_everything_but_health_metrics_and_login_needs_a_login(panel: Panel) -> None:
+    for path in ("/api/v1/stats", "/api/v1/tickets", "/api/v1/calls", "/api/v1/session"):
+        response = await panel.client.get(path)
+        assert response.status == 401, path
+        assert (await response.json())["error"] == "login required"
+    page = await panel.client.get("/", allow_redirects=False)
+    assert (page.status, page.headers["Location"]) == (302, "/login")
+    assert (await panel.client.get("/login")).status == 200
+    assert (await panel.client.get("/healthz")).status == 200
+    assert (await panel.client.get("/metrics")).status == 200
+    assert (await panel.client.get("/static/panel.js")).status == 200
+
+
+async def test_a_forged_or_logged_out_cookie_is_nobody(panel: Panel) -> None:
+    session = await panel.login("wang")
+    cookie = panel.client.session.cookie_jar.filter_cookies(panel.client.make_url("/"))
+    value = cookie[COOKIE_NAME].value
+    panel.client.session.cookie_jar.clear()
+
+    async def status_with(cookie_value: str) -> int:
+        headers = {"Cookie": f"{COOKIE_NAME}={cookie_value}"}
+        return (await panel.client.get("/api/v1/tickets", headers=headers)).status
+
+    assert await status_with(value) == 200
+    forged = value[:-6] + ("A" if value[-6] != "A" else "B") + value[-5:]
+    assert await status_with(forged) == 401
+    assert await status_with("not-a-session") == 401
+    out = await panel.client.post(
+        "/api/v1/logout",
+        headers={"Cookie": f"{COOKIE_NAME}={value}", "X-CSRF-Token": session["csrf"]},
+    )
+    assert out.status == 200
+    assert await status_with(value) == 401  # replayed after the logout
+
+
+async def test_changes_with_a_cookie_need_the_csrf_token(panel: Panel) -> None:
+    session = await panel.login("wang")
+    url = f"/api/v1/tickets/{panel.tickets['theirs']}"
+    refused = await panel.client.patch(url, json={"category": "roads"})
+    assert refused.status == 403 and "CSRF" in (await refused.json())["error"]
+    wrong = await panel.client.patch(url, json={"category": "roads"}, headers={"X-CSRF-Token": "x"})
+    assert wrong.status == 403
+    done = await panel.client.patch(
+        url, json={"category": "roads"}, headers={"X-CSRF-Token": session["csrf"]}
+    )
+    assert done.status == 200 and (await done.json())["category"] == "roads"
+
+
+async def test_scripts_use_basic_auth_without_csrf(panel: Panel) -> None:
+    token = base64.b64encode(f"wang:{PASSWORD}".encode()).decode()
+    url = f"/api/v1/tickets/{panel.tickets['mine']}"
+    response = await panel.client.patch(
+        url, json={"status": "contacted"}, headers={"Authorization": f"Basic {token}"}
+    )
+    assert response.status == 200, await response.text()
+    assert (await response.json())["status"] == "contacted"
+
+
+async def test_tickets_list_filters_and_detail(panel: Panel) -> None:
+    await panel.login("wang")
+    everything = await (await panel.client.get("/api/v1/tickets")).json()
+    assert {t["number"] for t in everything} == set(panel.tickets.values())
+    found = await panel.client.get("/api/v1/tickets", params={"caller": "+86 138 0013 8000"})
+    mine = await found.json()
+    assert [t["number"] for t in mine] == [panel.tickets["mine"]]
+    assert mine[0]["caller_name"] == CALLER_NAME  # kept as text; the page shows it as text
+    assert mine[0]["clocks"] and mine[0]["status"] == "signed"
+    for query in ("status=lost", "limit=0", "limit=x", "since=yesterday"):
+        response = await panel.client.get(f"/api/v1/tickets?{query}")
+        assert response.status == 400, query
+        assert (await response.json())["error"]
+    detail = await (await panel.client.get(f"/api/v1/tickets/{panel.tickets['mine']}")).json()
+    assert [c["uniqueid"] for c in detail["calls"]] == ["1.1"]
+    assert detail["recordings"] == []
+    assert (await panel.client.get("/api/v1/tickets/12345-20261202-999999")).status == 404
+    assert (await panel.client.get("/api/v1/tickets/..%2F..%2Fetc")).status == 404
+
+
+async def test_an_agent_sees_own_calls_and_changes_only_own_tickets(panel: Panel) -> None:
+    session = await panel.login("li")
+    calls = await (await panel.client.get("/api/v1/calls?agent=PJSIP/agent2")).json()
+    assert [c["uniqueid"] for c in calls] == ["1.1"]  # the agent filter is forced to their own
+    theirs = f"/api/v1/tickets/{panel.tickets['theirs']}"
+    detail = await (await panel.client.get(theirs)).json()
+    assert detail["calls"] == []
+    csrf = {"X-CSRF-Token": session["csrf"]}
+    refused = await panel.client.patch(theirs, json={"category": "x"}, headers=csrf)
+    assert refused.status == 403
+    mine = f"/api/v1/tickets/{panel.tickets['mine']}"
+    bad = await panel.client.patch(mine, json={"owner_agent": "PJSIP/agent2"}, headers=csrf)
+    assert bad.status == 400 and "owner_agent" in (await bad.json())["error"]
+    impossible = await panel.client.patch(mine, json={"status": "new"}, headers=csrf)
+    assert impossible.status == 400
+    done = await panel.client.patch(
+        mine, json={"status": "contacted", "satisfaction": 5}, headers=csrf
+    )
+    assert done.status == 200
+    assert (await done.json())["status"] == "contacted"
+
+
+async def test_stats_come_from_the_bus_snapshot(panel: Panel) -> None:
+    await panel.login("wang")
+    assert (await panel.client.get("/api/v1/stats")).status == 503
+    await panel.bus.store_snapshot(SNAPSHOT_KEY, SNAPSHOT)
+    assert await (await panel.client.get("/api/v1/stats")).json() == SNAPSHOT
+
+
+async def test_live_socket_sends_the_snapshot_then_changes_and_only_own_calls_to_agents(
+    panel: Panel,
+) -> None:
+    await panel.bus.store_snapshot(SNAPSHOT_KEY, SNAPSHOT)
+    await panel.login("li")
+    async with panel.client.ws_connect("/api/v1/live") as socket:
+        first = await socket.receive_json(timeout=5)
+        assert first["type"] == "snapshot" and first["queues"] == SNAPSHOT["queues"]
+        await asyncio.sleep(0.05)  # the hub's subscriptions are live
+        await panel.bus.publish("calls", {"type": "call.finished", "agent": "PJSIP/agent2"})
+        await panel.bus.publish("calls", {"type": "call.finished", "agent": "PJSIP/agent1"})
+        await panel.bus.publish("stats", {"type": "stats.delta", "seq": 8, "queues": {}})
+        got = [await socket.receive_json(timeout=5) for _ in range(2)]
+    assert got == [
+        {"type": "call.finished", "agent": "PJSIP/agent1"},
+        {"type": "stats.delta", "seq": 8, "queues": {}},
+    ]
+
+
+async def test_live_socket_refuses_other_sites(panel: Panel) -> None:
+    await panel.login("wang")
+    response = await panel.client.get(
+        "/api/v1/live",
+        headers={
+            "Origin": "https://evil.example",
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        },
+    )
+    assert response.status == 403
+
+
+async def test_metrics_are_prometheus_text(panel: Panel) -> None:
+    await panel.bus.store_snapshot(SNAPSHOT_KEY, SNAPSHOT)
+    text = await (await panel.client.get("/metrics")).text()
+    assert 'hotline_queue_calls_offered{queue="hotline"} 40' in text
+    assert 'hotline_queue_answer_rate{queue="hotline"} 0.6471' in text
+    assert 'hotline_agents{state="idle"} 1' in text
+    assert "hotline_pbx_up 1" in text and "hotline_ami_reconnects 2" in text
+    assert "hotline_agi_routed 9" in text and "hotline_agi_port" not in text
+    for line in text.splitlines():
+        assert line.startswith("#") or re.fullmatch(r"[a-z_]+(\{[^}]*\})? -?[0-9.e+-]+", line), line
+
+
+def test_metrics_labels_are_escaped() -> None:
+    text = prometheus_text({}, {"queues": {'a"b\\c': {"offered": 1}}})
+    assert 'hotline_queue_calls_offered{queue="a\\"b\\\\c"} 1' in text
+
+
+async def test_metrics_can_require_a_token() -> None:
+    metrics = Metrics(health, lambda: asyncio.sleep(0, None), token="s3cret")
+    parts = WebParts(health, SessionCodec(None), Authenticator(None), metrics=metrics)  # type: ignore[arg-type]
+    async with TestClient(TestServer(create_app(parts))) as client:
+        assert (await client.get("/metrics")).status == 401
+        allowed = await client.get("/metrics", headers={"Authorization": "Bearer s3cret"})
+        assert allowed.status == 200
+
+
+def test_the_pages_never_put_text_into_html() -> None:
+    """Caller names and PBX text reach the page only through textContent (no HTML sinks)."""
+    for script in STATIC_DIR.glob("*.js"):
+        source = script.read_text(encoding="utf-8")
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in source, f"{script.name} uses {sink}"
+    for page in STATIC_DIR.glob("*.html"):
+        assert "<script>" not in page.read_text(encoding="utf-8"), f"inline script in {page.name}"
+
+
+async def test_pages_are_sent_with_a_strict_content_security_policy(panel: Panel) -> None:
+    response = await panel.client.get("/login")
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert json.dumps(policy).count("unsafe") == 0

@@ -1,0 +1,131 @@
+"""``WS /api/v1/live``: the statistics snapshot on connect, then every change as it is published.
+
+One subscription per bus channel serves every viewer: the hub copies each message into the
+viewers' own bounded queues. A viewer that falls behind is disconnected rather than allowed to
+slow the others; its page reconnects and starts again from a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from hotline.bus import Bus
+from web.auth import current_user
+from web.users import HEARS_EVERY_CALL
+
+log = logging.getLogger(__name__)
+
+VIEWER_QUEUE = 256
+CHANNELS = ("stats", "calls")
+# Messages of these channels are about one agent's call: an agent sees only their own.
+PER_AGENT_CHANNELS = frozenset({"calls"})
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    text: str
+    agent: str | None  # set for a message only that agent (and supervisors) may see
+
+
+class LiveHub:
+    def __init__(self, bus: Bus, snapshot: Callable[[], Awaitable[dict[str, Any] | None]]) -> None:
+        self.bus = bus
+        self.snapshot = snapshot
+        self._viewers: set[asyncio.Queue[Outgoing | None]] = set()
+        self.counters = {"viewers": 0, "sent": 0, "dropped_slow_viewers": 0}
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/v1/live", self.live, name="live")
+        app.cleanup_ctx.append(self._subscriptions)
+
+    async def _subscriptions(self, app: web.Application) -> AsyncIterator[None]:
+        tasks = [
+            asyncio.create_task(self._forward(channel), name=f"live-{channel}")
+            for channel in CHANNELS
+        ]
+        yield
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for queue in list(self._viewers):
+            queue.put_nowait(None)
+
+    async def _forward(self, channel: str) -> None:
+        while True:
+            try:
+                async for message in self.bus.subscribe(channel):
+                    text = json.dumps(message, ensure_ascii=False, default=str)
+                    agent = None
+                    if channel in PER_AGENT_CHANNELS:  # "" (nobody's call): supervisors only
+                        agent = str(message.get("agent") or "")
+                    self.broadcast(Outgoing(text, agent))
+            except Exception as error:  # the bus went away: resubscribe after a pause
+                log.warning("live %s subscription lost: %s", channel, error)
+            await asyncio.sleep(1.0)
+
+    def broadcast(self, message: Outgoing) -> None:
+        for queue in list(self._viewers):
+            try:
+                queue.put_nowait(message)
+            except asyncio.QueueFull:
+                self._viewers.discard(queue)
+                self.counters["dropped_slow_viewers"] += 1
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.get_nowait()
+                    queue.put_nowait(None)
+
+    async def live(self, request: web.Request) -> web.WebSocketResponse:
+        user = current_user(request)
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.split("://", 1)[-1] != request.host:
+            raise web.HTTPForbidden(text="cross-site WebSocket refused")
+        socket = web.WebSocketResponse(heartbeat=20)
+        await socket.prepare(request)
+        queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(VIEWER_QUEUE)
+        self._viewers.add(queue)
+        self.counters["viewers"] = len(self._viewers)
+        try:
+            snapshot = await self.snapshot()
+            await socket.send_str(
+                json.dumps(
+                    {"type": "snapshot", "role": user.role.value, **(snapshot or {})},
+                    ensure_ascii=False,
+                    default=str,
+                )
+            )
+            reader = asyncio.create_task(self._read_until_closed(socket))
+            sees_calls = user.role in HEARS_EVERY_CALL
+            while not reader.done():
+                getter = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                message = getter.result()
+                if message is None:
+                    break
+                if not sees_calls and message.agent not in (None, user.agent_interface):
+                    continue
+                await socket.send_str(message.text)
+                self.counters["sent"] += 1
+            reader.cancel()
+        finally:
+            self._viewers.discard(queue)
+            self.counters["viewers"] = len(self._viewers)
+            await socket.close()
+        return socket
+
+    @staticmethod
+    async def _read_until_closed(socket: web.WebSocketResponse) -> None:
+        async for message in socket:
+            if message.type == WSMsgType.ERROR:
+                return

@@ -1,0 +1,154 @@
+// The supervisor's view: a snapshot over the WebSocket, then deltas merged into it. Every value
+// that came from a caller or the PBX is put on the page with textContent, never as HTML.
+"use strict";
+
+const state = { snapshot: null, seq: 0, csrf: null };
+
+function percent(value) {
+  return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)} %`;
+}
+
+function seconds(value) {
+  if (value === null || value === undefined) return "–";
+  const whole = Math.round(value);
+  return whole < 60 ? `${whole} s` : `${Math.floor(whole / 60)} min ${whole % 60} s`;
+}
+
+function merge(snapshot, delta) {
+  for (const [section, entries] of Object.entries(delta)) {
+    if (["type", "seq", "at"].includes(section)) continue;
+    if (entries === null || typeof entries !== "object" || Array.isArray(entries)) {
+      snapshot[section] = entries;
+      continue;
+    }
+    snapshot[section] = snapshot[section] || {};
+    for (const [key, value] of Object.entries(entries)) {
+      if (value === null) delete snapshot[section][key];
+      else snapshot[section][key] = value;
+    }
+  }
+}
+
+function renderQueues(snapshot) {
+  const holder = document.getElementById("queues");
+  const template = document.getElementById("queue-tile");
+  const queues = Object.entries(snapshot.queues || {});
+  document.getElementById("no-queues").hidden = queues.length > 0;
+  holder.replaceChildren();
+  for (const [name, figures] of queues) {
+    const tile = template.content.cloneNode(true);
+    const set = (selector, text) => { tile.querySelector(selector).textContent = text; };
+    tile.querySelector(".tile").dataset.queue = name;
+    set(".queue-name", name);
+    set(".waiting", `${t("waiting_now")}: ${figures.waiting_now}`);
+    set(".answer_rate", percent(figures.answer_rate));
+    set(".answered_offered", `${figures.answered} / ${figures.offered}`);
+    set(".longest_wait", seconds(figures.longest_wait_seconds));
+    set(".service_level", `${percent(figures.service_level)} (${figures.service_level_seconds} s)`);
+    set(".asa", seconds(figures.asa_seconds));
+    set(".aht", seconds(figures.aht_seconds));
+    set(".abandoned", `${figures.abandoned} (${t("short_abandoned")} ${figures.short_abandoned})`);
+    set(".timed_out", String(figures.timed_out));
+    const recent = (snapshot.last_15_minutes || {})[name];
+    set(".recent", recent ? `${recent.answered} / ${recent.offered}, ${percent(recent.answer_rate)}` : "–");
+    if (figures.waiting_now > 0) tile.querySelector(".tile").classList.add("busy");
+    applyTexts(tile);
+    holder.append(tile);
+  }
+}
+
+function renderAgents(snapshot) {
+  const body = document.getElementById("agents");
+  body.replaceChildren();
+  for (const [interfaceName, agent] of Object.entries(snapshot.agents || {})) {
+    const row = document.createElement("tr");
+    row.dataset.agent = interfaceName;
+    const cells = [
+      agent.name ? `${agent.name} (${interfaceName})` : interfaceName,
+      t(`state_${agent.state}`),
+      agent.pause_reason || "",
+      String(agent.answered),
+      seconds(agent.talk_seconds),
+    ];
+    for (const text of cells) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.append(cell);
+    }
+    row.children[1].className = `state state-${agent.state}`;
+    body.append(row);
+  }
+}
+
+function renderPbx(snapshot) {
+  const banner = document.getElementById("pbx-banner");
+  const pbx = snapshot.pbx || {};
+  if (pbx.up === false) {
+    const since = pbx.since ? new Date(pbx.since * 1000).toLocaleString(document.documentElement.lang) : "?";
+    banner.textContent = `${t("pbx_down")} ${since}${pbx.problem ? ` (${pbx.problem})` : ""}`;
+    banner.hidden = false;
+  } else {
+    banner.hidden = true;
+  }
+}
+
+function render() {
+  if (!state.snapshot) return;
+  renderQueues(state.snapshot);
+  renderAgents(state.snapshot);
+  renderPbx(state.snapshot);
+}
+
+function setLink(live) {
+  const badge = document.getElementById("link-state");
+  badge.dataset.text = live ? "live" : "reconnecting";
+  badge.textContent = t(badge.dataset.text);
+  badge.classList.toggle("live", live);
+}
+
+function connect() {
+  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${window.location.host}/api/v1/live`);
+  socket.addEventListener("message", (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "snapshot") {
+      state.snapshot = message;
+      state.seq = message.seq || 0;
+      setLink(true);
+      render();
+    } else if (message.type === "stats.delta" && state.snapshot) {
+      if (state.seq && message.seq !== state.seq + 1) {
+        socket.close();  // missed a change: start again from a fresh snapshot
+        return;
+      }
+      state.seq = message.seq;
+      merge(state.snapshot, message);
+      render();
+    }
+  });
+  socket.addEventListener("close", () => {
+    setLink(false);
+    setTimeout(connect, 1000);
+  });
+}
+
+async function start() {
+  applyTexts();
+  document.getElementById("language").addEventListener("click", switchLanguage);
+  document.addEventListener("languagechange", render);
+  const session = await fetch("/api/v1/session");
+  if (session.status === 401) {
+    window.location.assign("/login");
+    return;
+  }
+  const who = await session.json();
+  state.csrf = who.csrf;
+  document.getElementById("who").textContent = `${who.user.username} (${who.user.role})`;
+  document.getElementById("logout").addEventListener("click", async () => {
+    await fetch("/api/v1/logout", { method: "POST", headers: { "X-CSRF-Token": state.csrf || "" } });
+    window.location.assign("/login");
+  });
+  connect();
+}
+
+document.addEventListener("DOMContentLoaded", start);
