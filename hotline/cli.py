@@ -59,6 +59,20 @@ def _parser() -> argparse.ArgumentParser:
         help="replay speed: 1 is real time, 0 as fast as possible (default 1)",
     )
 
+    demo = commands.add_parser(
+        "demo",
+        help="the web panel on embedded defaults, fed a real recorded session",
+        description=(
+            "Serve the bridge and its panel with no PBX: a real recorded Asterisk 22 session is "
+            "replayed (in real time unless --speed), and a 'demo' supervisor is set up with a "
+            "new password, printed at start."
+        ),
+    )
+    demo.add_argument("--replay", metavar="PATH", type=Path, help="another AMI wire transcript")
+    demo.add_argument(
+        "--speed", type=_positive_speed, default=1.0, help="replay speed (default 1, real time)"
+    )
+
     replay = commands.add_parser(
         "replay",
         help="replay an AMI transcript and print the queue and agent statistics",
@@ -110,7 +124,14 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"hotline: no transcript at {args.replay}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     try:
-        asyncio.run(serve(settings, replay_path=args.replay, replay_speed=args.speed))
+        asyncio.run(
+            serve(
+                settings,
+                replay_path=args.replay,
+                replay_speed=args.speed,
+                demo=args.command == "demo",
+            )
+        )
     except OSError as error:
         logging.getLogger("hotline").error("cannot start: %s", error)
         return 1
@@ -169,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hotline: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     _configure_logging(settings.log_level)
-    if args.command == "run":
+    if args.command in ("run", "demo"):
         return _run(settings, args)
     if args.command == "replay":
         return _replay(settings, args)

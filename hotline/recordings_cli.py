@@ -32,11 +32,10 @@ from recording.store import DirectoryStore, RecordingStore
 from web.users import (
     Role,
     UserError,
-    check_new_user,
-    hash_password,
     list_users,
     remove_user,
     save_user,
+    user_values,
 )
 
 EXIT_BAD_INPUT = 2
@@ -279,14 +278,7 @@ def _password(args: argparse.Namespace) -> str:
 
 async def _users(units: Transactions, args: argparse.Namespace, password: str) -> int:
     if args.action == "add":
-        check_new_user(args.username, args.role, args.agent, password)
-        values = {
-            "username": args.username,
-            "password_hash": await asyncio.to_thread(hash_password, password),
-            "role": args.role,
-            "agent_interface": args.agent,
-            "created_at": datetime.now(UTC),
-        }
+        values = await user_values(args.username, Role(args.role), args.agent, password)
         new = await units(lambda connection: save_user(connection, values))
         print(f"{'added' if new else 'updated'} {args.username} ({args.role})")
         return 0

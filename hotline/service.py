@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import secrets
 import signal
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agi.routing import route_handler
 from agi.server import FastAgiServer
 from ami.client import AmiClient
-from ami.replay import ReplayClock, replay
+from ami.replay import ReplayClock, read_transcript, replay
 from hotline.bus import Bus, create_bus
 from hotline.config import Settings
 from hotline.domain import build_router, routing_rules, sla_policy, working_calendar
@@ -59,11 +60,12 @@ from web.live import LiveHub
 from web.metrics import Metrics
 from web.recordings import RecordingPlayback
 from web.sessions import SessionCodec
-from web.users import Authenticator, ensure_first_admin
+from web.users import Authenticator, Role, ensure_first_admin, set_password
 
 log = logging.getLogger(__name__)
 
 DEMO_SESSION = Path(__file__).with_name("data") / "demo-session.ami"
+DEMO_USER = "demo"
 
 
 @dataclass
@@ -324,6 +326,11 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
         bridge.units, settings.admin_user, settings.admin_password.get_secret_value()
     ):
         log.info("created the first admin, %s", settings.admin_user)
+    if bridge.replay_path is not None and bridge.replay_clock is not None:
+        # "Today" is the transcript's day: set the clock before the day's figures are loaded.
+        path = bridge.replay_path
+        messages = await asyncio.to_thread(lambda: list(read_transcript(path, keep_event)))
+        bridge.replay_clock.seed(messages)
     await bridge.queues.load_today()
     tasks: list[asyncio.Task[Any]] = [
         asyncio.create_task(bridge.queues.run_writer(), name="journal-writer"),
@@ -371,13 +378,27 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
         await bridge.engine.dispose()
 
 
-async def serve(settings: Settings, *, replay_path: Path | None, replay_speed: float) -> None:
-    """``hotline run``: the bridge until SIGINT or SIGTERM."""
+async def serve(
+    settings: Settings, *, replay_path: Path | None, replay_speed: float, demo: bool = False
+) -> None:
+    """``hotline run`` (and ``hotline demo``: always a replay, plus a demo login) until SIGINT
+    or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if demo:
+        replay_path = replay_path or DEMO_SESSION
     bridge = build_bridge(settings, replay_path=replay_path, replay_speed=replay_speed)
+    if demo:
+        await upgrade_database(settings.database_url)
+        password = secrets.token_urlsafe(9)
+        await set_password(bridge.units, DEMO_USER, Role.SUPERVISOR, password)
+        print(
+            f"hotline demo: open http://{settings.web_host}:{settings.web_port}/ and log in as "
+            f"{DEMO_USER} / {password}",
+            flush=True,
+        )
     await run_bridge(bridge, stop)
 
 

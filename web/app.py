@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from web import auth
+from web import auth, openapi
 from web.api import PanelApi
 from web.live import LiveHub
 from web.metrics import Metrics
@@ -67,6 +67,7 @@ def create_app(parts: WebParts) -> web.Application:
     app[auth.SECURE_COOKIES] = parts.secure_cookies
     app.router.add_get("/healthz", healthz, name="healthz")
     auth.add_routes(app)
+    openapi.add_routes(app)
     for part in (parts.playback, parts.api, parts.live, parts.metrics):
         if part is not None:
             part.add_routes(app)

@@ -180,6 +180,20 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_urlsafe(16))
 
 
+async def user_values(
+    username: str, role: Role, agent_interface: str | None, password: str
+) -> dict[str, object]:
+    """A users row for a checked new user; the password is hashed in a worker thread."""
+    check_new_user(username, role.value, agent_interface, password)
+    return {
+        "username": username,
+        "password_hash": await asyncio.to_thread(hash_password, password),
+        "role": role.value,
+        "agent_interface": agent_interface,
+        "created_at": datetime.now(UTC),
+    }
+
+
 def _add_if_missing(connection: Connection, values: dict[str, object]) -> bool:
     table = UserRow.__table__
     found = connection.execute(
@@ -194,12 +208,11 @@ def _add_if_missing(connection: Connection, values: dict[str, object]) -> bool:
 async def ensure_first_admin(units: Transactions, username: str, password: str) -> bool:
     """``HOTLINE_ADMIN_USER``/``_PASSWORD``: create that admin unless the name exists (an
     existing user keeps the password set with ``hotline users``); True if created."""
-    check_new_user(username, Role.ADMIN.value, None, password)
-    values = {
-        "username": username,
-        "password_hash": await asyncio.to_thread(hash_password, password),
-        "role": Role.ADMIN.value,
-        "agent_interface": None,
-        "created_at": datetime.now(UTC),
-    }
+    values = await user_values(username, Role.ADMIN, None, password)
     return await units(lambda connection: _add_if_missing(connection, values))
+
+
+async def set_password(units: Transactions, username: str, role: Role, password: str) -> None:
+    """Add the user with ``role``, or give an existing one this role and password."""
+    values = await user_values(username, role, None, password)
+    await units(lambda connection: save_user(connection, values))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -120,6 +121,15 @@ def test_run_without_a_pbx_replays_the_recorded_session(running) -> None:  # typ
     assert report["ami"]["mode"] == "replay"
     assert report["database"]["up"] and report["bus"]["up"]
 
+    def metrics() -> str | None:
+        url = f"http://127.0.0.1:{env['HOTLINE_WEB_PORT']}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+        return text if 'hotline_queue_calls_offered{queue="hotline"} 40' in text else None
+
+    # The statistics count the session's day (not the wall clock's): all 40 calls, live.
+    assert 'hotline_queue_calls_answered{queue="hotline"} 22' in wait_for(metrics)
+
 
 @pytest.mark.parametrize(
     "running", [{"HOTLINE_AMI_SECRET": "x", "HOTLINE_AMI_PORT": str(free_port())}], indirect=True
@@ -140,3 +150,51 @@ def test_run_keeps_agi_and_web_up_while_the_pbx_is_away(running) -> None:  # typ
         return line
 
     assert asyncio.run(ask_route()) == b'SET VARIABLE HOTLINE_QUEUE "hotline"\n'
+
+
+async def test_demo_serves_the_panel_with_a_printed_login_and_live_figures(tmp_path: Path) -> None:
+    """``hotline demo`` as a newcomer runs it: the printed login works, the replayed session's
+    40 calls reach /api/v1/stats, the live socket starts with them, the pages are served."""
+    import aiohttp
+
+    env = hotline_env(tmp_path)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hotline.cli", "demo", "--speed", "0",
+        env=env, stdout=subprocess.PIPE, stderr=(tmp_path / "demo.log").open("wb"),
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        assert line.startswith("hotline demo: open http://127.0.0.1:"), line
+        user, password = line.rsplit(" as ", 1)[1].strip().split(" / ")
+        base = f"http://127.0.0.1:{env['HOTLINE_WEB_PORT']}"
+        # unsafe=True: keep cookies of an IP address host (127.0.0.1), as a browser does.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+            for _ in range(100):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with client.get(f"{base}/healthz") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.2)
+            login = {"username": user, "password": password}
+            async with client.post(f"{base}/api/v1/login", json=login) as response:
+                assert response.status == 200
+            offered = 0
+            for _ in range(100):
+                async with client.get(f"{base}/api/v1/stats") as response:
+                    if response.status == 200:
+                        stats = await response.json()
+                        offered = stats["queues"].get("hotline", {}).get("offered", 0)
+                        if offered == 40:
+                            break
+                await asyncio.sleep(0.2)
+            assert offered == 40
+            assert stats["queues"]["hotline"]["answered"] == 22
+            async with client.ws_connect(f"{base}/api/v1/live") as socket:
+                first = await socket.receive_json(timeout=5)
+            assert first["type"] == "snapshot" and first["queues"]["hotline"]["offered"] == 40
+            async with client.get(f"{base}/") as page:
+                assert page.status == 200 and "panel.js" in await page.text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0

@@ -24,12 +24,14 @@ from hotline.bus import InProcessBus
 from hotline.storage import create_engine, session_factory, transactions_for
 from queue_stats.journal import CallRow
 from queue_stats.service import SNAPSHOT_KEY
+from recording.store import DirectoryStore
 from tickets.sla import SlaPolicy, WorkingCalendar, sla_report
 from tickets.store import TicketStore
 from web.api import PanelApi
 from web.app import STATIC_DIR, WebParts, create_app
 from web.live import LiveHub
 from web.metrics import Metrics, prometheus_text
+from web.recordings import RecordingPlayback
 from web.sessions import COOKIE_NAME, SessionCodec
 from web.users import Authenticator, hash_password, save_user
 
@@ -116,6 +118,7 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
         health,
         SessionCodec(SessionCodec.new_secret()),
         Authenticator(units),
+        playback=RecordingPlayback(units, DirectoryStore(tmp_path / "store")),
         api=api,
         live=LiveHub(bus, stats),
         metrics=Metrics(health, stats),
@@ -359,3 +362,17 @@ async def test_pages_are_sent_with_a_strict_content_security_policy(panel: Panel
     policy = response.headers["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert json.dumps(policy).count("unsafe") == 0
+
+
+async def test_the_openapi_document_lists_exactly_the_routes_the_app_has(panel: Panel) -> None:
+    await panel.login("wang")
+    document = await (await panel.client.get("/api/v1/openapi.json")).json()
+    documented = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item
+    }
+    served = {
+        (route.method, route.resource.canonical)
+        for route in panel.client.server.app.router.routes()
+        if route.method != "HEAD" and route.name not in ("panel", "login-page", "static")
+    }
+    assert documented == served
