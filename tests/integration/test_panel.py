@@ -1,0 +1,102 @@
+"""The web panel on the real test bed: a supervisor's live socket follows a real call.
+
+``hotline run`` with Redis as its bus and its first admin from the environment; the test logs in
+over HTTP like the panel's page does, opens ``/api/v1/live`` and watches a citizen wait in the
+queue and be answered, while the probe's AMI session shows the events Asterisk sent. Latencies
+are printed (the figure itself is the fan-out benchmark's job).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import need_service
+from tests.integration.bridge import start_bridge
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"username": "chief", "password": "panel bed password"}
+CALLER = "13600136000"
+
+
+async def next_matching(socket: aiohttp.ClientWebSocketResponse, wanted, timeout: float = 20):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        message = await socket.receive_json(timeout=max(0.1, deadline - time.monotonic()))
+        if wanted(message):
+            return message, time.monotonic()
+
+
+def waiting(message: dict[str, Any]) -> int | None:
+    figures = (message.get("queues") or {}).get("hotline") or {}
+    return figures.get("waiting_now")
+
+
+async def test_a_supervisor_sees_a_real_caller_wait_and_be_answered_live(
+    asterisk,
+    tmp_path: Path,
+    sipp_phones,
+    place_citizen_call,
+    ami_events,  # type: ignore[no-untyped-def]
+) -> None:
+    need_service("Redis", "127.0.0.1", 6379)
+    sipp_phones.start_agent("agent1")
+    for agent in ("agent2", "agent3"):
+        asterisk.cli(f"queue pause member PJSIP/{agent} queue hotline reason test")
+    asterisk.cli("queue pause member PJSIP/agent1 queue hotline reason lunch")
+    bridge = start_bridge(
+        asterisk,
+        tmp_path,
+        HOTLINE_REDIS_URL="redis://127.0.0.1:6379/12",
+        HOTLINE_ADMIN_USER=ADMIN["username"],
+        HOTLINE_ADMIN_PASSWORD=ADMIN["password"],
+    )
+    base = f"http://127.0.0.1:{bridge.web_port}"
+    try:
+        jar = aiohttp.CookieJar(unsafe=True)  # keep 127.0.0.1's cookie, as a browser does
+        async with (
+            aiohttp.ClientSession(cookie_jar=jar) as client,
+            ami_events(asterisk.ami_probe_username, asterisk.ami_probe_secret) as ami,
+        ):
+            async with client.post(f"{base}/api/v1/login", json=ADMIN) as response:
+                assert response.status == 200, await response.text()
+            async with client.ws_connect(f"{base}/api/v1/live") as socket:
+                first = await socket.receive_json(timeout=10)
+                assert first["type"] == "snapshot" and first["pbx"]["up"] is True
+                paused = first["agents"]["PJSIP/agent1"]
+                assert (paused["state"], paused["pause_reason"]) == ("paused", "lunch")
+
+                call = place_citizen_call(CALLER, talk_seconds=9)
+                joined = await ami.wait_for("QueueCallerJoin", timeout=20, CallerIDNum=CALLER)
+                joined_at = time.monotonic()
+                _, seen_waiting = await next_matching(socket, lambda m: waiting(m) == 1)
+                assert joined["Queue"] == "hotline"
+
+                asterisk.cli("queue unpause member PJSIP/agent1 queue hotline")
+                await ami.wait_for("AgentConnect", timeout=20, CallerIDNum=CALLER)
+                connected_at = time.monotonic()
+                _, seen_answered = await next_matching(socket, lambda m: waiting(m) == 0)
+                assert await call.wait_async(timeout=60) == 0, call.diagnostics()
+                finished, _ = await next_matching(
+                    socket, lambda m: m.get("type") == "call.finished"
+                )
+                assert finished["outcome"] == "answered" and finished["agent"] == "PJSIP/agent1"
+            async with client.get(f"{base}/api/v1/stats") as response:
+                stats = await response.json()
+            hotline = stats["queues"]["hotline"]
+            assert (hotline["offered"], hotline["answered"]) == (1, 1)
+            async with client.get(f"{base}/api/v1/calls") as response:
+                [journal] = await response.json()
+            assert journal["caller_number"] == CALLER and journal["agent"] == "PJSIP/agent1"
+        print(
+            f"AMI event -> panel socket: caller waiting "
+            f"{1000 * (seen_waiting - joined_at):.0f} ms, "
+            f"answered {1000 * (seen_answered - connected_at):.0f} ms"
+        )
+    finally:
+        assert bridge.stop() == 0, bridge.log_tail()
