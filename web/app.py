@@ -53,6 +53,7 @@ def _page(name: str) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
             "media-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
         )
         response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"  # always asked for: a logout sticks
         return response
 
     return page

@@ -43,6 +43,9 @@ const TEXTS = {
     live: "live",
     reconnecting: "reconnecting…",
     language: "中文",
+    role_admin: "admin",
+    role_supervisor: "supervisor",
+    role_agent: "agent",
   },
   "zh-CN": {
     title: "12345 热线",
@@ -84,6 +87,9 @@ const TEXTS = {
     live: "实时",
     reconnecting: "正在重连…",
     language: "English",
+    role_admin: "管理员",
+    role_supervisor: "班长",
+    role_agent: "坐席",
   },
 };
 

@@ -143,7 +143,11 @@ async function start() {
   }
   const who = await session.json();
   state.csrf = who.csrf;
-  document.getElementById("who").textContent = `${who.user.username} (${who.user.role})`;
+  const showWho = () => {
+    document.getElementById("who").textContent = `${who.user.username} (${t(`role_${who.user.role}`)})`;
+  };
+  showWho();
+  document.addEventListener("languagechange", showWho);
   document.getElementById("logout").addEventListener("click", async () => {
     await fetch("/api/v1/logout", { method: "POST", headers: { "X-CSRF-Token": state.csrf || "" } });
     window.location.assign("/login");
