@@ -98,6 +98,14 @@ class AgentCompleted(AgentEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class DialStarted(ChannelEvent):
+    """The caller's channel began ringing ``interface`` (its own Dial, or one of Queue's)."""
+
+    agent_channel: str
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
 class DialAnswered(ChannelEvent):
     """A caller's own Dial (not Queue) was answered: the preferred-agent step of the dialplan."""
 
@@ -230,6 +238,7 @@ DomainEvent = (
     | AgentRingNoAnswer
     | AgentConnected
     | AgentCompleted
+    | DialStarted
     | DialAnswered
     | MemberAdded
     | MemberRemoved
@@ -389,6 +398,12 @@ def _agent_complete(m: Mapping[str, str], at: datetime) -> AgentCompleted:
     )
 
 
+def _dial_begin(m: Mapping[str, str], at: datetime) -> DialStarted | None:
+    if not m.get("DestChannel"):
+        return None
+    return DialStarted(at, *_ids(m), m["DestChannel"], interface_of(m["DestChannel"]))
+
+
 def _dial_end(m: Mapping[str, str], at: datetime) -> DialAnswered | None:
     if m.get("DialStatus") != "ANSWER" or not m.get("DestChannel"):
         return None
@@ -510,6 +525,7 @@ EVENT_PARSERS: dict[str, EventParser] = {
     "AgentRingNoAnswer": _agent_ring_no_answer,
     "AgentConnect": _agent_connect,
     "AgentComplete": _agent_complete,
+    "DialBegin": _dial_begin,
     "DialEnd": _dial_end,
     "QueueMemberAdded": _member_added,
     "QueueMemberRemoved": _member_removed,

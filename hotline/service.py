@@ -54,6 +54,7 @@ from tickets.service import TicketService
 from tickets.sla import sla_report
 from tickets.store import TicketStore
 from tickets.webhook import WebhookSender
+from web.agent_actions import AgentActions
 from web.api import PanelApi
 from web.app import WebParts, create_app
 from web.live import LiveHub
@@ -273,6 +274,7 @@ def build_web(bridge: Bridge, clock: Callable[[], datetime]) -> WebParts:
         ),
         live=LiveHub(bus, stats),
         metrics=Metrics(bridge.health, stats, settings.metrics_token.get_secret_value()),
+        agent_actions=AgentActions(bridge.ami),
     )
 
 

@@ -16,10 +16,12 @@ from typing import Any
 from ami.codec import AmiMessage
 from ami.events import (
     WANTED_EVENTS,
+    AgentCalled,
     AgentConnected,
     AmiEventError,
     CallerJoinedQueue,
     DialAnswered,
+    DialStarted,
     parse_event,
 )
 from ami.replay import ReplayClock, read_transcript
@@ -43,6 +45,14 @@ class PipelineResult:
     """The call just reached a queue (what help desks call a new call)."""
     answered_call: CallRecord | None = None
     """An agent just answered the call (through the queue or the preferred-agent step)."""
+    ringing: RingingAgent | None = None
+    """An agent's phone just began ringing with the call: their panel pops the caller up."""
+
+
+@dataclass(frozen=True, slots=True)
+class RingingAgent:
+    call: CallRecord
+    interface: str
 
 
 class EventPipeline:
@@ -69,6 +79,11 @@ class EventPipeline:
         result = PipelineResult(finished, changed)
         if isinstance(event, CallerJoinedQueue):
             result.offered_call = self.tracker.call(event.uniqueid)
+        elif isinstance(event, AgentCalled | DialStarted):
+            call = self.tracker.call(event.uniqueid)
+            # Queue() rings its members with dials of its own: those count once, as AgentCalled.
+            if call is not None and (isinstance(event, AgentCalled) or not call.entered_queue_at):
+                result.ringing = RingingAgent(call, event.interface)
         elif isinstance(event, AgentConnected | DialAnswered):
             call = self.tracker.call(event.uniqueid)
             queue_dial = isinstance(event, DialAnswered) and call and call.entered_queue_at

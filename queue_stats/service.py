@@ -31,7 +31,7 @@ from ivr_bypass.decision import RoutingDecision
 from queue_stats.calls import CallRecord, Routing
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
-from queue_stats.pipeline import EventPipeline
+from queue_stats.pipeline import EventPipeline, RingingAgent
 from queue_stats.stats import AgentState
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,20 @@ def call_summary(call: CallRecord) -> dict[str, object]:
         "talk_seconds": call.talk_seconds,
         "ticket": call.ticket,
         "ended_at": call.ended_at.isoformat() if call.ended_at else None,
+    }
+
+
+def ringing_summary(ringing: RingingAgent) -> dict[str, object]:
+    """The bus message that pops a call up on the ringing agent's panel (no caller name)."""
+    call = ringing.call
+    return {
+        "type": "call.ringing",
+        "uniqueid": call.uniqueid,
+        "caller_number": call.caller_number,
+        "queue": call.queue,
+        "agent": ringing.interface,
+        "ticket": call.ticket,
+        "routing_reason": call.routing_reason,
     }
 
 
@@ -125,6 +139,7 @@ class QueueService:
         self._sequence = 0
         self.counters: Counter[str] = Counter()
         self.pbx_state: dict[str, Any] = {"up": False}
+        self._publishing: set[asyncio.Task[None]] = set()
 
     @property
     def pending_writes(self) -> int:
@@ -146,11 +161,27 @@ class QueueService:
             self._notify("call_offered", result.offered_call)
         if result.answered_call is not None:
             self._notify("call_answered", result.answered_call)
+        if result.ringing is not None:
+            self._publish_soon(CALLS_CHANNEL, ringing_summary(result.ringing))
         for call in result.finished_calls:
             self.counters["calls_finished"] += 1
             self._finished.put_nowait(call)
         if result.stats_changed:
             self._changed.set()
+
+    def _publish_soon(self, channel: str, message: dict[str, object]) -> None:
+        """Publish from a synchronous step; a failure is counted, never raised into the pipeline."""
+
+        async def publish() -> None:
+            try:
+                await self._bus.publish(channel, message)
+            except Exception as error:
+                self.counters["publish_failures"] += 1
+                log.warning("could not publish %s: %s", message.get("type"), error)
+
+        task = asyncio.get_running_loop().create_task(publish())
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
 
     def _notify(self, hook: str, call: CallRecord) -> None:
         for observer in self.observers:

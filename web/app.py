@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from web import auth, openapi
+from web.agent_actions import AgentActions
 from web.api import PanelApi
 from web.live import LiveHub
 from web.metrics import Metrics
@@ -43,6 +44,7 @@ class WebParts:
     api: PanelApi | None = None
     live: LiveHub | None = None
     metrics: Metrics | None = None
+    agent_actions: AgentActions | None = None
 
 
 def _page(name: str) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
@@ -69,11 +71,12 @@ def create_app(parts: WebParts) -> web.Application:
     app.router.add_get("/healthz", healthz, name="healthz")
     auth.add_routes(app)
     openapi.add_routes(app)
-    for part in (parts.playback, parts.api, parts.live, parts.metrics):
+    for part in (parts.playback, parts.api, parts.live, parts.metrics, parts.agent_actions):
         if part is not None:
             part.add_routes(app)
     if STATIC_DIR.is_dir():
         app.router.add_get("/", _page("panel.html"), name="panel")
+        app.router.add_get("/agent", _page("agent.html"), name="agent-page")
         app.router.add_get("/login", _page("login.html"), name="login-page")
         app.router.add_static("/static", STATIC_DIR, name="static")
     return app

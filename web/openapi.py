@@ -24,6 +24,7 @@ def _refused(*codes: int) -> dict[str, Any]:
         401: "login required",
         403: "not allowed for this user, or CSRF token missing",
         404: "no such object",
+        409: "Asterisk refused the action",
         413: "request too large",
         416: "range not satisfiable",
         429: "too many failed logins",
@@ -279,6 +280,56 @@ DOCUMENT: dict[str, Any] = {
                     "200": {"description": "the whole file", "content": {"audio/wav": {}}},
                     "206": {"description": "the range asked for", "content": {"audio/wav": {}}},
                     **_refused(401, 403, 404, 416),
+                },
+            }
+        },
+        "/api/v1/agent/pause": {
+            "post": {
+                "summary": "pause or unpause an agent in all queues (AMI QueuePause)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "paused": {"type": "boolean"},
+                                    "reason": {"type": "string", "maxLength": 64},
+                                    "agent": {"type": "string", "description": "supervisors"},
+                                },
+                                "required": ["paused"],
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json({"type": "object"}),
+                    **_refused(400, 401, 403, 409, 503),
+                },
+            }
+        },
+        "/api/v1/agent/queues": {
+            "post": {
+                "summary": "log an agent in to or out of a queue (AMI QueueAdd / QueueRemove)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "queue": {"type": "string"},
+                                    "member": {"type": "boolean"},
+                                    "agent": {"type": "string", "description": "supervisors"},
+                                },
+                                "required": ["queue", "member"],
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json({"type": "object"}),
+                    **_refused(400, 401, 403, 409, 503),
                 },
             }
         },

@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import insert
 
+from ami.client import AmiActionFailed
 from hotline.bus import InProcessBus
 from hotline.storage import create_engine, session_factory, transactions_for
 from queue_stats.journal import CallRow
@@ -27,6 +28,7 @@ from queue_stats.service import SNAPSHOT_KEY
 from recording.store import DirectoryStore
 from tickets.sla import SlaPolicy, WorkingCalendar, sla_report
 from tickets.store import TicketStore
+from web.agent_actions import AgentActions
 from web.api import PanelApi
 from web.app import STATIC_DIR, WebParts, create_app
 from web.live import LiveHub
@@ -47,11 +49,26 @@ SNAPSHOT = {
 }
 
 
+class RecordingAmi:
+    """Stands in for the AMI client: keeps the actions, refuses a QueueRemove like Asterisk
+    does for an interface that is not a member."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    async def send_action(self, action: str, **headers: object) -> dict:
+        self.sent.append((action, headers))
+        if action == "QueueRemove" and headers["Queue"] == "enterprise":
+            raise AmiActionFailed("QueueRemove: Unable to remove interface: Not there")
+        return {"Response": "Success"}
+
+
 @dataclass
 class Panel:
     client: TestClient
     bus: InProcessBus
     tickets: dict[str, str]
+    ami: RecordingAmi
 
     async def login(self, username: str, password: str = PASSWORD) -> dict:
         response = await self.client.post(
@@ -101,6 +118,7 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
 
     await units(seed)
     bus = InProcessBus()
+    ami = RecordingAmi()
     policy, calendar = SlaPolicy(), WorkingCalendar()
 
     async def stats() -> dict | None:
@@ -122,10 +140,11 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
         api=api,
         live=LiveHub(bus, stats),
         metrics=Metrics(health, stats),
+        agent_actions=AgentActions(ami),
     )
     client = TestClient(TestServer(create_app(parts)))
     await client.start_server()
-    yield Panel(client, bus, {"mine": mine, "theirs": theirs})
+    yield Panel(client, bus, {"mine": mine, "theirs": theirs}, ami)
     await client.close()
     await units.close()
     await engine.dispose()
@@ -364,6 +383,9 @@ async def test_pages_are_sent_with_a_strict_content_security_policy(panel: Panel
     assert json.dumps(policy).count("unsafe") == 0
 
 
+PAGES = ("panel", "agent-page", "login-page", "static")
+
+
 async def test_the_openapi_document_lists_exactly_the_routes_the_app_has(panel: Panel) -> None:
     await panel.login("wang")
     document = await (await panel.client.get("/api/v1/openapi.json")).json()
@@ -373,6 +395,60 @@ async def test_the_openapi_document_lists_exactly_the_routes_the_app_has(panel: 
     served = {
         (route.method, route.resource.canonical)
         for route in panel.client.server.app.router.routes()
-        if route.method != "HEAD" and route.name not in ("panel", "login-page", "static")
+        if route.method != "HEAD"
+        and route.name not in ("panel", "agent-page", "login-page", "static")
     }
     assert documented == served
+
+
+async def test_an_agent_pauses_with_a_reason_and_logs_out_of_a_queue(panel: Panel) -> None:
+    session = await panel.login("li")
+    csrf = {"X-CSRF-Token": session["csrf"]}
+    paused = await panel.client.post(
+        "/api/v1/agent/pause", json={"paused": True, "reason": "午饭"}, headers=csrf
+    )
+    assert paused.status == 200
+    left = await panel.client.post(
+        "/api/v1/agent/queues", json={"queue": "hotline", "member": False}, headers=csrf
+    )
+    assert left.status == 200
+    assert panel.ami.sent == [
+        ("QueuePause", {"Interface": "PJSIP/agent1", "Paused": "true", "Reason": "午饭"}),
+        ("QueueRemove", {"Queue": "hotline", "Interface": "PJSIP/agent1"}),
+    ]
+    refused = await panel.client.post(
+        "/api/v1/agent/queues", json={"queue": "enterprise", "member": False}, headers=csrf
+    )
+    assert refused.status == 409 and "Not there" in (await refused.json())["error"]
+
+
+@pytest.mark.parametrize(
+    "path, body, status",
+    [
+        ("/api/v1/agent/pause", {"paused": "yes"}, 400),
+        ("/api/v1/agent/pause", {"paused": True, "reason": "x" * 65}, 400),
+        ("/api/v1/agent/pause", {"paused": True, "reason": "a\r\nAction: Originate"}, 400),
+        ("/api/v1/agent/pause", {"paused": True, "agent": "PJSIP/agent2"}, 403),
+        ("/api/v1/agent/queues", {"queue": "hot line", "member": True}, 400),
+        ("/api/v1/agent/queues", {"queue": "hotline", "member": 1}, 400),
+    ],
+)
+async def test_agent_actions_refuse_bad_input_and_other_agents(
+    panel: Panel, path: str, body: dict, status: int
+) -> None:
+    session = await panel.login("li")
+    response = await panel.client.post(path, json=body, headers={"X-CSRF-Token": session["csrf"]})
+    assert response.status == status
+    assert panel.ami.sent == []
+
+
+async def test_a_supervisor_pauses_an_agent_and_a_replay_has_no_pbx(panel: Panel) -> None:
+    session = await panel.login("wang")
+    csrf = {"X-CSRF-Token": session["csrf"]}
+    done = await panel.client.post(
+        "/api/v1/agent/pause", json={"paused": False, "agent": "PJSIP/agent2"}, headers=csrf
+    )
+    assert done.status == 200
+    assert panel.ami.sent == [("QueuePause", {"Interface": "PJSIP/agent2", "Paused": "false"})]
+    nobody = await panel.client.post("/api/v1/agent/pause", json={"paused": True}, headers=csrf)
+    assert nobody.status == 400  # a supervisor without a phone must name the agent

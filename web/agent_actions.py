@@ -1,0 +1,107 @@
+"""What an agent does to their own queue membership from the panel, sent to Asterisk over AMI.
+
+``POST /api/v1/agent/pause`` (``{"paused": true, "reason": "lunch"}``) is AMI ``QueuePause``;
+``POST /api/v1/agent/queues`` (``{"queue": "hotline", "member": true}``) is ``QueueAdd`` or
+``QueueRemove``. An agent acts on their own interface; a supervisor or admin may name one with
+``"agent"``. Asterisk's answer decides: its refusal is a 409 with its message; no PBX (a replay)
+or a PBX that is down is a 503. The panel sees the result as Asterisk's own events come back.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from ami.client import AmiActionFailed, AmiActionTimeout, AmiNotConnected
+from web.auth import current_user
+from web.users import HEARS_EVERY_CALL, User
+
+_QUEUE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_INTERFACE = re.compile(r"PJSIP/[A-Za-z0-9_]{1,40}")
+MAX_REASON = 64
+
+
+class ActionSender(Protocol):
+    async def send_action(self, action: str, **headers: Any) -> Any: ...
+
+
+def _error(status: int, message: str) -> web.HTTPException:
+    kind = {400: web.HTTPBadRequest, 403: web.HTTPForbidden, 409: web.HTTPConflict}.get(
+        status, web.HTTPServiceUnavailable
+    )
+    return kind(text=web.json_response({"error": message}).text, content_type="application/json")
+
+
+class AgentActions:
+    def __init__(self, ami: ActionSender | None) -> None:
+        self.ami = ami
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/v1/agent/pause", self.pause, name="agent-pause")
+        app.router.add_post("/api/v1/agent/queues", self.membership, name="agent-queues")
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _error(400, "send a JSON object") from None
+        if not isinstance(body, dict):
+            raise _error(400, "send a JSON object")
+        return body
+
+    @staticmethod
+    def _interface(user: User, body: dict[str, Any]) -> str:
+        named = body.get("agent")
+        if named is None or named == user.agent_interface:
+            if user.agent_interface is None:
+                raise _error(400, "name the agent: this user has no softphone interface")
+            return user.agent_interface
+        if user.role not in HEARS_EVERY_CALL:
+            raise _error(403, "agents act only on their own phone")
+        if not isinstance(named, str) or not _INTERFACE.fullmatch(named):
+            raise _error(400, "agent is an interface like PJSIP/agent1")
+        return named
+
+    async def _send(self, action: str, **headers: Any) -> None:
+        if self.ami is None:
+            raise _error(503, "no PBX is connected (this is a replay)")
+        try:
+            await self.ami.send_action(action, **headers)
+        except AmiActionFailed as error:  # Asterisk said no (e.g. not a member of that queue)
+            raise _error(409, str(error)) from None
+        except (AmiNotConnected, AmiActionTimeout) as error:
+            raise _error(503, str(error)) from None
+
+    async def pause(self, request: web.Request) -> web.Response:
+        user = current_user(request)
+        body = await self._body(request)
+        interface = self._interface(user, body)
+        paused = body.get("paused")
+        reason = body.get("reason", "")
+        if not isinstance(paused, bool):
+            raise _error(400, "paused is true or false")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable():
+            raise _error(400, f"reason is plain text of at most {MAX_REASON} characters")
+        headers: dict[str, Any] = {"Interface": interface, "Paused": "true" if paused else "false"}
+        if paused and reason:
+            headers["Reason"] = reason
+        await self._send("QueuePause", **headers)
+        return web.json_response({"agent": interface, "paused": paused, "reason": reason})
+
+    async def membership(self, request: web.Request) -> web.Response:
+        user = current_user(request)
+        body = await self._body(request)
+        interface = self._interface(user, body)
+        queue, member = body.get("queue"), body.get("member")
+        if not isinstance(queue, str) or not _QUEUE.fullmatch(queue):
+            raise _error(400, "queue is a queue name")
+        if not isinstance(member, bool):
+            raise _error(400, "member is true (log in to the queue) or false (log out)")
+        if member:
+            await self._send("QueueAdd", Queue=queue, Interface=interface)
+        else:
+            await self._send("QueueRemove", Queue=queue, Interface=interface)
+        return web.json_response({"agent": interface, "queue": queue, "member": member})
