@@ -85,6 +85,7 @@ from hotline.bus import CHANNEL_PREFIX  # noqa: E402
 from hotline.config import ENV_PREFIX, Settings  # noqa: E402
 from queue_stats.pipeline import PipelineResult, keep_event  # noqa: E402
 from queue_stats.service import SNAPSHOT_KEY, STATS_CHANNEL  # noqa: E402
+from web.live import Outgoing  # noqa: E402
 
 TARGET_P99_MS = 100.0
 DEFAULT_TRANSCRIPT = ROOT / "tests" / "fixtures" / "hotline-3-agents-40-calls.ami"
@@ -100,6 +101,14 @@ CATCH_UP_POLL = 0.05
 STOP_TIMEOUT = 20.0
 EPOCH_ID = re.compile(rb"\b(\d{10})\.(\d+)\b")
 DELTA_HEAD = re.compile(r'^\{"type": "stats\.delta", "seq": (\d+), "at": "([^"]*)"')
+SOCKET_ENDS = frozenset(
+    {
+        aiohttp.WSMsgType.CLOSE,
+        aiohttp.WSMsgType.CLOSING,
+        aiohttp.WSMsgType.CLOSED,
+        aiohttp.WSMsgType.ERROR,
+    }
+)
 TYPE_HEAD = re.compile(r'^\{"type": "([^"]*)"')
 
 
@@ -193,6 +202,7 @@ class DeltaRecord:
     snapshot: float  # publish_changes took the snapshot
     publish: float  # just before bus.publish
     published: float  # bus.publish returned
+    hub: float | None = None  # LiveHub.broadcast began copying it into the viewers' queues
 
 
 class PublishProbe:
@@ -201,12 +211,14 @@ class PublishProbe:
     def __init__(self) -> None:
         self.deltas: list[DeltaRecord] = []
         self.changes_without_delta = 0  # statistics changes that left the snapshot as it was
+        self.hub_times: dict[int, float] = {}  # seq -> when LiveHub.broadcast got the delta
         self._first_event: float | None = None
         self._events = 0
         self._taken: tuple[float | None, int, float] | None = None
 
     def install(self, bridge: bridge_service.Bridge) -> None:
-        queues, bus = bridge.queues, bridge.bus
+        queues, bus, hub = bridge.queues, bridge.bus, bridge.web.live
+        broadcast = hub.broadcast
         handle = queues.pipeline.on_ami_message
         take_snapshot = queues.snapshot
         publish = bus.publish
@@ -246,7 +258,14 @@ class PublishProbe:
                 )
             )
 
+        def probed_broadcast(message: Outgoing) -> None:
+            delta = DELTA_HEAD.match(message.text)
+            if delta is not None:
+                self.hub_times[int(delta.group(1))] = time.monotonic()
+            broadcast(message)
+
         # Instance attributes shadow the methods: the service and the hub call these.
+        hub.broadcast = probed_broadcast  # type: ignore[method-assign]
         queues.pipeline.on_ami_message = probed_handle  # type: ignore[method-assign]
         queues.snapshot = probed_snapshot  # type: ignore[method-assign]
         bus.publish = probed_publish  # type: ignore[method-assign]
@@ -302,7 +321,10 @@ async def serve(config: dict[str, Any]) -> None:
                 cpu = os.times()
                 emit(
                     "report",
-                    deltas=[record.__dict__ for record in probe.deltas],
+                    deltas=[
+                        {**record.__dict__, "hub": probe.hub_times.get(record.seq)}
+                        for record in probe.deltas
+                    ],
                     changes_without_delta=probe.changes_without_delta,
                     hub=dict(bridge.web.live.counters),
                     queues=dict(bridge.queues.counters),
@@ -371,8 +393,8 @@ class BridgeProcess:
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def log_lines(self) -> int:
-        return len(self.log_path.read_text(errors="replace").splitlines())
+    def log(self) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()
 
     async def stop(self) -> None:
         """Close stdin (the bridge shuts down in order); kill it if that takes too long."""
@@ -407,11 +429,15 @@ async def watch(
     url: str,
     headers: dict[str, str],
     viewer: Viewer,
+    gate: asyncio.Semaphore,
     connected: Callable[[], None],
 ) -> None:
-    """Open the live socket, read the snapshot, then note the receive time of every frame."""
+    """Open the live socket and read the snapshot (``gate`` bounds how many do that at once),
+    then note the receive time of every frame until the socket closes."""
+    announced = False
     try:
-        async with session.ws_connect(url, headers=headers, autoping=True) as ws:
+        async with gate:
+            ws = await session.ws_connect(url, headers=headers, autoping=True)
             viewer.socket = ws
             first = await ws.receive()
             if first.type is not aiohttp.WSMsgType.TEXT:
@@ -420,24 +446,28 @@ async def watch(
             if snapshot.get("type") != "snapshot":
                 raise RuntimeError(f"first frame was {snapshot.get('type')!r}, not the snapshot")
             viewer.snapshot_seq = snapshot.get("seq")
-            connected()
-            frames = viewer.frames
-            while True:
-                message = await ws.receive()
-                received = time.monotonic()
-                if message.type is aiohttp.WSMsgType.TEXT:
-                    frames.append((received, message.data[:HEAD_CHARS], len(message.data)))
-                elif message.type in (
-                    aiohttp.WSMsgType.CLOSE,
-                    aiohttp.WSMsgType.CLOSING,
-                    aiohttp.WSMsgType.CLOSED,
-                    aiohttp.WSMsgType.ERROR,
-                ):
-                    viewer.closed_early = not viewer.closing
-                    return
-    except Exception as error:  # reported with the viewer, the others go on
-        viewer.error = f"{type(error).__name__}: {error}"
+        announced = True
         connected()
+        frames = viewer.frames
+        while True:
+            message = await ws.receive()
+            received = time.monotonic()
+            if message.type is aiohttp.WSMsgType.TEXT:
+                frames.append((received, message.data[:HEAD_CHARS], len(message.data)))
+            elif message.type in SOCKET_ENDS:
+                viewer.closed_early = not viewer.closing
+                return
+    except Exception as error:  # reported with the viewer, the others go on
+        if announced:
+            viewer.closed_early = True
+        else:
+            viewer.error = f"{type(error).__name__}: {error}"
+    finally:
+        if viewer.socket is not None:
+            with contextlib.suppress(Exception):
+                await viewer.socket.close()
+        if not announced:
+            connected()
 
 
 # --------------------------------------------------------------------------- one phase
@@ -470,12 +500,15 @@ class PhaseResult:
     event_to_publish_ms: list[float]
     snapshot_to_publish_ms: list[float]
     publish_to_viewer_ms: list[float]
+    publish_to_hub_ms: list[float]
+    hub_to_viewer_ms: list[float]
     time_only_publish_to_viewer_ms: list[float]
     spread_ms: list[float]  # per delta: first viewer to last viewer
     server_cpu_percent: float
     client_cpu_percent: float
     wall_seconds: float
     log_lines: int
+    log_last: str
     problems: list[str]
 
     @property
@@ -532,10 +565,12 @@ async def run_phase(
                     all_connected.set()
 
             # The first login fills the bridge's credential cache; the others then skip scrypt.
-            tasks.append(asyncio.create_task(watch(session, url, headers, viewers[0], connected)))
-            await asyncio.wait_for(first_connected.wait(), CONNECT_TIMEOUT)
-            for viewer in viewers[1:]:
-                tasks.append(asyncio.create_task(watch(session, url, headers, viewer, connected)))
+            gate = asyncio.Semaphore(args.connect_at_once)
+            for index, viewer in enumerate(viewers):
+                task = watch(session, url, headers, viewer, gate, connected)
+                tasks.append(asyncio.create_task(task))
+                if index == 0:
+                    await asyncio.wait_for(first_connected.wait(), CONNECT_TIMEOUT)
             await asyncio.wait_for(all_connected.wait(), CONNECT_TIMEOUT)
             errors = [f"viewer {v.index}: {v.error}" for v in viewers if v.error]
             progress(
@@ -577,7 +612,7 @@ async def run_phase(
         report,
         client_cpu,
         window,
-        bridge.log_lines(),
+        bridge.log(),
     )
 
 
@@ -599,9 +634,10 @@ def analyse(
     report: dict[str, Any],
     client_cpu: float,
     window: float,
-    log_lines: int,
+    log: list[str],
 ) -> PhaseResult:
     """Match every frame to the child's records; latencies in milliseconds."""
+    log_lines, log_last = len(log), log[-1] if log else ""
     started, ended = float(replayed["started"]), float(replayed["ended"])
     records = {
         record.seq: record
@@ -614,6 +650,7 @@ def analyse(
     problems: list[str] = [f"{error}" for error in viewer_errors]
     event_to_viewer: list[float] = []
     publish_to_viewer: list[float] = []
+    hub_to_viewer: list[float] = []
     time_only: list[float] = []
     arrivals: dict[int, list[float]] = {seq: [] for seq in records}
     other: Counter[str] = Counter()
@@ -645,6 +682,8 @@ def analyse(
             sizes.append(length)
             arrivals[seq].append(received)
             publish_to_viewer.append((received - record.publish) * 1000)
+            if record.hub is not None:
+                hub_to_viewer.append((received - record.hub) * 1000)
             if record.first_event is None:
                 time_only.append((received - record.publish) * 1000)
             else:
@@ -686,12 +725,17 @@ def analyse(
         event_to_publish_ms=[(r.publish - r.first_event) * 1000 for r in with_event],  # type: ignore[operator]
         snapshot_to_publish_ms=[(r.publish - r.snapshot) * 1000 for r in records.values()],
         publish_to_viewer_ms=publish_to_viewer,
+        publish_to_hub_ms=[
+            (r.hub - r.publish) * 1000 for r in records.values() if r.hub is not None
+        ],
+        hub_to_viewer_ms=hub_to_viewer,
         time_only_publish_to_viewer_ms=time_only,
         spread_ms=spreads,
         server_cpu_percent=100 * float(report["cpu_seconds"]) / max(report["wall_seconds"], 1e-9),
         client_cpu_percent=100 * client_cpu / max(window, 1e-9),
         wall_seconds=window,
         log_lines=log_lines,
+        log_last=log_last,
         problems=problems,
     )
 
@@ -792,6 +836,8 @@ def print_report(
             ("event -> publish", result.event_to_publish_ms, "deltas"),
             ("  of it snapshot -> publish", result.snapshot_to_publish_ms, "deltas"),
             ("publish -> viewer", result.publish_to_viewer_ms, "pairs"),
+            ("  of it publish -> hub", result.publish_to_hub_ms, "deltas"),
+            ("  and hub -> viewer", result.hub_to_viewer_ms, "pairs"),
         ]
         if result.time_only_publish_to_viewer_ms:
             rows.append(("  time-only deltas", result.time_only_publish_to_viewer_ms, "pairs"))
@@ -803,6 +849,8 @@ def print_report(
             f"{result.server_cpu_percent:.0f}%, viewers {result.client_cpu_percent:.0f}%; "
             f"bridge log {result.log_lines} lines"
         )
+        if result.log_last:
+            print(f"  last bridge log line: {result.log_last[:160]}")
     print()
     for result in results:
         p99 = percentile(sorted(result.event_to_viewer_ms), 99)
@@ -883,13 +931,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="URL",
         help=f"add a phase with Redis as the bus ({DEFAULT_REDIS_URL} without a URL)",
     )
+    parser.add_argument(
+        "--connect-at-once",
+        type=int,
+        default=50,
+        metavar="N",
+        help="viewers opening their socket at the same time (50; see the module docstring)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return serve_main(args.serve)
-    if args.viewers < 1 or args.speed <= 0 or args.passes < 1:
-        parser.error("--viewers, --speed and --passes must be positive")
+    if args.viewers < 1 or args.speed <= 0 or args.passes < 1 or args.connect_at_once < 1:
+        parser.error("--viewers, --speed, --passes and --connect-at-once must be positive")
 
     dropped_env = scrub_environment()
     progress = Progress()

@@ -1,8 +1,9 @@
 """The panel's JSON API under ``/api/v1``: live statistics, tickets and calls.
 
 Agents see only their own calls and recordings (their softphone's interface) and may change only
-tickets they own; supervisors and admins see and change everything. Bad input is a 400 with a
-message that says what to fix; an unknown ticket is a 404.
+tickets they own or nobody has signed yet (the one popped up as their phone rings); supervisors
+and admins see and change everything. Bad input is a 400 with a message that says what to fix;
+an unknown ticket is a 404.
 """
 
 from __future__ import annotations
@@ -160,9 +161,9 @@ class PanelApi:
     async def patch_ticket(self, request: web.Request) -> web.Response:
         user = current_user(request)
         ticket = await self._ticket(request.match_info["number"])
-        if not sees_every_call(user) and ticket.owner_agent != user.agent_interface:
+        if not sees_every_call(user) and ticket.owner_agent not in (None, user.agent_interface):
             raise web.HTTPForbidden(
-                text='{"error": "agents change only their own tickets"}',
+                text='{"error": "agents change only their own tickets, or unsigned ones"}',
                 content_type="application/json",
             )
         try:

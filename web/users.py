@@ -212,7 +212,13 @@ async def ensure_first_admin(units: Transactions, username: str, password: str) 
     return await units(lambda connection: _add_if_missing(connection, values))
 
 
-async def set_password(units: Transactions, username: str, role: Role, password: str) -> None:
+async def set_password(
+    units: Transactions,
+    username: str,
+    role: Role,
+    password: str,
+    agent_interface: str | None = None,
+) -> None:
     """Add the user with ``role``, or give an existing one this role and password."""
-    values = await user_values(username, role, None, password)
+    values = await user_values(username, role, agent_interface, password)
     await units(lambda connection: save_user(connection, values))

@@ -142,6 +142,10 @@ async function start() {
     return;
   }
   const who = await session.json();
+  if (who.user.role === "agent") {
+    window.location.assign("/agent");  // agents work in their own view
+    return;
+  }
   state.csrf = who.csrf;
   const showWho = () => {
     document.getElementById("who").textContent = `${who.user.username} (${t(`role_${who.user.role}`)})`;
