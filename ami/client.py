@@ -28,6 +28,12 @@ from ami.codec import AmiFrameDecoder, AmiMessage, AmiProtocolError
 log = logging.getLogger(__name__)
 
 
+# Actions Asterisk answers with one message. panoramisk 1.4 guesses from the answer's text that
+# "Added interface to queue" (QueueAdd's success) starts a list, and then waits for the rest of a
+# list that never comes, until the deadline: for these it is told there is no list.
+SINGLE_ANSWER_ACTIONS = frozenset({"QueueAdd", "QueueRemove", "QueuePause", "QueuePenalty"})
+
+
 class AmiNotConnected(ConnectionError):
     """An action was asked while no authenticated AMI session exists."""
 
@@ -279,7 +285,8 @@ class AmiClient:
         manager = self._manager
         if not self.connected or manager is None or manager.protocol is None:
             raise AmiNotConnected(f"AMI is down ({self.last_problem}); {action} not sent")
-        future = manager.send_action({"Action": action, **headers})
+        as_list = False if action in SINGLE_ANSWER_ACTIONS else None
+        future = manager.send_action({"Action": action, **headers}, as_list=as_list)
         try:
             answer = await asyncio.wait_for(future, timeout or self._action_timeout)
         except TimeoutError:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from ami.actions import AmiAction, queue_add, queue_pause, queue_remove
 from ami.client import AmiActionFailed, AmiActionTimeout, AmiNotConnected
 from web.auth import current_user
 from web.users import HEARS_EVERY_CALL, User
@@ -24,7 +25,7 @@ MAX_REASON = 64
 
 
 class ActionSender(Protocol):
-    async def send_action(self, action: str, **headers: Any) -> Any: ...
+    async def send(self, action: AmiAction) -> Any: ...
 
 
 def _error(status: int, message: str) -> web.HTTPException:
@@ -65,11 +66,11 @@ class AgentActions:
             raise _error(400, "agent is an interface like PJSIP/agent1")
         return named
 
-    async def _send(self, action: str, **headers: Any) -> None:
+    async def _send(self, action: AmiAction) -> None:
         if self.ami is None:
             raise _error(503, "no PBX is connected (this is a replay)")
         try:
-            await self.ami.send_action(action, **headers)
+            await self.ami.send(action)
         except AmiActionFailed as error:  # Asterisk said no (e.g. not a member of that queue)
             raise _error(409, str(error)) from None
         except (AmiNotConnected, AmiActionTimeout) as error:
@@ -85,10 +86,7 @@ class AgentActions:
             raise _error(400, "paused is true or false")
         if not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable():
             raise _error(400, f"reason is plain text of at most {MAX_REASON} characters")
-        headers: dict[str, Any] = {"Interface": interface, "Paused": "true" if paused else "false"}
-        if paused and reason:
-            headers["Reason"] = reason
-        await self._send("QueuePause", **headers)
+        await self._send(queue_pause(interface, paused, reason if paused else ""))
         return web.json_response({"agent": interface, "paused": paused, "reason": reason})
 
     async def membership(self, request: web.Request) -> web.Response:
@@ -100,8 +98,5 @@ class AgentActions:
             raise _error(400, "queue is a queue name")
         if not isinstance(member, bool):
             raise _error(400, "member is true (log in to the queue) or false (log out)")
-        if member:
-            await self._send("QueueAdd", Queue=queue, Interface=interface)
-        else:
-            await self._send("QueueRemove", Queue=queue, Interface=interface)
+        await self._send(queue_add(queue, interface) if member else queue_remove(queue, interface))
         return web.json_response({"agent": interface, "queue": queue, "member": member})

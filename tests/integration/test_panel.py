@@ -8,6 +8,9 @@ are printed (the figure itself is the fan-out benchmark's job).
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import need_service
-from tests.integration.bridge import start_bridge
+from tests.integration.bridge import hotline_env, start_bridge
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +103,103 @@ async def test_a_supervisor_sees_a_real_caller_wait_and_be_answered_live(
         )
     finally:
         assert bridge.stop() == 0, bridge.log_tail()
+
+
+AGENT = {"username": "li", "password": "agent bed password"}
+
+
+async def test_an_agent_gets_the_caller_as_the_phone_rings_and_pauses_through_asterisk(
+    asterisk,
+    tmp_path: Path,
+    sipp_phones,
+    place_citizen_call,
+    ami_events,  # type: ignore[no-untyped-def]
+) -> None:
+    sipp_phones.start_agent("agent1")
+    for agent in ("agent2", "agent3"):
+        asterisk.cli(f"queue pause member PJSIP/{agent} queue hotline reason test")
+    bridge = start_bridge(
+        asterisk,
+        tmp_path,
+        HOTLINE_ADMIN_USER=ADMIN["username"],
+        HOTLINE_ADMIN_PASSWORD=ADMIN["password"],
+    )
+    add_user(bridge, AGENT, "agent", "PJSIP/agent1")
+    base = f"http://127.0.0.1:{bridge.web_port}"
+    try:
+        async with (
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as agent,
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as chief,
+        ):
+            async with agent.post(f"{base}/api/v1/login", json=AGENT) as response:
+                csrf = {"X-CSRF-Token": (await response.json())["csrf"]}
+            async with chief.post(f"{base}/api/v1/login", json=ADMIN) as response:
+                chief_csrf = {"X-CSRF-Token": (await response.json())["csrf"]}
+            async with agent.ws_connect(f"{base}/api/v1/live") as socket:
+                await socket.receive_json(timeout=10)  # the snapshot
+                call = place_citizen_call(CALLER, talk_seconds=4, name="王五")
+                ringing, _ = await next_matching(socket, lambda m: m.get("type") == "call.ringing")
+                assert ringing["agent"] == "PJSIP/agent1"
+                assert ringing["caller_number"] == CALLER and ringing["ticket"]
+                async with agent.get(f"{base}/api/v1/tickets/{ringing['ticket']}") as response:
+                    ticket = await response.json()
+                assert ticket["caller_number"] == CALLER and ticket["caller_name"] == "王五"
+                assert await call.wait_async(timeout=60) == 0, call.diagnostics()
+
+                pause = {"paused": True, "reason": "break"}
+                async with agent.post(
+                    f"{base}/api/v1/agent/pause", json=pause, headers=csrf
+                ) as response:
+                    assert response.status == 200, await response.text()
+                paused, _ = await next_matching(
+                    socket,
+                    lambda m: ((m.get("agents") or {}).get("PJSIP/agent1") or {}).get("paused"),
+                )
+                assert paused["agents"]["PJSIP/agent1"]["pause_reason"] == "break"
+            shown = asterisk.cli("queue show hotline")
+            assert re.search(r"Agent One \(PJSIP/agent1\).*paused:break", shown), shown
+            async with agent.post(
+                f"{base}/api/v1/agent/pause", json={"paused": False}, headers=csrf
+            ) as response:
+                assert response.status == 200
+            assert "paused" not in agent_line(asterisk.cli("queue show hotline"), "agent1")
+
+            # A supervisor logs agent4 in to the queue and out again; a static member cannot be
+            # logged out, and Asterisk's refusal reaches the panel.
+            member = {"agent": "PJSIP/agent4", "queue": "hotline", "member": True}
+            async with chief.post(
+                f"{base}/api/v1/agent/queues", json=member, headers=chief_csrf
+            ) as response:
+                assert response.status == 200, await response.text()
+            assert "PJSIP/agent4" in asterisk.cli("queue show hotline")
+            member["member"] = False
+            async with chief.post(
+                f"{base}/api/v1/agent/queues", json=member, headers=chief_csrf
+            ) as response:
+                assert response.status == 200
+            assert "PJSIP/agent4" not in asterisk.cli("queue show hotline")
+            static = {"agent": "PJSIP/agent1", "queue": "hotline", "member": False}
+            async with chief.post(
+                f"{base}/api/v1/agent/queues", json=static, headers=chief_csrf
+            ) as response:
+                assert response.status == 409
+                print("Asterisk refused:", (await response.json())["error"])
+    finally:
+        assert bridge.stop() == 0, bridge.log_tail()
+
+
+def agent_line(shown: str, agent: str) -> str:
+    return next(line for line in shown.splitlines() if f"PJSIP/{agent})" in line)
+
+
+def add_user(bridge, user: dict[str, str], role: str, interface: str) -> None:  # type: ignore[no-untyped-def]
+    done = subprocess.run(
+        [sys.executable, "-m", "hotline.cli", "users", "add", user["username"], "--role", role,
+         "--agent", interface, "--password-stdin"],
+        input=user["password"] + "\n",
+        env=hotline_env(bridge.database),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from ami.actions import queue_add
 from ami.client import AmiActionTimeout, AmiClient, AmiNotConnected
 from ami.codec import AmiMessage, parse_message
 
@@ -58,6 +59,9 @@ class ScriptedAmi:
                     status = "Success" if self.accept_login else "Error"
                     reply = f"Response: {status}\r\nActionID: {action['ActionID']}\r\n"
                     reply += "Message: Authentication accepted\r\n\r\n"
+                elif action["Action"] == "QueueAdd":  # Asterisk 22's own words
+                    reply = f"Response: Success\r\nActionID: {action['ActionID']}\r\n"
+                    reply += "Message: Added interface to queue\r\n\r\n"
                 elif action["Action"] == "Ping" and self.answer_pings:
                     reply = (
                         f"Response: Success\r\nActionID: {action['ActionID']}\r\nPing: Pong\r\n\r\n"
@@ -180,3 +184,13 @@ async def test_refused_login_is_reported_and_retried() -> None:
     assert peer.logins >= 2
     await client.close()
     await peer.stop()
+
+
+async def test_queue_add_is_answered_at_once_not_at_its_deadline(peer: ScriptedAmi) -> None:
+    """panoramisk alone would take "Added interface to queue" for the start of a list."""
+    client = make_client(peer.port, lambda m: None, ping_interval=60)
+    await client.start()
+    assert await client.wait_connected(2)
+    answer = await client.send(queue_add("hotline", "PJSIP/agent4"), timeout=2)
+    assert answer["Message"] == "Added interface to queue"  # type: ignore[index]
+    await client.close()

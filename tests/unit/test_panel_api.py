@@ -56,9 +56,10 @@ class RecordingAmi:
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict]] = []
 
-    async def send_action(self, action: str, **headers: object) -> dict:
-        self.sent.append((action, headers))
-        if action == "QueueRemove" and headers["Queue"] == "enterprise":
+    async def send(self, action: tuple[str, dict]) -> dict:
+        name, headers = action
+        self.sent.append((name, headers))
+        if name == "QueueRemove" and headers["Queue"] == "enterprise":
             raise AmiActionFailed("QueueRemove: Unable to remove interface: Not there")
         return {"Response": "Success"}
 
