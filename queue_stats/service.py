@@ -281,6 +281,7 @@ class QueueService:
         return {
             **stats.snapshot(now),
             "last_15_minutes": stats.recent_snapshot(now),
+            "hours": stats.hourly_snapshot(),
             "waiting": stats.waiting_callers(now),
             "pbx": self.pbx_state,
         }

@@ -575,6 +575,23 @@ class QueueStats:
             for name, queue in sorted(self.queues.items())
         }
 
+    def hourly_snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Today by local hour, per queue: ``{"hotline": {"09": {offered, answered, ...}}}``."""
+        return {
+            name: {
+                f"{hour.astimezone(self._zone):%H}": {
+                    "offered": counters.offered,
+                    "answered": counters.answered,
+                    "abandoned": counters.abandoned,
+                    "answer_rate": queue_figures(counters, queue.service_level_seconds, 0, 0.0)[
+                        "answer_rate"
+                    ],
+                }
+                for hour, counters in sorted(queue.hours.items())
+            }
+            for name, queue in sorted(self.queues.items())
+        }
+
     def waiting_callers(self, now: datetime) -> dict[str, list[dict[str, Any]]]:
         return {
             name: [

@@ -108,6 +108,7 @@ def test_a_supervisor_logs_in_and_watches_the_queue_tile_move(demo: Demo) -> Non
                 page.wait_for_timeout(250)
             assert offered(page) > first, "the tile did not move while the session replayed"
             assert page.locator("#agents tr").count() == 3
+            assert page.locator('.hour-chart[data-queue="hotline"] .bar').count() >= 1
             assert page.locator("h2").first.text_content() == "Queues"
             page.screenshot(path=str(SCREENSHOTS / "panel-en.png"), full_page=True)
 

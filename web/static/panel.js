@@ -92,9 +92,52 @@ function renderPbx(snapshot) {
   }
 }
 
+function renderHours(snapshot) {
+  // One chart per queue: a bar per hour, its height the calls offered, its label the answer rate.
+  const holder = document.getElementById("hours");
+  holder.replaceChildren();
+  for (const [queue, hours] of Object.entries(snapshot.hours || {})) {
+    const entries = Object.entries(hours);
+    if (!entries.length) continue;
+    const most = Math.max(1, ...entries.map(([, figures]) => figures.offered));
+    const chart = document.createElement("figure");
+    chart.className = "hour-chart";
+    chart.dataset.queue = queue;
+    const caption = document.createElement("figcaption");
+    caption.textContent = `${queue} · ${t("volume")} / ${t("answer_rate")}`;
+    const bars = document.createElement("div");
+    bars.className = "bars";
+    for (const [hour, figures] of entries) {
+      const column = document.createElement("div");
+      column.className = "bar-column";
+      const rate = document.createElement("span");
+      rate.className = "bar-rate";
+      rate.textContent = percent(figures.answer_rate);
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.style.height = `${Math.round((figures.offered / most) * 100)}%`;
+      bar.title = `${hour}:00 · ${figures.answered} / ${figures.offered}`;
+      const count = document.createElement("span");
+      count.className = "bar-count";
+      count.textContent = String(figures.offered);
+      const label = document.createElement("span");
+      label.className = "bar-hour";
+      label.textContent = `${hour}:00`;
+      const track = document.createElement("div");
+      track.className = "bar-track";
+      track.append(bar);
+      column.append(rate, count, track, label);
+      bars.append(column);
+    }
+    chart.append(caption, bars);
+    holder.append(chart);
+  }
+}
+
 function render() {
   if (!state.snapshot) return;
   renderQueues(state.snapshot);
+  renderHours(state.snapshot);
   renderAgents(state.snapshot);
   renderPbx(state.snapshot);
 }
