@@ -77,6 +77,7 @@ def create_app(parts: WebParts) -> web.Application:
     if STATIC_DIR.is_dir():
         app.router.add_get("/", _page("panel.html"), name="panel")
         app.router.add_get("/agent", _page("agent.html"), name="agent-page")
+        app.router.add_get("/tickets", _page("tickets.html"), name="tickets-page")
         app.router.add_get("/login", _page("login.html"), name="login-page")
         app.router.add_static("/static", STATIC_DIR, name="static")
     return app

@@ -31,7 +31,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("HOTLINE_SCREENSHOTS", ROOT / ".cache" / "screenshots"))
 
 
-def _browser_or_skip():  # type: ignore[no-untyped-def]
+def browser_or_skip():  # type: ignore[no-untyped-def]
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -80,7 +80,7 @@ def offered(page) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_a_supervisor_logs_in_and_watches_the_queue_tile_move(demo: Demo) -> None:
-    sync_playwright = _browser_or_skip()
+    sync_playwright = browser_or_skip()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
@@ -126,7 +126,7 @@ def test_a_supervisor_logs_in_and_watches_the_queue_tile_move(demo: Demo) -> Non
 
 
 def test_an_agent_sees_the_caller_pop_up_as_their_phone_rings(demo: Demo) -> None:
-    sync_playwright = _browser_or_skip()
+    sync_playwright = browser_or_skip()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from recording.wav import HEADER_READ_BYTES, parse_wav_header
+from tests.browser.test_panel_browser import CHROMIUM, SCREENSHOTS, browser_or_skip
 from tests.integration.bridge import RunningBridge, hotline_env, start_bridge
 
 pytestmark = pytest.mark.integration
@@ -231,3 +232,68 @@ async def test_a_bridge_killed_during_the_call_ingests_the_recording_once_after_
         assert again.stop() == 0, again.log_tail()
     assert len(recording_rows(again, uniqueid)) == 1
     assert len(list((tmp_path / "recordings").glob(f"*/*/*/{uniqueid}_*.wav"))) == 1
+
+
+@pytest.mark.browser
+async def test_a_supervisor_plays_and_seeks_the_recording_in_a_real_browser(
+    asterisk,
+    tmp_path: Path,
+    talking_agent,
+    place_citizen_call,  # type: ignore[no-untyped-def]
+) -> None:
+    """Chromium's audio element on the ticket page loads the recording and seeks in it, which it
+    does with Range requests; each is in the audit log."""
+    sync_playwright = browser_or_skip()
+    admin = {"HOTLINE_ADMIN_USER": "chief", "HOTLINE_ADMIN_PASSWORD": PASSWORD}
+    bridge = start_bridge(asterisk, tmp_path, **admin)
+    try:
+        call = place_citizen_call(CALLER, talk_seconds=7)
+        assert await call.wait_async(timeout=60) == 0, call.diagnostics()
+        row = bridge.call_row(CALLER)
+        recording = await asyncio.to_thread(
+            bridge.wait_for_row, "SELECT * FROM recordings WHERE uniqueid = ?", row["uniqueid"]
+        )
+
+        def play() -> dict:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+                try:
+                    page = browser.new_page(locale="en-US")
+                    base = f"http://127.0.0.1:{bridge.web_port}"
+                    page.goto(f"{base}/login")
+                    page.fill("#username", "chief")
+                    page.fill("#password", PASSWORD)
+                    page.click("button[type=submit]")
+                    page.wait_for_url(f"{base}/")
+                    page.goto(f"{base}/tickets?ticket={row['ticket']}")
+                    page.wait_for_selector("#detail-recordings audio", timeout=10_000)
+                    result = page.evaluate(SEEK_SCRIPT)
+                    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(SCREENSHOTS / "ticket-recording.png"), full_page=True)
+                    return result
+                finally:
+                    browser.close()
+
+        played = await asyncio.to_thread(play)
+        assert played["duration"] == pytest.approx(recording["duration_seconds"], abs=0.1)
+        assert played["currentTime"] == pytest.approx(4.0, abs=0.5)
+        audits = bridge.rows(
+            "SELECT outcome, byte_range FROM recording_access WHERE username = 'chief'"
+        )
+        assert audits and all(a["outcome"] in (200, 206) for a in audits)
+        assert any(a["outcome"] == 206 for a in audits), [dict(a) for a in audits]
+    finally:
+        assert bridge.stop() == 0, bridge.log_tail()
+
+
+SEEK_SCRIPT = """
+async () => {
+  const audio = document.querySelector("#detail-recordings audio");
+  if (audio.readyState < 1) {
+    await new Promise((ok) => audio.addEventListener("loadedmetadata", ok, { once: true }));
+  }
+  audio.currentTime = 4;
+  await new Promise((ok) => audio.addEventListener("seeked", ok, { once: true }));
+  return { duration: audio.duration, currentTime: audio.currentTime };
+}
+"""

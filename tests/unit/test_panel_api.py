@@ -384,7 +384,7 @@ async def test_pages_are_sent_with_a_strict_content_security_policy(panel: Panel
     assert json.dumps(policy).count("unsafe") == 0
 
 
-PAGES = ("panel", "agent-page", "login-page", "static")
+PAGES = ("panel", "agent-page", "tickets-page", "login-page", "static")
 
 
 async def test_the_openapi_document_lists_exactly_the_routes_the_app_has(panel: Panel) -> None:
@@ -396,8 +396,7 @@ async def test_the_openapi_document_lists_exactly_the_routes_the_app_has(panel: 
     served = {
         (route.method, route.resource.canonical)
         for route in panel.client.server.app.router.routes()
-        if route.method != "HEAD"
-        and route.name not in ("panel", "agent-page", "login-page", "static")
+        if route.method != "HEAD" and route.name not in PAGES
     }
     assert documented == served
 
