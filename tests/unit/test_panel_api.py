@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import insert
 
 from ami.client import AmiActionFailed
@@ -452,3 +454,64 @@ async def test_a_supervisor_pauses_an_agent_and_a_replay_has_no_pbx(panel: Panel
     assert panel.ami.sent == [("QueuePause", {"Interface": "PJSIP/agent2", "Paused": "false"})]
     nobody = await panel.client.post("/api/v1/agent/pause", json={"paused": True}, headers=csrf)
     assert nobody.status == 400  # a supervisor without a phone must name the agent
+
+
+def _documented(document: dict, path: str, method: str) -> set[int]:
+    return {int(code) for code in document["paths"][path][method]["responses"]}
+
+
+QUERY_TEXT = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["", "true", "false", "0", "501", "2026-12-02", "+86 138", "../", "%00"]),
+)
+OPERATIONS = [
+    ("/api/v1/tickets", "get"),
+    ("/api/v1/calls", "get"),
+    ("/api/v1/tickets/{number}", "get"),
+    ("/api/v1/tickets/{number}", "patch"),
+    ("/api/v1/login", "post"),
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+async def test_random_requests_get_only_the_answers_the_document_promises(
+    panel: Panel, data: st.DataObject
+) -> None:
+    """Hypothesis writes queries and bodies from the OpenAPI document; every answer must be one
+    of the statuses documented for that operation, with a JSON body, never a 500."""
+    token = base64.b64encode(f"wang:{PASSWORD}".encode()).decode()
+    auth = {"Authorization": f"Basic {token}"}
+    document = await (await panel.client.get("/api/v1/openapi.json", headers=auth)).json()
+    path, method = data.draw(st.sampled_from(OPERATIONS))
+    operation = document["paths"][path][method]
+    query = {
+        parameter["name"]: data.draw(QUERY_TEXT)
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "query" and data.draw(st.booleans())
+    }
+    numbers = [*panel.tickets.values(), "12345-20261202-999999"]
+    url = path.replace("{number}", data.draw(st.sampled_from(numbers)))
+    body = None
+    if method == "patch":
+        fields = document["components"]["schemas"]["TicketEdit"]["properties"]
+        body = data.draw(
+            st.dictionaries(
+                st.sampled_from([*fields, "owner_agent"]),
+                st.one_of(st.text(max_size=200), st.integers(-3, 9), st.none(), st.booleans()),
+                max_size=4,
+            )
+        )
+    elif method == "post":
+        body = data.draw(
+            st.one_of(
+                st.fixed_dictionaries({"username": st.text(max_size=20), "password": st.text()}),
+                st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+            )
+        )
+    response = await panel.client.request(
+        method.upper(), url, params=query, json=body, headers=auth
+    )
+    answer = await response.text()
+    assert response.status in _documented(document, path, method), (url, query, body, answer)
+    json.loads(answer)  # every answer, refusals included, is JSON
