@@ -140,6 +140,7 @@ class QueueService:
         self.counters: Counter[str] = Counter()
         self.pbx_state: dict[str, Any] = {"up": False}
         self._publishing: set[asyncio.Task[None]] = set()
+        self._agent_states: dict[str, tuple[str, str]] = {}
 
     @property
     def pending_writes(self) -> int:
@@ -278,13 +279,26 @@ class QueueService:
     def snapshot(self) -> dict[str, Any]:
         now = self._clock()
         stats = self.pipeline.stats
+        figures = stats.snapshot(now)
+        for interface, agent in figures["agents"].items():
+            agent["state_since"] = self._state_since(interface, agent["state"], now)
         return {
-            **stats.snapshot(now),
+            **figures,
             "last_15_minutes": stats.recent_snapshot(now),
             "hours": stats.hourly_snapshot(),
             "waiting": stats.waiting_callers(now),
             "pbx": self.pbx_state,
         }
+
+    def _state_since(self, interface: str, state: str, now: datetime) -> str:
+        """When the agent's state was first seen as it is now (the board's time in state).
+
+        States are looked at on every publication, at least once a second, so this is exact to
+        about a second whatever event or timer changed the state."""
+        seen = self._agent_states.get(interface)
+        if seen is None or seen[0] != state:
+            seen = self._agent_states[interface] = (state, now.isoformat(timespec="seconds"))
+        return seen[1]
 
     async def publish_changes(self) -> None:
         """Publish the delta since the last publication and keep the full snapshot on the bus."""

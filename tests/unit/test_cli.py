@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -166,7 +167,9 @@ async def test_demo_serves_the_panel_with_a_printed_login_and_live_figures(tmp_p
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
         assert line.startswith("hotline demo: open http://127.0.0.1:"), line
-        user, password = line.rsplit(" as ", 1)[1].strip().split(" / ")
+        found = re.search(r" log in as (\S+) / (\S+) ", line)
+        assert found, line
+        user, password = found.groups()
         base = f"http://127.0.0.1:{env['HOTLINE_WEB_PORT']}"
         # unsafe=True: keep cookies of an IP address host (127.0.0.1), as a browser does.
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:

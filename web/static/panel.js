@@ -14,6 +14,12 @@ function seconds(value) {
   return whole < 60 ? `${whole} s` : `${Math.floor(whole / 60)} min ${whole % 60} s`;
 }
 
+function sinceText(isoTime) {
+  // Time in state, against the session's own clock (a replay's "now" is the transcript's).
+  const now = state.snapshot && state.snapshot.at ? Date.parse(state.snapshot.at) : Date.now();
+  return seconds(Math.max(0, (now - Date.parse(isoTime)) / 1000));
+}
+
 function merge(snapshot, delta) {
   for (const [section, entries] of Object.entries(delta)) {
     if (["type", "seq", "at"].includes(section)) continue;
@@ -65,7 +71,7 @@ function renderAgents(snapshot) {
     row.dataset.agent = interfaceName;
     const cells = [
       agent.name ? `${agent.name} (${interfaceName})` : interfaceName,
-      t(`state_${agent.state}`),
+      `${t(`state_${agent.state}`)}${agent.state_since ? ` · ${sinceText(agent.state_since)}` : ""}`,
       agent.pause_reason || "",
       String(agent.answered),
       seconds(agent.talk_seconds),
@@ -166,6 +172,7 @@ function connect() {
       }
       state.seq = message.seq;
       merge(state.snapshot, message);
+      state.snapshot.at = message.at;
       render();
     }
   });
