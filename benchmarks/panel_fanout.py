@@ -7,42 +7,53 @@ statistics must reach all of them quickly. The issue's target is an event-to-vie
 What is measured: for each ``stats.delta`` a viewer receives, the time from the moment the
 bridge's pipeline was handed the first AMI message that changed the statistics after the previous
 snapshot (the oldest change the delta carries) to the moment that viewer's client read the frame.
-Two parts are shown as well: event -> publish (the publisher's coalescing window, the snapshot,
-the diff, ``store_snapshot``) and publish -> viewer (the bus, ``LiveHub``'s one subscription and
-its per-viewer queues, the socket, the client). Deltas published without a statistics-changing
-AMI message since the last snapshot (figures that only changed with the clock) have no event to
-start from: they are counted, and only their publish -> viewer time is kept.
+It is split into event -> publish (``run_publisher``'s coalescing sleep, the snapshot, the diff,
+``store_snapshot``) and publish -> viewer, itself split at the moment ``LiveHub.broadcast`` gets
+the delta: publish -> hub is the bus (a queue in-process; a Redis round trip), hub -> viewer the
+per-viewer queues, the viewers' tasks, the sockets and the client. "first -> last viewer" is, per
+delta, how long the fan-out to all viewers took as the clients saw it. Deltas published with no
+statistics-changing AMI message since the last snapshot (figures that changed with the clock
+only) have no event to start from: they are counted, and only their publish -> viewer is kept.
 
 How: the bridge is the production one, ``hotline.service.build_bridge`` + ``run_bridge``, in a
 child process (this file with ``--serve``) with its own event loop, an SQLite database in a
 temporary directory and, with no ``HOTLINE_AMI_SECRET``, its replay of an AMI transcript. The
-child adds three thin probes and one gate, and changes nothing else:
+child adds four thin probes and a gate, and changes nothing else:
 
 - ``queues.pipeline.on_ami_message`` is wrapped to note ``time.monotonic()`` before the first
   message whose result says the statistics changed;
 - ``queues.snapshot`` is wrapped to take that note when ``publish_changes`` starts a delta;
 - ``bus.publish`` is wrapped to file, for each ``stats`` message, its ``seq`` with the note and
   the monotonic times just before and after publishing;
+- the ``LiveHub``'s ``broadcast`` is wrapped to note when the hub got each delta;
 - ``hotline.service.replay`` is replaced by a wrapper that says "ready" (the web server is
   listening by the time the replay task runs) and waits for the word ``start`` on stdin.
 
 ``time.monotonic()`` is one clock for every process on Linux, so the parent subtracts the child's
-times from its own. The parent opens the viewers with aiohttp (HTTP Basic login as an admin the
-bridge creates at start from ``HOTLINE_ADMIN_USER``/``HOTLINE_ADMIN_PASSWORD``; the first viewer
-connects alone so that its check fills the login cache and the other 199 cost no scrypt), waits
-for every snapshot, says ``start``, notes the receive time of every frame, and after the replay
-asks the child for its records. Both processes share the machine's cores; their CPU use is shown.
+times from its own. The parent opens the viewers with aiohttp: HTTP Basic login as an admin the
+bridge creates at start from ``HOTLINE_ADMIN_USER``/``HOTLINE_ADMIN_PASSWORD``. All of them open
+their sockets at once by default (``--connect-at-once`` limits that): the hub loads one snapshot
+for every viewer connecting meanwhile and the login cache checks one password once, as when every
+panel reconnects after a restart. Once every
+snapshot is in, the parent says ``start``, notes the receive time of every frame (with the
+collector off: its full passes over the frames would stall the client by 100 ms and more), and
+after the replay asks the child for its records.
+
+Both processes share the machine's cores. Shown for the measured window: each one's CPU, the
+rest of the machine, interrupts and steal (``/proc/stat``: the hypervisor ran another guest), and
+both event loops' stalls (a 5 ms sleep woken 10 ms or more late), with how many of the slowest 1 %
+of (viewer, delta) pairs had a stall of either process inside their span.
 
 The transcript is ``tests/fixtures/hotline-3-agents-40-calls.ami`` (a real Asterisk 22 session:
-40 calls, 108 s of session time, so 5.4 s at 20x) played
-``--passes`` (4) times in a row: each later copy has every ``<epoch>.<n>`` id moved on by the
-session's length plus 2 s, so that the replay clock (which follows the ids' epochs) keeps pacing
-and every call is new. ``--redis`` adds a second phase with Redis as the bus (pub/sub is global
-to a Redis server, whatever the database number: frames that do not match the child's records
-are counted as foreign).
+40 calls, 108 s of session time, so 5.4 s at 20x) played ``--passes`` (4) times in a row: each
+later copy has every ``<epoch>.<n>`` id moved on by the session's length plus 2 s, so that the
+replay clock (which follows the ids' epochs) keeps pacing and every call is new. ``--redis`` adds
+a second phase, on a fresh bridge, with Redis as the bus (pub/sub is global to a Redis server,
+whatever the database number: frames that match no record of the child are counted as foreign).
+A run takes about 30 s, 55 s with ``--redis``.
 
-The run exits 1 when the measurement is broken (a viewer that got no delta, a delta the child did
-not file, no delta carrying an event); a missed target is only reported.
+The run exits 1 when the measurement is broken (a viewer that could not connect or got no delta,
+a delta frame the child did not file, no delta carrying an event); a missed target is reported.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -59,6 +71,7 @@ import platform
 import re
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -66,6 +79,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +112,8 @@ CONNECT_TIMEOUT = 60.0
 READY_TIMEOUT = 60.0
 CATCH_UP_TIMEOUT = 5.0
 CATCH_UP_POLL = 0.05
+STALL_PROBE_SECONDS = 0.005
+STALL_SECONDS = 0.010  # a loop that wakes a sleeper this late has held something up
 STOP_TIMEOUT = 20.0
 EPOCH_ID = re.compile(rb"\b(\d{10})\.(\d+)\b")
 DELTA_HEAD = re.compile(r'^\{"type": "stats\.delta", "seq": (\d+), "at": "([^"]*)"')
@@ -137,6 +153,42 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def machine_cpu_seconds() -> dict[str, float] | None:
+    """CPU seconds since boot over all cores (Linux ``/proc/stat``), or None elsewhere.
+
+    ``busy``: processes and the kernel; ``interrupts`` (in ``busy``): interrupt and softirq
+    work such as loopback TCP; ``steal``: time the hypervisor ran another guest instead.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return {
+        "busy": (user + nice + system + irq + softirq) / tick,
+        "interrupts": (irq + softirq) / tick,
+        "steal": steal / tick,
+    }
+
+
+class LoopStalls:
+    """Notes when this process's event loop woke a short sleep late, and by how much: the time
+    it spent on other work (or waiting for a core) while timers and sockets waited."""
+
+    def __init__(self) -> None:
+        self.stalls: list[tuple[float, float]] = []  # (woke at, seconds late), late >= STALL
+
+    async def run(self) -> None:
+        while True:
+            asleep = time.monotonic()
+            await asyncio.sleep(STALL_PROBE_SECONDS)
+            woke = time.monotonic()
+            late = woke - asleep - STALL_PROBE_SECONDS
+            if late >= STALL_SECONDS:
+                self.stalls.append((woke, late))
 
 
 # --------------------------------------------------------------------------- the transcript
@@ -223,7 +275,7 @@ class PublishProbe:
         take_snapshot = queues.snapshot
         publish = bus.publish
 
-        def probed_handle(message: AmiMessage, at: Any = None) -> PipelineResult:
+        def probed_handle(message: AmiMessage, at: datetime | None = None) -> PipelineResult:
             handed = time.monotonic()
             result = handle(message, at)
             if result.stats_changed:
@@ -294,6 +346,7 @@ async def serve(config: dict[str, Any]) -> None:
     )
     probe = PublishProbe()
     probe.install(bridge)
+    stalls = LoopStalls()
     start = asyncio.Event()
     stop = asyncio.Event()
     timing: dict[str, float] = {}
@@ -326,6 +379,7 @@ async def serve(config: dict[str, Any]) -> None:
                         for record in probe.deltas
                     ],
                     changes_without_delta=probe.changes_without_delta,
+                    stalls=stalls.stalls,
                     hub=dict(bridge.web.live.counters),
                     queues=dict(bridge.queues.counters),
                     bus_dropped=getattr(bridge.bus, "dropped", None),
@@ -337,10 +391,12 @@ async def serve(config: dict[str, Any]) -> None:
                 return
 
     reader = asyncio.create_task(commands())
+    watcher = asyncio.create_task(stalls.run())
     try:
         await bridge_service.run_bridge(bridge, stop)
     finally:
         reader.cancel()
+        watcher.cancel()
 
 
 def serve_main(raw_config: str) -> int:
@@ -417,7 +473,6 @@ class Viewer:
 
     index: int
     frames: list[tuple[float, str, int]] = field(default_factory=list)
-    snapshot_seq: int | None = None
     socket: aiohttp.ClientWebSocketResponse | None = None
     closing: bool = False
     closed_early: bool = False
@@ -445,7 +500,6 @@ async def watch(
             snapshot = json.loads(first.data)
             if snapshot.get("type") != "snapshot":
                 raise RuntimeError(f"first frame was {snapshot.get('type')!r}, not the snapshot")
-            viewer.snapshot_seq = snapshot.get("seq")
         announced = True
         connected()
         frames = viewer.frames
@@ -506,9 +560,14 @@ class PhaseResult:
     spread_ms: list[float]  # per delta: first viewer to last viewer
     server_cpu_percent: float
     client_cpu_percent: float
-    wall_seconds: float
+    machine_cpu_percent: dict[str, float] | None  # machine_cpu_seconds' keys, % of one core
     log_lines: int
     log_last: str
+    bridge_stalls_ms: list[float]  # the event loop's late wake-ups in the measured window
+    viewer_stalls_ms: list[float]
+    slowest_pairs: int  # the slowest 1 % of (viewer, delta) pairs, event -> viewer
+    slowest_bridge_stalled_ms: list[float]  # per slowest pair: bridge stalls inside its span
+    slowest_viewer_stalled_ms: list[float]
     problems: list[str]
 
     @property
@@ -555,22 +614,17 @@ async def run_phase(
         async with aiohttp.ClientSession(connector=connector) as session:
             pending = len(viewers)
             all_connected = asyncio.Event()
-            first_connected = asyncio.Event()
 
             def connected() -> None:
                 nonlocal pending
-                first_connected.set()
                 pending -= 1
                 if pending == 0:
                     all_connected.set()
 
-            # The first login fills the bridge's credential cache; the others then skip scrypt.
             gate = asyncio.Semaphore(args.connect_at_once)
-            for index, viewer in enumerate(viewers):
+            for viewer in viewers:
                 task = watch(session, url, headers, viewer, gate, connected)
                 tasks.append(asyncio.create_task(task))
-                if index == 0:
-                    await asyncio.wait_for(first_connected.wait(), CONNECT_TIMEOUT)
             await asyncio.wait_for(all_connected.wait(), CONNECT_TIMEOUT)
             errors = [f"viewer {v.index}: {v.error}" for v in viewers if v.error]
             progress(
@@ -578,6 +632,13 @@ async def run_phase(
                 f"{transcript.replay_seconds(args.speed):.1f} s at {args.speed:g}x"
             )
             cpu_before = time.process_time()
+            machine_before = machine_cpu_seconds()
+            client_stalls = LoopStalls()
+            watcher = asyncio.create_task(client_stalls.run())
+            tasks.append(watcher)
+            # The frames pile up by the ten thousand: the collector's full passes over them would
+            # hold this loop for 100 ms and more, and that delay would count as latency.
+            gc.disable()
             await bridge.send("start")
             replayed = await bridge.expect(
                 "replayed", transcript.replay_seconds(args.speed) * 2 + 30
@@ -591,29 +652,46 @@ async def run_phase(
                     break
                 await asyncio.sleep(CATCH_UP_POLL)
             client_cpu = time.process_time() - cpu_before
+            machine_after = machine_cpu_seconds()
+            machine_cpu = (
+                None
+                if machine_before is None or machine_after is None
+                else {key: machine_after[key] - machine_before[key] for key in machine_after}
+            )
             window = time.monotonic() - replayed["started"]
+            watcher.cancel()
             for viewer in viewers:
                 viewer.closing = True
-                if viewer.socket is not None:
-                    with contextlib.suppress(Exception):
-                        await viewer.socket.close()
+            await asyncio.gather(
+                *(v.socket.close() for v in viewers if v.socket is not None),
+                return_exceptions=True,
+            )
             await asyncio.wait(tasks, timeout=10)
     finally:
+        gc.enable()
         for task in tasks:
             task.cancel()
         await bridge.stop()
     progress(f"  phase done in {time.perf_counter() - started_at:.1f} s")
     return analyse(
-        bus_name,
-        transcript,
-        viewers,
-        errors,
-        replayed,
-        report,
-        client_cpu,
-        window,
-        bridge.log(),
+        Measured(
+            bus_name,
+            viewers,
+            errors,
+            replayed,
+            report,
+            client_cpu,
+            machine_cpu,
+            window,
+            bridge.log(),
+            client_stalls.stalls,
+        )
     )
+
+
+def stalled_within(stalls: Sequence[Sequence[float]], begin: float, end: float) -> float:
+    """Seconds of the ``(woke, late)`` stalls that fall inside ``begin .. end``."""
+    return sum(max(0.0, min(end, woke) - max(begin, woke - late)) for woke, late in stalls)
 
 
 def caught_up(viewer: Viewer, last_seq: int) -> bool:
@@ -625,18 +703,26 @@ def caught_up(viewer: Viewer, last_seq: int) -> bool:
     return last_seq == 0
 
 
-def analyse(
-    bus_name: str,
-    transcript: Transcript,
-    viewers: list[Viewer],
-    viewer_errors: list[str],
-    replayed: dict[str, Any],
-    report: dict[str, Any],
-    client_cpu: float,
-    window: float,
-    log: list[str],
-) -> PhaseResult:
+@dataclass
+class Measured:
+    """What one phase collected, before the analysis."""
+
+    bus_name: str
+    viewers: list[Viewer]
+    viewer_errors: list[str]
+    replayed: dict[str, Any]  # the child's "replayed" line: message count, start and end
+    report: dict[str, Any]  # the child's "report" line: records and counters
+    client_cpu: float
+    machine_cpu: dict[str, float] | None
+    window: float
+    log: list[str]
+    client_stalls: list[tuple[float, float]]
+
+
+def analyse(measured: Measured) -> PhaseResult:
     """Match every frame to the child's records; latencies in milliseconds."""
+    viewers, replayed, report = measured.viewers, measured.replayed, measured.report
+    log = measured.log
     log_lines, log_last = len(log), log[-1] if log else ""
     started, ended = float(replayed["started"]), float(replayed["ended"])
     records = {
@@ -647,8 +733,9 @@ def analyse(
     earlier = {raw["seq"] for raw in report["deltas"] if raw["publish"] < started}
     last_seq = max(records, default=0)
     with_event = [r for r in records.values() if r.first_event is not None]
-    problems: list[str] = [f"{error}" for error in viewer_errors]
+    problems: list[str] = list(measured.viewer_errors)
     event_to_viewer: list[float] = []
+    spans: list[tuple[float, float]] = []  # (event, received) of each pair in event_to_viewer
     publish_to_viewer: list[float] = []
     hub_to_viewer: list[float] = []
     time_only: list[float] = []
@@ -688,6 +775,7 @@ def analyse(
                 time_only.append((received - record.publish) * 1000)
             else:
                 event_to_viewer.append((received - record.first_event) * 1000)
+                spans.append((record.first_event, received))
         lost = len(records) - len(seen)
         missed += lost
         viewers_missing += lost > 0
@@ -699,10 +787,16 @@ def analyse(
         problems.append(f"{foreign} delta frames match no delta the bridge filed")
     spreads = [(max(times) - min(times)) * 1000 for times in arrivals.values() if len(times) > 1]
     duration = max(ended - started, 1e-9)
+    window_end = started + measured.window
+    bridge_stalls = [s for s in report["stalls"] if started <= s[0] <= window_end]
+    viewer_stalls = [s for s in measured.client_stalls if started <= s[0] <= window_end]
+    by_latency = sorted(spans, key=lambda span: span[1] - span[0], reverse=True)
+    slowest = by_latency[: math.ceil(len(spans) / 100)]
+    client_cpu, machine_cpu, window = measured.client_cpu, measured.machine_cpu, measured.window
     return PhaseResult(
-        bus=bus_name,
+        bus=measured.bus_name,
         viewers=len(viewers),
-        viewer_errors=viewer_errors,
+        viewer_errors=measured.viewer_errors,
         transcript_messages=int(replayed["messages"]),
         replay_seconds=duration,
         deltas=len(records),
@@ -722,7 +816,11 @@ def analyse(
         bus_dropped=report["bus_dropped"],
         delta_bytes_mean=sum(sizes) / max(len(sizes), 1),
         event_to_viewer_ms=event_to_viewer,
-        event_to_publish_ms=[(r.publish - r.first_event) * 1000 for r in with_event],  # type: ignore[operator]
+        event_to_publish_ms=[
+            (r.publish - first_event) * 1000
+            for r in with_event
+            if (first_event := r.first_event) is not None
+        ],
         snapshot_to_publish_ms=[(r.publish - r.snapshot) * 1000 for r in records.values()],
         publish_to_viewer_ms=publish_to_viewer,
         publish_to_hub_ms=[
@@ -733,9 +831,16 @@ def analyse(
         spread_ms=spreads,
         server_cpu_percent=100 * float(report["cpu_seconds"]) / max(report["wall_seconds"], 1e-9),
         client_cpu_percent=100 * client_cpu / max(window, 1e-9),
-        wall_seconds=window,
+        machine_cpu_percent=None
+        if machine_cpu is None
+        else {key: 100 * value / max(window, 1e-9) for key, value in machine_cpu.items()},
         log_lines=log_lines,
         log_last=log_last,
+        bridge_stalls_ms=[late * 1000 for _woke, late in bridge_stalls],
+        viewer_stalls_ms=[late * 1000 for _woke, late in viewer_stalls],
+        slowest_pairs=len(slowest),
+        slowest_bridge_stalled_ms=[stalled_within(bridge_stalls, *s) * 1000 for s in slowest],
+        slowest_viewer_stalled_ms=[stalled_within(viewer_stalls, *s) * 1000 for s in slowest],
         problems=problems,
     )
 
@@ -760,6 +865,45 @@ def spread_line(label: str, values_ms: Sequence[float], unit: str) -> str:
         for name, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
     )
     return f"{label:<26} {figures} ms  ({len(ordered):,} {unit})"
+
+
+def stalls_line(result: PhaseResult) -> str:
+    def summary(stalls_ms: list[float]) -> str:
+        if not stalls_ms:
+            return "none"
+        return f"{len(stalls_ms)} (max {max(stalls_ms):.0f} ms, total {sum(stalls_ms):,.0f} ms)"
+
+    return (
+        f"event-loop stalls (a {STALL_PROBE_SECONDS * 1000:g} ms sleep woken "
+        f">= {STALL_SECONDS * 1000:g} ms late): bridge {summary(result.bridge_stalls_ms)}, "
+        f"viewers {summary(result.viewer_stalls_ms)}"
+    )
+
+
+def slowest_line(result: PhaseResult) -> str:
+    def share(stalled_ms: list[float]) -> str:
+        hit = [value for value in stalled_ms if value > 0]
+        mean = sum(hit) / len(hit) if hit else 0.0
+        return f"{100 * len(hit) / result.slowest_pairs:.0f}% (mean {mean:.0f} ms of it)"
+
+    return (
+        f"slowest 1% of pairs ({result.slowest_pairs:,}): a bridge stall within "
+        f"{share(result.slowest_bridge_stalled_ms)}, a viewers' stall within "
+        f"{share(result.slowest_viewer_stalled_ms)}"
+    )
+
+
+def machine_text(result: PhaseResult) -> str:
+    """The rest of the machine's CPU time in the window, when ``/proc/stat`` told it."""
+    machine = result.machine_cpu_percent
+    if machine is None:
+        return ""
+    rest = machine["busy"] - machine["interrupts"]
+    rest -= result.server_cpu_percent + result.client_cpu_percent
+    return (
+        f"; other processes {max(rest, 0):.0f}%, interrupts {machine['interrupts']:.0f}%, "
+        f"steal {machine['steal']:.0f}% (the hypervisor ran another guest)"
+    )
 
 
 def shown_path(path: Path) -> str:
@@ -840,25 +984,33 @@ def print_report(
             ("  and hub -> viewer", result.hub_to_viewer_ms, "pairs"),
         ]
         if result.time_only_publish_to_viewer_ms:
-            rows.append(("  time-only deltas", result.time_only_publish_to_viewer_ms, "pairs"))
+            rows.append(
+                ("time-only: publish -> viewer", result.time_only_publish_to_viewer_ms, "pairs")
+            )
         rows.append(("first -> last viewer", result.spread_ms, "deltas"))
         for label, values, unit in rows:
             print("  " + spread_line(label, values, unit))
         print(
             f"  cpu (% of one core, from the start of the replay): bridge "
-            f"{result.server_cpu_percent:.0f}%, viewers {result.client_cpu_percent:.0f}%; "
-            f"bridge log {result.log_lines} lines"
+            f"{result.server_cpu_percent:.0f}%, viewers {result.client_cpu_percent:.0f}%"
+            + machine_text(result)
         )
+        print("  " + stalls_line(result))
+        if result.slowest_pairs:
+            print("  " + slowest_line(result))
+        print(f"  bridge log: {result.log_lines} lines")
         if result.log_last:
             print(f"  last bridge log line: {result.log_last[:160]}")
     print()
     for result in results:
         p99 = percentile(sorted(result.event_to_viewer_ms), 99)
         state = "met" if result.target_met else "NOT met"
-        lost = f", {result.missed:,} pairs missed" if result.missed else ""
+        notes = f", {result.missed:,} pairs missed" if result.missed else ""
+        if result.machine_cpu_percent is not None:
+            notes += f"; steal {result.machine_cpu_percent['steal']:.0f}% of a core"
         print(
             f"target p99 <= {TARGET_P99_MS:g} ms ({result.bus} bus, {result.viewers} viewers, "
-            f"{args.speed:g}x): {state} (p99 {p99:.1f} ms{lost})"
+            f"{args.speed:g}x): {state} (p99 {p99:.1f} ms{notes})"
         )
 
 
@@ -913,6 +1065,10 @@ async def run(
     return results
 
 
+def stop_on_signal(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--viewers", type=int, default=200, help="WebSocket viewers (200)")
@@ -934,9 +1090,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--connect-at-once",
         type=int,
-        default=50,
+        default=200,
         metavar="N",
-        help="viewers opening their socket at the same time (50; see the module docstring)",
+        help="viewers opening their socket at the same time (200: all, as after a restart)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
@@ -946,6 +1102,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.viewers < 1 or args.speed <= 0 or args.passes < 1 or args.connect_at_once < 1:
         parser.error("--viewers, --speed, --passes and --connect-at-once must be positive")
 
+    # A plain kill then unwinds like Ctrl-C: the bridge is stopped and the files removed.
+    signal.signal(signal.SIGTERM, stop_on_signal)
     dropped_env = scrub_environment()
     progress = Progress()
     workdir = Path(tempfile.mkdtemp(prefix="panel-fanout-"))
@@ -965,6 +1123,9 @@ def main(argv: list[str] | None = None) -> int:
             for problem in problems[:20]:
                 print(f"  {problem}", file=sys.stderr)
             return 1
+    except KeyboardInterrupt:
+        progress("interrupted: the bridge is stopped")
+        return 130
     finally:
         if args.keep:
             progress(f"kept {workdir}")

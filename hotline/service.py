@@ -118,6 +118,7 @@ class Bridge:
             "routing": dict(self.routing_counters),
             "tickets": dict(self.tickets.counters),
             "recordings": dict(self.recordings.counters),
+            **({"live": dict(self.web.live.counters)} if self.web.live else {}),
             **({"webhook": dict(self.webhook.counters)} if self.webhook else {}),
         }
 

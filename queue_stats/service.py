@@ -316,12 +316,19 @@ class QueueService:
         self.counters["deltas_published"] += 1
 
     async def run_publisher(self) -> None:
-        """Publish after each burst of events, and at least every second: some states change
-        with time alone (a wrap-up ends, a caller's wait grows) and routing reads them."""
+        """Publish after each change, at most once per ``PUBLISH_COALESCE_SECONDS`` (a burst of
+        events makes one delta), and at least every second: some states change with time alone
+        (a wrap-up ends, a caller's wait grows) and routing reads them. A change after a quiet
+        spell goes out at once; only one that follows a publication closely waits its turn."""
+        loop = asyncio.get_running_loop()
+        last = -PUBLISH_COALESCE_SECONDS
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), PUBLISH_IDLE_SECONDS)
-            await asyncio.sleep(PUBLISH_COALESCE_SECONDS)  # one delta for a burst of events
+            turn = last + PUBLISH_COALESCE_SECONDS - loop.time()
+            if turn > 0:
+                await asyncio.sleep(turn)
+            last = loop.time()
             self._changed.clear()
             try:
                 await self.publish_changes()

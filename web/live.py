@@ -40,7 +40,23 @@ class LiveHub:
         self.bus = bus
         self.snapshot = snapshot
         self._viewers: set[asyncio.Queue[Outgoing | None]] = set()
-        self.counters = {"viewers": 0, "sent": 0, "dropped_slow_viewers": 0}
+        self._loading: asyncio.Future[dict[str, Any] | None] | None = None
+        self.counters = {
+            "viewers": 0,
+            "sent": 0,
+            "dropped_slow_viewers": 0,
+            "snapshot_loads": 0,
+            "snapshot_failures": 0,
+        }
+
+    async def _snapshot_once(self) -> dict[str, Any] | None:
+        """One load serves every viewer connecting meanwhile: when all panels reconnect at once
+        (a restart), the bus sees one request, not hundreds (Redis' pool holds 100)."""
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self.snapshot())
+            self.counters["snapshot_loads"] += 1
+            self._loading.add_done_callback(lambda _: setattr(self, "_loading", None))
+        return await asyncio.shield(self._loading)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/live", self.live, name="live")
@@ -94,7 +110,13 @@ class LiveHub:
         self._viewers.add(queue)
         self.counters["viewers"] = len(self._viewers)
         try:
-            snapshot = await self.snapshot()
+            try:
+                snapshot = await self._snapshot_once()
+            except Exception as error:  # the bus is away: say so; the page reconnects
+                self.counters["snapshot_failures"] += 1
+                log.warning("live snapshot could not be loaded: %s", error)
+                await socket.close(code=1011, message=b"statistics unavailable")
+                return socket
             await socket.send_str(
                 json.dumps(
                     {"type": "snapshot", "role": user.role.value, **(snapshot or {})},

@@ -155,12 +155,25 @@ class Authenticator:
         self.remember_seconds = remember_seconds
         self.clock = clock
         self._recent: dict[tuple[str, bytes], tuple[float, User]] = {}
+        self._checking: dict[tuple[str, bytes], asyncio.Future[User | None]] = {}
 
     async def check(self, username: str, password: str) -> User | None:
         token = (username, hashlib.sha256(password.encode()).digest())
         remembered = self._recent.get(token)
         if remembered is not None and self.clock() - remembered[0] < self.remember_seconds:
             return remembered[1]
+        pending = self._checking.get(token)
+        if pending is None:  # the same first login many times at once costs one scrypt
+            pending = self._checking[token] = asyncio.ensure_future(self._check(username, password))
+            pending.add_done_callback(lambda _: self._checking.pop(token, None))
+        user = await asyncio.shield(pending)
+        if user is not None:
+            if len(self._recent) > 1000:
+                self._recent.clear()
+            self._recent[token] = (self.clock(), user)
+        return user
+
+    async def _check(self, username: str, password: str) -> User | None:
         found = await self.units(lambda connection: _credentials(connection, username))
         if found is None:
             await asyncio.to_thread(password_matches, password, _dummy_hash())  # same cost
@@ -168,9 +181,6 @@ class Authenticator:
         user, stored = found
         if not await asyncio.to_thread(password_matches, password, stored):
             return None
-        if len(self._recent) > 1000:
-            self._recent.clear()
-        self._recent[token] = (self.clock(), user)
         return user
 
 

@@ -72,6 +72,7 @@ class Panel:
     bus: InProcessBus
     tickets: dict[str, str]
     ami: RecordingAmi
+    hub: LiveHub
 
     async def login(self, username: str, password: str = PASSWORD) -> dict:
         response = await self.client.post(
@@ -127,6 +128,7 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
     async def stats() -> dict | None:
         return await bus.load_snapshot(SNAPSHOT_KEY)
 
+    hub = LiveHub(bus, stats)
     api = PanelApi(
         store,
         units,
@@ -141,13 +143,13 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
         Authenticator(units),
         playback=RecordingPlayback(units, DirectoryStore(tmp_path / "store")),
         api=api,
-        live=LiveHub(bus, stats),
+        live=hub,
         metrics=Metrics(health, stats),
         agent_actions=AgentActions(ami),
     )
     client = TestClient(TestServer(create_app(parts)))
     await client.start_server()
-    yield Panel(client, bus, {"mine": mine, "theirs": theirs}, ami)
+    yield Panel(client, bus, {"mine": mine, "theirs": theirs}, ami, hub)
     await client.close()
     await units.close()
     await engine.dispose()
@@ -515,3 +517,66 @@ async def test_random_requests_get_only_the_answers_the_document_promises(
     answer = await response.text()
     assert response.status in _documented(document, path, method), (url, query, body, answer)
     json.loads(answer)  # every answer, refusals included, is JSON
+
+
+async def test_viewers_connecting_together_share_one_snapshot_load_and_a_failed_one_closes(
+    panel: Panel,
+) -> None:
+    hub = panel.hub
+    loads = 0
+    release = asyncio.Event()
+
+    async def slow_snapshot() -> dict:
+        nonlocal loads
+        loads += 1
+        await release.wait()
+        return SNAPSHOT
+
+    hub.snapshot = slow_snapshot
+    token = base64.b64encode(f"wang:{PASSWORD}".encode()).decode()
+    auth = {"Authorization": f"Basic {token}"}
+    sockets = [
+        asyncio.ensure_future(panel.client.ws_connect("/api/v1/live", headers=auth))
+        for _ in range(30)
+    ]
+    await asyncio.sleep(0.5)
+    release.set()
+    opened = await asyncio.gather(*sockets)
+    firsts = [await socket.receive_json(timeout=5) for socket in opened]
+    assert loads == 1 and all(f["queues"] == SNAPSHOT["queues"] for f in firsts)
+    for socket in opened:
+        await socket.close()
+
+    async def broken_snapshot() -> dict:
+        raise ConnectionError("Too many connections")
+
+    hub.snapshot = broken_snapshot
+    async with panel.client.ws_connect("/api/v1/live", headers=auth) as socket:
+        message = await socket.receive(timeout=5)
+    assert message.type.name == "CLOSE" and message.data == 1011
+    assert hub.counters["snapshot_failures"] == 1
+
+
+async def test_the_same_first_login_many_times_at_once_is_checked_once(
+    panel: Panel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import web.users
+
+    checks = 0
+    real = web.users.password_matches
+
+    def counted(password: str, stored: str) -> bool:
+        nonlocal checks
+        checks += 1
+        return real(password, stored)
+
+    monkeypatch.setattr(web.users, "password_matches", counted)
+    token = base64.b64encode(f"wang:{PASSWORD}".encode()).decode()
+    answers = await asyncio.gather(
+        *(
+            panel.client.get("/api/v1/session", headers={"Authorization": f"Basic {token}"})
+            for _ in range(20)
+        )
+    )
+    assert [a.status for a in answers] == [200] * 20
+    assert checks == 1
