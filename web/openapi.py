@@ -33,6 +33,14 @@ def _refused(*codes: int) -> dict[str, Any]:
     return {str(code): {"description": texts[code], "content": _JSON_ERROR} for code in codes}
 
 
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _object(properties: dict[str, Any], *required: str) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required)}
+
+
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
@@ -150,21 +158,13 @@ DOCUMENT: dict[str, Any] = {
             "post": {
                 "summary": "log in; sets the session cookie",
                 "security": [],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "username": {"type": "string"},
-                                    "password": {"type": "string"},
-                                },
-                                "required": ["username", "password"],
-                            }
-                        }
-                    },
-                },
+                "requestBody": _body(
+                    _object(
+                        {"username": {"type": "string"}, "password": {"type": "string"}},
+                        "username",
+                        "password",
+                    )
+                ),
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Session"}),
                     **_refused(400, 401, 413, 429),
@@ -223,12 +223,7 @@ DOCUMENT: dict[str, Any] = {
             "patch": {
                 "summary": "change a ticket's status or fields (agents: their own tickets)",
                 "parameters": [_TICKET_NUMBER],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/TicketEdit"}}
-                    },
-                },
+                "requestBody": _body({"$ref": "#/components/schemas/TicketEdit"}),
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Ticket"}),
                     **_refused(400, 401, 403, 404),
@@ -286,22 +281,16 @@ DOCUMENT: dict[str, Any] = {
         "/api/v1/agent/pause": {
             "post": {
                 "summary": "pause or unpause an agent in all queues (AMI QueuePause)",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "paused": {"type": "boolean"},
-                                    "reason": {"type": "string", "maxLength": 64},
-                                    "agent": {"type": "string", "description": "supervisors"},
-                                },
-                                "required": ["paused"],
-                            }
-                        }
-                    },
-                },
+                "requestBody": _body(
+                    _object(
+                        {
+                            "paused": {"type": "boolean"},
+                            "reason": {"type": "string", "maxLength": 64},
+                            "agent": {"type": "string", "description": "supervisors"},
+                        },
+                        "paused",
+                    )
+                ),
                 "responses": {
                     "200": _json({"type": "object"}),
                     **_refused(400, 401, 403, 409, 503),
@@ -311,22 +300,17 @@ DOCUMENT: dict[str, Any] = {
         "/api/v1/agent/queues": {
             "post": {
                 "summary": "log an agent in to or out of a queue (AMI QueueAdd / QueueRemove)",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "queue": {"type": "string"},
-                                    "member": {"type": "boolean"},
-                                    "agent": {"type": "string", "description": "supervisors"},
-                                },
-                                "required": ["queue", "member"],
-                            }
-                        }
-                    },
-                },
+                "requestBody": _body(
+                    _object(
+                        {
+                            "queue": {"type": "string"},
+                            "member": {"type": "boolean"},
+                            "agent": {"type": "string", "description": "supervisors"},
+                        },
+                        "queue",
+                        "member",
+                    )
+                ),
                 "responses": {
                     "200": _json({"type": "object"}),
                     **_refused(400, 401, 403, 409, 503),

@@ -190,3 +190,17 @@ def start_bridge(  # type: ignore[no-untyped-def]
         time.sleep(0.2)
     bridge.stop()
     pytest.fail(f"bridge did not log in to AMI in time:\n{bridge.log_tail()}")
+
+
+def add_user(bridge: RunningBridge, name: str, password: str, role: str, agent: str) -> None:
+    """``hotline users add`` against the bridge's database, the password on standard input."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hotline.cli", "users", "add", name, "--role", role,
+         "--agent", agent, "--password-stdin"],
+        input=password + "\n",
+        env=hotline_env(bridge.database),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr

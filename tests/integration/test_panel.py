@@ -9,8 +9,6 @@ are printed (the figure itself is the fan-out benchmark's job).
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import need_service
-from tests.integration.bridge import hotline_env, start_bridge
+from tests.integration.bridge import add_user, start_bridge
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +122,7 @@ async def test_an_agent_gets_the_caller_as_the_phone_rings_and_pauses_through_as
         HOTLINE_ADMIN_USER=ADMIN["username"],
         HOTLINE_ADMIN_PASSWORD=ADMIN["password"],
     )
-    add_user(bridge, AGENT, "agent", "PJSIP/agent1")
+    add_user(bridge, AGENT["username"], AGENT["password"], "agent", "PJSIP/agent1")
     base = f"http://127.0.0.1:{bridge.web_port}"
     try:
         async with (
@@ -190,16 +188,3 @@ async def test_an_agent_gets_the_caller_as_the_phone_rings_and_pauses_through_as
 
 def agent_line(shown: str, agent: str) -> str:
     return next(line for line in shown.splitlines() if f"PJSIP/{agent})" in line)
-
-
-def add_user(bridge, user: dict[str, str], role: str, interface: str) -> None:  # type: ignore[no-untyped-def]
-    done = subprocess.run(
-        [sys.executable, "-m", "hotline.cli", "users", "add", user["username"], "--role", role,
-         "--agent", interface, "--password-stdin"],
-        input=user["password"] + "\n",
-        env=hotline_env(bridge.database),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr

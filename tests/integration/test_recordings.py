@@ -13,8 +13,6 @@ import hashlib
 import shutil
 import sqlite3
 import struct
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +23,7 @@ import pytest
 
 from recording.wav import HEADER_READ_BYTES, parse_wav_header
 from tests.browser.test_panel_browser import CHROMIUM, SCREENSHOTS, browser_or_skip
-from tests.integration.bridge import RunningBridge, hotline_env, start_bridge
+from tests.integration.bridge import RunningBridge, add_user, start_bridge
 
 pytestmark = pytest.mark.integration
 
@@ -68,19 +66,6 @@ async def ingest_counter_reaches(bridge: RunningBridge, name: str, value: int) -
 
 
 PASSWORD = "test bed password"
-
-
-def add_user(bridge: RunningBridge, name: str, role: str, agent: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "hotline.cli", "users", "add", name, "--role", role,
-         "--agent", agent, "--password-stdin"],
-        input=PASSWORD + "\n",
-        env=hotline_env(bridge.database),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
 
 
 def http_get(bridge: RunningBridge, path: str, user: str, **headers: str) -> tuple[int, bytes]:
@@ -152,8 +137,8 @@ async def test_an_answered_call_is_recorded_with_its_talk_time_hash_call_and_tic
 
         # Played back by the running bridge: the agent who took the call, by ranges; not the
         # other agent; every request in the audit log.
-        add_user(bridge, "li", "agent", "PJSIP/agent1")
-        add_user(bridge, "zhao", "agent", "PJSIP/agent2")
+        add_user(bridge, "li", PASSWORD, "agent", "PJSIP/agent1")
+        add_user(bridge, "zhao", PASSWORD, "agent", "PJSIP/agent2")
         url = f"/api/v1/recordings/{recording['id']}/audio"
         assert http_get(bridge, url, "li") == (200, stored)
         status, head = http_get(bridge, url, "li", Range="bytes=0-43")

@@ -105,21 +105,6 @@ async function saveTicket(extra = {}) {
   }
 }
 
-function merge(snapshot, delta) {
-  for (const [section, entries] of Object.entries(delta)) {
-    if (["type", "seq", "at"].includes(section)) continue;
-    if (entries === null || typeof entries !== "object") {
-      snapshot[section] = entries;
-      continue;
-    }
-    snapshot[section] = snapshot[section] || {};
-    for (const [key, value] of Object.entries(entries)) {
-      if (value === null) delete snapshot[section][key];
-      else snapshot[section][key] = { ...(snapshot[section][key] || {}), ...value };
-    }
-  }
-}
-
 function connect() {
   const scheme = window.location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${window.location.host}/api/v1/live`);
@@ -133,7 +118,7 @@ function connect() {
       applyTexts(badge.parentElement);
       renderPhone();
     } else if (message.type === "stats.delta" && me.snapshot) {
-      merge(me.snapshot, message);
+      mergeDelta(me.snapshot, message);
       renderPhone();
     } else if (message.type === "call.ringing" && message.agent === me.user.agent) {
       popUp(message).catch((error) => text("ticket-result", `${t("failed")} ${error.message}`));

@@ -20,21 +20,6 @@ function sinceText(isoTime) {
   return seconds(Math.max(0, (now - Date.parse(isoTime)) / 1000));
 }
 
-function merge(snapshot, delta) {
-  for (const [section, entries] of Object.entries(delta)) {
-    if (["type", "seq", "at"].includes(section)) continue;
-    if (entries === null || typeof entries !== "object" || Array.isArray(entries)) {
-      snapshot[section] = entries;
-      continue;
-    }
-    snapshot[section] = snapshot[section] || {};
-    for (const [key, value] of Object.entries(entries)) {
-      if (value === null) delete snapshot[section][key];
-      else snapshot[section][key] = value;
-    }
-  }
-}
-
 function renderQueues(snapshot) {
   const holder = document.getElementById("queues");
   const template = document.getElementById("queue-tile");
@@ -171,8 +156,7 @@ function connect() {
         return;
       }
       state.seq = message.seq;
-      merge(state.snapshot, message);
-      state.snapshot.at = message.at;
+      mergeDelta(state.snapshot, message);
       render();
     }
   });
