@@ -282,6 +282,9 @@ class QueueService:
         figures = stats.snapshot(now)
         for interface, agent in figures["agents"].items():
             agent["state_since"] = self._state_since(interface, agent["state"], now)
+            talking_to = stats.agents[interface].on_call_with
+            call = self.pipeline.tracker.call(talking_to) if talking_to else None
+            agent["caller"] = call.caller_number if call is not None else None
         return {
             **figures,
             "last_15_minutes": stats.recent_snapshot(now),

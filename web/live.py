@@ -33,6 +33,22 @@ PER_AGENT_CHANNELS = frozenset({"calls"})
 class Outgoing:
     text: str
     agent: str | None  # set for a message only that agent (and supervisors) may see
+    text_for_agents: str | None = None  # the same without other people's callers, if different
+
+
+def without_callers(message: dict[str, Any]) -> dict[str, Any]:
+    """A statistics message as agents get it: the board without whom each agent is talking to
+    (an agent sees only their own calls; their own caller reaches them as ``call.ringing``)."""
+    agents = message.get("agents")
+    if not isinstance(agents, dict) or not any(
+        isinstance(entry, dict) and entry.get("caller") for entry in agents.values()
+    ):
+        return message
+    hidden = {
+        name: {**entry, "caller": None} if isinstance(entry, dict) else entry
+        for name, entry in agents.items()
+    }
+    return {**message, "agents": hidden}
 
 
 class LiveHub:
@@ -80,10 +96,12 @@ class LiveHub:
             try:
                 async for message in self.bus.subscribe(channel):
                     text = json.dumps(message, ensure_ascii=False, default=str)
-                    agent = None
+                    agent, for_agents = None, None
                     if channel in PER_AGENT_CHANNELS:  # "" (nobody's call): supervisors only
                         agent = str(message.get("agent") or "")
-                    self.broadcast(Outgoing(text, agent))
+                    elif (hidden := without_callers(message)) is not message:
+                        for_agents = json.dumps(hidden, ensure_ascii=False, default=str)
+                    self.broadcast(Outgoing(text, agent, for_agents))
             except Exception as error:  # the bus went away: resubscribe after a pause
                 log.warning("live %s subscription lost: %s", channel, error)
             await asyncio.sleep(1.0)
@@ -117,15 +135,12 @@ class LiveHub:
                 log.warning("live snapshot could not be loaded: %s", error)
                 await socket.close(code=1011, message=b"statistics unavailable")
                 return socket
-            await socket.send_str(
-                json.dumps(
-                    {"type": "snapshot", "role": user.role.value, **(snapshot or {})},
-                    ensure_ascii=False,
-                    default=str,
-                )
-            )
-            reader = asyncio.create_task(self._read_until_closed(socket))
             sees_calls = user.role in HEARS_EVERY_CALL
+            first = {"type": "snapshot", "role": user.role.value, **(snapshot or {})}
+            if not sees_calls:
+                first = without_callers(first)
+            await socket.send_str(json.dumps(first, ensure_ascii=False, default=str))
+            reader = asyncio.create_task(self._read_until_closed(socket))
             while not reader.done():
                 getter = asyncio.create_task(queue.get())
                 done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
@@ -137,7 +152,10 @@ class LiveHub:
                     break
                 if not sees_calls and message.agent not in (None, user.agent_interface):
                     continue
-                await socket.send_str(message.text)
+                if not sees_calls and message.text_for_agents is not None:
+                    await socket.send_str(message.text_for_agents)
+                else:
+                    await socket.send_str(message.text)
                 self.counters["sent"] += 1
             reader.cancel()
         finally:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
@@ -580,3 +581,32 @@ async def test_the_same_first_login_many_times_at_once_is_checked_once(
     )
     assert [a.status for a in answers] == [200] * 20
     assert checks == 1
+
+
+async def test_agents_do_not_see_whom_other_agents_are_talking_to(panel: Panel) -> None:
+    board = {
+        **SNAPSHOT,
+        "agents": {
+            "PJSIP/agent1": {"state": "on_call", "caller": "13800138000"},
+            "PJSIP/agent2": {"state": "on_call", "caller": "13900139000"},
+        },
+    }
+    await panel.bus.store_snapshot(SNAPSHOT_KEY, board)
+    token = base64.b64encode(f"wang:{PASSWORD}".encode()).decode()
+    await panel.login("li")
+    url = panel.client.make_url("/api/v1/live")
+    async with (
+        aiohttp.ClientSession() as elsewhere,  # no cookie: the supervisor comes with Basic
+        panel.client.ws_connect("/api/v1/live") as agent_socket,
+        elsewhere.ws_connect(url, headers={"Authorization": f"Basic {token}"}) as chief_socket,
+    ):
+        agent_first = await agent_socket.receive_json(timeout=5)
+        chief_first = await chief_socket.receive_json(timeout=5)
+        await asyncio.sleep(0.05)
+        await panel.bus.publish("stats", {"type": "stats.delta", "seq": 8, **board})
+        agent_delta = await agent_socket.receive_json(timeout=5)
+        chief_delta = await chief_socket.receive_json(timeout=5)
+    for message in (agent_first, agent_delta):
+        assert {a["caller"] for a in message["agents"].values()} == {None}
+    for message in (chief_first, chief_delta):
+        assert message["agents"]["PJSIP/agent2"]["caller"] == "13900139000"

@@ -48,3 +48,42 @@ def test_the_pop_up_message_names_the_agent_and_the_caller_but_not_their_name(
     assert message["agent"] == ringing[0].interface
     assert message["caller_number"] == ringing[0].call.caller_number
     assert "caller_name" not in message
+
+
+async def test_the_board_says_whom_an_agent_is_talking_to_and_since_when(
+    real_session: Path, tmp_path: Path
+) -> None:
+    """Replayed to the first AgentConnect: that agent's entry names the caller and the moment
+    the state began; the others talk to nobody."""
+    from hotline.bus import InProcessBus
+    from hotline.storage import create_engine, session_factory
+    from queue_stats.hourly import HourlyStore
+    from queue_stats.journal import CallJournal
+    from queue_stats.service import QueueService
+
+    clock = ReplayClock()
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/h.db")
+    sessions = session_factory(engine)
+    service = QueueService(
+        build_pipeline(Settings(), clock.current),
+        CallJournal(sessions),
+        HourlyStore(sessions),
+        InProcessBus(),
+        clock=clock.current,
+    )
+    messages = list(read_transcript(real_session, keep_event))
+    clock.seed(messages)
+    for message in messages:
+        clock.advance(message)
+        service.on_ami_message(message)
+        if message.as_sent.get("Event") == "AgentConnect":
+            connect = message.as_sent
+            break
+    board = service.snapshot()["agents"]
+    talking = board[connect["Interface"]]
+    assert (talking["state"], talking["caller"]) == ("on_call", connect["CallerIDNum"])
+    assert talking["state_since"] == clock.current().isoformat(timespec="seconds")
+    assert [a["caller"] for i, a in board.items() if i != connect["Interface"]] == [None] * (
+        len(board) - 1
+    )
+    await engine.dispose()

@@ -57,6 +57,7 @@ function renderAgents(snapshot) {
     const cells = [
       agent.name ? `${agent.name} (${interfaceName})` : interfaceName,
       `${t(`state_${agent.state}`)}${agent.state_since ? ` · ${sinceText(agent.state_since)}` : ""}`,
+      agent.caller || "",
       agent.pause_reason || "",
       String(agent.answered),
       seconds(agent.talk_seconds),
