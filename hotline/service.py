@@ -303,6 +303,8 @@ def _watch_ami(ami: AmiClient, service: QueueService) -> None:
 
     ami.on_login = on_login
     ami.on_down = on_down
+    # Down from the start until the first login; the panel says since when and why.
+    service.set_pbx_state(False, ami.state_since, "not connected yet")
 
 
 async def _replay_session(bridge: Bridge) -> None:

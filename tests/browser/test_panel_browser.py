@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -50,6 +51,7 @@ class Demo:
     url: str
     user: str
     password: str
+    database: Path
 
 
 @pytest.fixture
@@ -67,7 +69,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         line = process.stdout.readline().decode()
         match = re.match(r"hotline demo: open (\S+) and log in as (\S+) / (\S+) ", line)
         assert match, line
-        yield Demo(*match.groups())
+        yield Demo(*match.groups(), database=tmp_path / "hotline.db")
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0, (tmp_path / "demo.log").read_text()
@@ -149,3 +151,82 @@ def test_an_agent_sees_the_caller_pop_up_as_their_phone_rings(demo: Demo) -> Non
             page.screenshot(path=str(SCREENSHOTS / "agent-popup-zh.png"), full_page=True)
         finally:
             browser.close()
+
+
+HOSTILE_NAME = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+
+
+def test_a_hostile_caller_name_shows_as_text(demo: Demo) -> None:
+    """A caller ID is whatever the caller's network sends; on the page it is only ever text."""
+    sync_playwright = browser_or_skip()
+    now = "2026-11-25T02:58:00+00:00"
+    with sqlite3.connect(demo.database) as db:
+        db.execute(
+            "INSERT INTO tickets (number, caller_number, caller_name, category, description,"
+            " status, emergency, opened_at, updated_at) VALUES"
+            " ('12345-20261125-099999', '13900000000', ?, ?, '', 'new', 0, ?, ?)",
+            (HOSTILE_NAME, HOSTILE_NAME, now, now),
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(locale="en-US")
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.goto(demo.url + "login")
+            page.fill("#username", demo.user)
+            page.fill("#password", demo.password)
+            page.click("button[type=submit]")
+            page.wait_for_url(demo.url)
+            page.goto(demo.url + "tickets?ticket=12345-20261125-099999")
+            page.wait_for_selector("#detail:not([hidden])")
+            row = page.locator('tr[data-ticket="12345-20261125-099999"]')
+            assert HOSTILE_NAME in (row.text_content() or "")
+            assert HOSTILE_NAME in (page.text_content("#detail-fields") or "")
+            assert page.locator("#ticket-rows img, #ticket-rows script, #detail img").count() == 0
+            page.wait_for_timeout(500)
+            assert dialogs == []
+            page.screenshot(path=str(SCREENSHOTS / "tickets-hostile-name.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_the_panel_says_plainly_when_the_pbx_is_down(tmp_path: Path) -> None:
+    sync_playwright = browser_or_skip()
+    env = hotline_env(
+        tmp_path,
+        HOTLINE_AMI_SECRET="x",
+        HOTLINE_AMI_PORT=str(free_port()),  # nothing listens there
+        HOTLINE_ADMIN_USER="chief",
+        HOTLINE_ADMIN_PASSWORD="browser test password",
+    )
+    log = (tmp_path / "run.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hotline.cli", "run"], env=env, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{env['HOTLINE_WEB_PORT']}/"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+            try:
+                page = browser.new_page(locale="en-US")
+                for _ in range(100):  # the bridge starts
+                    try:
+                        page.goto(url + "login")
+                        break
+                    except Exception:
+                        time.sleep(0.2)
+                page.fill("#username", "chief")
+                page.fill("#password", "browser test password")
+                page.click("button[type=submit]")
+                page.wait_for_url(url)
+                page.wait_for_selector("#pbx-banner:not([hidden])", timeout=20_000)
+                banner = page.text_content("#pbx-banner") or ""
+                assert banner.startswith("PBX connection down since") and "?" not in banner
+                page.screenshot(path=str(SCREENSHOTS / "panel-pbx-down.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0, (tmp_path / "run.log").read_text()
+        log.close()
