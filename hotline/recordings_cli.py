@@ -82,7 +82,12 @@ def add_commands(commands: Any) -> None:
     add = actions.add_parser("add", help="add a user, or change one's role and password")
     add.add_argument("username")
     add.add_argument("--role", required=True, choices=[role.value for role in Role])
-    add.add_argument("--agent", help="an agent's softphone interface, e.g. PJSIP/agent1")
+    add.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        help="an agent's softphone interface, e.g. PJSIP/agent1 (again for each desk they use)",
+    )
     add.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
@@ -291,11 +296,10 @@ async def _users(units: Transactions, args: argparse.Namespace, password: str) -
     users = await units(list_users)
     if args.json:
         shown = [
-            {"username": u.username, "role": u.role.value, "agent": u.agent_interface}
-            for u in users
+            {"username": u.username, "role": u.role.value, "phones": list(u.phones)} for u in users
         ]
         print(json.dumps(shown))
     else:
         for user in users:
-            print(f"{user.username:<20}{user.role.value:<12}{user.agent_interface or '-'}")
+            print(f"{user.username:<20}{user.role.value:<12}{','.join(user.phones) or '-'}")
     return 0

@@ -67,7 +67,8 @@ log = logging.getLogger(__name__)
 
 DEMO_SESSION = Path(__file__).with_name("data") / "demo-session.ami"
 DEMO_USER = "demo"
-DEMO_AGENT, DEMO_AGENT_PHONE = "agent1", "PJSIP/agent1"  # an agent of the recorded session
+# An agent of the recorded session, who may also sit at agent2's desk (the panel lets them pick).
+DEMO_AGENT, DEMO_AGENT_PHONES = "agent1", ("PJSIP/agent1", "PJSIP/agent2")
 
 
 @dataclass
@@ -400,7 +401,7 @@ async def serve(
         await upgrade_database(settings.database_url)
         password = secrets.token_urlsafe(9)
         await set_password(bridge.units, DEMO_USER, Role.SUPERVISOR, password)
-        await set_password(bridge.units, DEMO_AGENT, Role.AGENT, password, DEMO_AGENT_PHONE)
+        await set_password(bridge.units, DEMO_AGENT, Role.AGENT, password, DEMO_AGENT_PHONES)
         print(
             f"hotline demo: open http://{settings.web_host}:{settings.web_port}/ and log in as "
             f"{DEMO_USER} / {password} (or as agent {DEMO_AGENT}, same password)",

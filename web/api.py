@@ -34,7 +34,7 @@ EDITABLE = ("category", "description", "department", "satisfaction")
 
 
 def _bad(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=f'{{"error": "{message}"}}', content_type="application/json")
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
 
 
 def _limit(request: web.Request, default: int = 50) -> int:
@@ -186,7 +186,7 @@ class PanelApi:
                     ticket.number, TicketStatus(body["status"]), now
                 )
         except (TicketError, ValueError, TypeError) as error:
-            raise _bad(str(error).replace('"', "'")) from None
+            raise _bad(str(error)) from None
         return web.json_response(ticket_json(ticket, self.sla(ticket, now), self.zone))
 
     async def list_calls(self, request: web.Request) -> web.Response:

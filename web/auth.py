@@ -115,15 +115,7 @@ async def login(request: web.Request) -> web.Response:
     throttle.succeeded(username)
     session, cookie = request.app[SESSIONS].issue(user)
     response = web.json_response(session_json(session))
-    response.set_cookie(
-        COOKIE_NAME,
-        cookie,
-        max_age=int(request.app[SESSIONS].max_age_seconds),
-        httponly=True,
-        samesite="Strict",
-        secure=request.app[SECURE_COOKIES],
-        path="/",
-    )
+    _set_session_cookie(request, response, cookie)
     log.info("%s logged in from %s", user.username, remote)
     return response
 
@@ -147,7 +139,44 @@ async def whoami(request: web.Request) -> web.Response:
 
 
 def user_json(user: User) -> dict[str, object]:
-    return {"username": user.username, "role": user.role.value, "agent": user.agent_interface}
+    return {
+        "username": user.username,
+        "role": user.role.value,
+        "agent": user.agent_interface,
+        "phones": list(user.phones),
+    }
+
+
+async def pick_phone(request: web.Request) -> web.Response:
+    """``POST /api/v1/session/phone`` ``{"agent": "PJSIP/agent2"}``: work at another of one's
+    phones. The session is issued again for it (the old cookie is revoked)."""
+    session = request[SESSION]
+    if not isinstance(session, Session):
+        return web.json_response({"error": "a phone is picked in a browser session"}, status=400)
+    try:
+        body = await request.json()
+        user = session.user.at_phone(str(body["agent"]))
+    except (ValueError, KeyError, TypeError) as error:
+        return web.json_response({"error": str(error).strip("'\"")}, status=400)
+    codec = request.app[SESSIONS]
+    codec.revoke(session)
+    new_session, cookie = codec.issue(user)
+    response = web.json_response(session_json(new_session))
+    _set_session_cookie(request, response, cookie)
+    log.info("%s works at %s", user.username, user.agent_interface)
+    return response
+
+
+def _set_session_cookie(request: web.Request, response: web.Response, cookie: str) -> None:
+    response.set_cookie(
+        COOKIE_NAME,
+        cookie,
+        max_age=int(request.app[SESSIONS].max_age_seconds),
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[SECURE_COOKIES],
+        path="/",
+    )
 
 
 def session_json(session: Session) -> dict[str, object]:
@@ -158,3 +187,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/login", login, name="login")
     app.router.add_post("/api/v1/logout", logout, name="logout")
     app.router.add_get("/api/v1/session", whoami, name="session")
+    app.router.add_post("/api/v1/session/phone", pick_phone, name="session-phone")

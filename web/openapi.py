@@ -83,8 +83,9 @@ DOCUMENT: dict[str, Any] = {
                     "username": {"type": "string"},
                     "role": {"enum": ["admin", "supervisor", "agent"]},
                     "agent": {"type": ["string", "null"]},
+                    "phones": {"type": "array", "items": {"type": "string"}},
                 },
-                "required": ["username", "role", "agent"],
+                "required": ["username", "role", "agent", "phones"],
             },
             "Session": {
                 "type": "object",
@@ -183,6 +184,16 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Session"}),
                     **_refused(401),
+                },
+            }
+        },
+        "/api/v1/session/phone": {
+            "post": {
+                "summary": "work at another of one's phones (the session is issued again)",
+                "requestBody": _body(_object({"agent": {"type": "string"}}, "agent")),
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Session"}),
+                    **_refused(400, 401, 403),
                 },
             }
         },

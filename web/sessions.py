@@ -61,6 +61,7 @@ class SessionCodec:
             "u": user.username,
             "r": user.role.value,
             "a": user.agent_interface,
+            "p": list(user.phones),
             "csrf": session.csrf,
             "iat": session.issued_at,
         }
@@ -75,9 +76,8 @@ class SessionCodec:
                 cookie.encode(), int(self.max_age_seconds), int(self._clock())
             )
             body = json.loads(raw)
-            session = Session(
-                body["sid"], User(body["u"], Role(body["r"]), body["a"]), body["csrf"], body["iat"]
-            )
+            user = User(body["u"], Role(body["r"]), body["a"], tuple(body.get("p", ())))
+            session = Session(body["sid"], user, body["csrf"], body["iat"])
         except (InvalidToken, ValueError, KeyError, TypeError):
             return None
         return None if session.id in self._revoked else session

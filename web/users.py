@@ -17,10 +17,11 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Connection, DateTime, Integer, String, delete, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
@@ -53,15 +54,24 @@ class UserRow(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
-    agent_interface: Mapped[str | None] = mapped_column(String(64))
+    agent_interfaces: Mapped[str] = mapped_column(String(400), default="")  # "PJSIP/a,PJSIP/b"
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 @dataclass(frozen=True, slots=True)
 class User:
+    """Who is asking; ``agent_interface`` is the phone they work at now, one of ``phones``
+    (an agent may have several desks and picks one in the panel)."""
+
     username: str
     role: Role
     agent_interface: str | None
+    phones: tuple[str, ...] = ()
+
+    def at_phone(self, interface: str) -> User:
+        if interface not in self.phones:
+            raise UserError(f"{interface[:70]!r} is not one of {self.username}'s phones")
+        return User(self.username, self.role, interface, self.phones)
 
     def may_hear(self, call_agent_interface: str | None) -> bool:
         if self.role in HEARS_EVERY_CALL:
@@ -95,15 +105,18 @@ def password_matches(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-def check_new_user(username: str, role: str, agent_interface: str | None, password: str) -> None:
+def check_new_user(username: str, role: str, phones: Sequence[str], password: str) -> None:
     if not _USERNAME.fullmatch(username):
         raise UserError(f"user names are lower case letters, digits, . _ -: {username[:70]!r}")
     if role not in {r.value for r in Role}:
         raise UserError(f"role must be one of {', '.join(r.value for r in Role)}: {role!r}")
-    if role == Role.AGENT and agent_interface is None:
+    if role == Role.AGENT and not phones:
         raise UserError("an agent needs --agent, their softphone's interface (PJSIP/agent1)")
-    if agent_interface is not None and not _INTERFACE.fullmatch(agent_interface):
-        raise UserError(f"not an agent interface (PJSIP/<id>): {agent_interface[:70]!r}")
+    for phone in phones:
+        if not _INTERFACE.fullmatch(phone):
+            raise UserError(f"not an agent interface (PJSIP/<id>): {phone[:70]!r}")
+    if len(phones) > 8:
+        raise UserError("at most 8 phones per user")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(f"passwords have at least {MIN_PASSWORD_LENGTH} characters")
 
@@ -130,7 +143,12 @@ def remove_user(connection: Connection, username: str) -> bool:
 def list_users(connection: Connection) -> list[User]:
     table = UserRow.__table__
     rows = connection.execute(select(table).order_by(table.c.username))
-    return [User(row.username, Role(row.role), row.agent_interface) for row in rows]
+    return [_user(row) for row in rows]
+
+
+def _user(row: Any) -> User:
+    phones = tuple(p for p in row.agent_interfaces.split(",") if p)
+    return User(row.username, Role(row.role), phones[0] if phones else None, phones)
 
 
 def _credentials(connection: Connection, username: str) -> tuple[User, str] | None:
@@ -138,7 +156,7 @@ def _credentials(connection: Connection, username: str) -> tuple[User, str] | No
     row = connection.execute(select(table).where(table.c.username == username)).first()
     if row is None:
         return None
-    return User(row.username, Role(row.role), row.agent_interface), row.password_hash
+    return _user(row), row.password_hash
 
 
 class Authenticator:
@@ -191,15 +209,15 @@ def _dummy_hash() -> str:
 
 
 async def user_values(
-    username: str, role: Role, agent_interface: str | None, password: str
+    username: str, role: Role, phones: Sequence[str], password: str
 ) -> dict[str, object]:
     """A users row for a checked new user; the password is hashed in a worker thread."""
-    check_new_user(username, role.value, agent_interface, password)
+    check_new_user(username, role.value, phones, password)
     return {
         "username": username,
         "password_hash": await asyncio.to_thread(hash_password, password),
         "role": role.value,
-        "agent_interface": agent_interface,
+        "agent_interfaces": ",".join(dict.fromkeys(phones)),
         "created_at": datetime.now(UTC),
     }
 
@@ -218,7 +236,7 @@ def _add_if_missing(connection: Connection, values: dict[str, object]) -> bool:
 async def ensure_first_admin(units: Transactions, username: str, password: str) -> bool:
     """``HOTLINE_ADMIN_USER``/``_PASSWORD``: create that admin unless the name exists (an
     existing user keeps the password set with ``hotline users``); True if created."""
-    values = await user_values(username, Role.ADMIN, None, password)
+    values = await user_values(username, Role.ADMIN, (), password)
     return await units(lambda connection: _add_if_missing(connection, values))
 
 
@@ -227,8 +245,8 @@ async def set_password(
     username: str,
     role: Role,
     password: str,
-    agent_interface: str | None = None,
+    phones: Sequence[str] = (),
 ) -> None:
     """Add the user with ``role``, or give an existing one this role and password."""
-    values = await user_values(username, role, agent_interface, password)
+    values = await user_values(username, role, phones, password)
     await units(lambda connection: save_user(connection, values))

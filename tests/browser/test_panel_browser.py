@@ -149,6 +149,16 @@ def test_an_agent_sees_the_caller_pop_up_as_their_phone_rings(demo: Demo) -> Non
             assert page.text_content("#popup-ticket") == "尚无工单"
             assert page.locator("#ticket-form").is_hidden()
             page.screenshot(path=str(SCREENSHOTS / "agent-popup-zh.png"), full_page=True)
+
+            # agent1 may also sit at agent2's desk: they pick it, and the view follows.
+            page.select_option("#phone-select", "PJSIP/agent2")
+            for _ in range(50):  # (the page's CSP forbids Playwright's string predicates)
+                if page.text_content("#my-interface") == "PJSIP/agent2":
+                    break
+                page.wait_for_timeout(100)
+            assert page.text_content("#my-interface") == "PJSIP/agent2"
+            page.reload()
+            assert page.text_content("#my-interface") == "PJSIP/agent2"  # the session moved
         finally:
             browser.close()
 

@@ -110,14 +110,14 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
                 )
             )  # fmt: skip
         for name, role, interface in (
-            ("li", "agent", "PJSIP/agent1"),
+            ("li", "agent", "PJSIP/agent1,PJSIP/agent3"),
             ("wang", "supervisor", None),
         ):
             save_user(
                 connection,
                 {
                     "username": name, "password_hash": hash_password(PASSWORD), "role": role,
-                    "agent_interface": interface, "created_at": NOW,
+                    "agent_interfaces": interface or "", "created_at": NOW,
                 },
             )  # fmt: skip
 
@@ -166,7 +166,7 @@ async def test_a_login_gives_an_http_only_strict_cookie_and_a_csrf_token(panel: 
     assert "SameSite=Strict" in cookie and "Path=/" in cookie
     assert PASSWORD not in cookie and "supervisor" not in cookie  # encrypted, not just signed
     body = await response.json()
-    assert body["user"] == {"username": "wang", "role": "supervisor", "agent": None}
+    assert body["user"] == {"username": "wang", "role": "supervisor", "agent": None, "phones": []}
     who = await (await panel.client.get("/api/v1/session")).json()
     assert who["csrf"] == body["csrf"] and len(body["csrf"]) >= 24
 
@@ -610,3 +610,29 @@ async def test_agents_do_not_see_whom_other_agents_are_talking_to(panel: Panel) 
         assert {a["caller"] for a in message["agents"].values()} == {None}
     for message in (chief_first, chief_delta):
         assert message["agents"]["PJSIP/agent2"]["caller"] == "13900139000"
+
+
+async def test_an_agent_picks_another_of_their_phones_and_only_theirs(panel: Panel) -> None:
+    session = await panel.login("li")
+    assert session["user"]["agent"] == "PJSIP/agent1"
+    assert session["user"]["phones"] == ["PJSIP/agent1", "PJSIP/agent3"]
+    csrf = {"X-CSRF-Token": session["csrf"]}
+    refused = await panel.client.post(
+        "/api/v1/session/phone", json={"agent": "PJSIP/agent2"}, headers=csrf
+    )
+    assert refused.status == 400 and "not one of li's phones" in (await refused.json())["error"]
+    moved = await panel.client.post(
+        "/api/v1/session/phone", json={"agent": "PJSIP/agent3"}, headers=csrf
+    )
+    assert moved.status == 200
+    now = await moved.json()
+    assert now["user"]["agent"] == "PJSIP/agent3" and now["csrf"] != session["csrf"]
+    who = await (await panel.client.get("/api/v1/session")).json()
+    assert who["user"]["agent"] == "PJSIP/agent3"
+    calls = await (await panel.client.get("/api/v1/calls")).json()
+    assert calls == []  # agent3 took none of the seeded calls
+    pause = await panel.client.post(
+        "/api/v1/agent/pause", json={"paused": True}, headers={"X-CSRF-Token": now["csrf"]}
+    )
+    assert pause.status == 200
+    assert panel.ami.sent[-1] == ("QueuePause", {"Interface": "PJSIP/agent3", "Paused": "true"})

@@ -128,7 +128,7 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
                 connection,
                 {
                     "username": name, "password_hash": hash_password(PASSWORD), "role": role,
-                    "agent_interface": interface, "created_at": AT,
+                    "agent_interfaces": interface or "", "created_at": AT,
                 },
             )  # fmt: skip
         return 1

@@ -115,7 +115,7 @@ def test_users_are_added_checked_listed_and_removed(tmp_path: Path) -> None:
     env = hotline_env(tmp_path)
     added = run_with_input(
         env, "long enough pass\n", "users", "add", "li", "--role", "agent",
-        "--agent", "PJSIP/agent1", "--password-stdin",
+        "--agent", "PJSIP/agent1", "--agent", "PJSIP/agent4", "--password-stdin",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert added.stdout.strip() == "added li (agent)"
@@ -133,7 +133,7 @@ def test_users_are_added_checked_listed_and_removed(tmp_path: Path) -> None:
 
     listed = hotline("users", "list", "--json", env=env)
     assert json.loads(listed.stdout) == [
-        {"username": "li", "role": "agent", "agent": "PJSIP/agent1"}
+        {"username": "li", "role": "agent", "phones": ["PJSIP/agent1", "PJSIP/agent4"]}
     ]
     with sqlite3.connect(tmp_path / "hotline.db") as db:
         [(stored,)] = db.execute("SELECT password_hash FROM users").fetchall()

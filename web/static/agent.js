@@ -159,8 +159,38 @@ async function start() {
     saveTicket();
   });
   document.getElementById("sign-button").addEventListener("click", () => saveTicket({ status: "signed" }));
+  setUpPhonePicker();
   renderPhone();
   connect();
+}
+
+function setUpPhonePicker() {
+  // An agent with several desks picks the phone they sit at; the session follows that phone.
+  const phones = me.user.phones || [];
+  document.getElementById("phone-picker").hidden = phones.length < 2;
+  const select = document.getElementById("phone-select");
+  select.replaceChildren(...phones.map((phone) => {
+    const option = document.createElement("option");
+    option.value = phone;
+    option.textContent = phone;
+    option.selected = phone === me.user.agent;
+    return option;
+  }));
+  select.onchange = async () => {
+    try {
+      const session = await api("/api/v1/session/phone", {
+        method: "POST",
+        body: JSON.stringify({ agent: select.value }),
+      });
+      me.user = session.user;
+      me.csrf = session.csrf;
+      document.getElementById("popup").hidden = true;
+      document.getElementById("idle-note").hidden = false;
+      renderPhone();
+    } catch (error) {
+      text("action-result", `${t("failed")} ${error.message}`);
+    }
+  };
 }
 
 document.addEventListener("DOMContentLoaded", start);

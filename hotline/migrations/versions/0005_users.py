@@ -21,7 +21,7 @@ def upgrade() -> None:
         sa.Column("username", sa.String(length=64), nullable=False),
         sa.Column("password_hash", sa.String(length=200), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
-        sa.Column("agent_interface", sa.String(length=64), nullable=True),
+        sa.Column("agent_interfaces", sa.String(length=400), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("username", name=op.f("uq_users_username")),
