@@ -8,6 +8,7 @@ are printed (the figure itself is the fan-out benchmark's job).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.browser.test_panel_browser import CHROMIUM, SCREENSHOTS, browser_or_skip
 from tests.conftest import need_service
 from tests.integration.bridge import add_user, start_bridge
 
@@ -188,3 +190,54 @@ async def test_an_agent_gets_the_caller_as_the_phone_rings_and_pauses_through_as
 
 def agent_line(shown: str, agent: str) -> str:
     return next(line for line in shown.splitlines() if f"PJSIP/{agent})" in line)
+
+
+@pytest.mark.browser
+async def test_an_agent_edits_the_popped_up_ticket_in_a_real_browser(
+    asterisk,
+    tmp_path: Path,
+    sipp_phones,
+    place_citizen_call,  # type: ignore[no-untyped-def]
+) -> None:
+    """Chromium at the agent's desk: the real call rings, its routed ticket pops up, the agent
+    writes what the citizen reports and saves it; the ticket in the database says so."""
+    sync_playwright = browser_or_skip()
+    sipp_phones.start_agent("agent1")
+    for agent in ("agent2", "agent3"):
+        asterisk.cli(f"queue pause member PJSIP/{agent} queue hotline reason test")
+    bridge = start_bridge(asterisk, tmp_path)
+    add_user(bridge, AGENT["username"], AGENT["password"], "agent", "PJSIP/agent1")
+    base = f"http://127.0.0.1:{bridge.web_port}"
+
+    def at_the_desk() -> str:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+            try:
+                page = browser.new_page(locale="zh-CN")
+                page.goto(f"{base}/login")
+                page.fill("#username", AGENT["username"])
+                page.fill("#password", AGENT["password"])
+                page.click("button[type=submit]")
+                page.wait_for_url(f"{base}/agent")
+                page.wait_for_selector("#link-state.live")
+                call = place_citizen_call(CALLER, talk_seconds=12, name="赵六")
+                page.wait_for_selector("#ticket-form:not([hidden])", timeout=20_000)
+                assert page.text_content("#popup-caller") == CALLER
+                page.fill("#ticket-category", "路灯")
+                page.fill("#ticket-description", "人民路 18 号路灯不亮")
+                page.click("#ticket-form button[type=submit]")
+                page.wait_for_selector("#ticket-result:has-text('已保存')")
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENSHOTS / "agent-popup-real-call.png"), full_page=True)
+                assert call.wait(timeout=60) == 0, call.diagnostics()
+                return page.text_content("#popup-ticket") or ""
+            finally:
+                browser.close()
+
+    try:
+        number = await asyncio.to_thread(at_the_desk)
+        ticket = bridge.ticket(number)
+        assert (ticket["category"], ticket["description"]) == ("路灯", "人民路 18 号路灯不亮")
+        assert ticket["caller_name"] == "赵六" and ticket["owner_agent"] == "PJSIP/agent1"
+    finally:
+        assert bridge.stop() == 0, bridge.log_tail()
