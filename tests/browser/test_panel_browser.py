@@ -109,6 +109,11 @@ def test_a_supervisor_logs_in_and_watches_the_queue_tile_move(demo: Demo) -> Non
             while offered(page) <= first and time.monotonic() < deadline:
                 page.wait_for_timeout(250)
             assert offered(page) > first, "the tile did not move while the session replayed"
+            # The board lists agents as the session's events name them: all three by its end.
+            for _ in range(200):
+                if page.locator("#agents tr").count() == 3:
+                    break
+                page.wait_for_timeout(200)
             assert page.locator("#agents tr").count() == 3
             assert page.locator('.hour-chart[data-queue="hotline"] .bar').count() >= 1
             assert page.locator("h2").first.text_content() == "Queues"
