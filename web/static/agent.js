@@ -62,7 +62,7 @@ function showTicket(ticket) {
   const form = document.getElementById("ticket-form");
   form.hidden = !ticket;
   if (!ticket) return;
-  text("ticket-status", ticket.status);
+  text("ticket-status", t(`status_${ticket.status}`));
   document.getElementById("ticket-category").value = ticket.category || "";
   document.getElementById("ticket-department").value = ticket.department || "";
   document.getElementById("ticket-description").value = ticket.description || "";
@@ -79,7 +79,7 @@ async function popUp(message) {
   const tickets = await api(`/api/v1/tickets?caller=${caller}&limit=10`);
   listInto("earlier-tickets", tickets
     .filter((ticket) => ticket.number !== message.ticket)
-    .map((ticket) => `${ticket.opened_at} · ${ticket.number} · ${ticket.status} · ${ticket.category || ""}`));
+    .map((ticket) => `${ticket.opened_at} · ${ticket.number} · ${t(`status_${ticket.status}`)} · ${ticket.category || ""}`));
   const calls = await api(`/api/v1/calls?caller=${caller}&limit=10`);
   listInto("earlier-calls", calls
     .filter((call) => call.uniqueid !== message.uniqueid)

@@ -47,7 +47,7 @@ async function search(extra = {}) {
       row.dataset.ticket = ticket.number;
       row.className = "clickable";
       cell(row, ticket.number);
-      cell(row, ticket.status);
+      cell(row, t(`status_${ticket.status}`));
       cell(row, `${ticket.caller_number || ""} ${ticket.caller_name || ""}`.trim());
       cell(row, ticket.owner_agent || "–");
       cell(row, ticket.opened_at);
@@ -79,7 +79,7 @@ async function showTicket(number) {
     const term = document.createElement("dt");
     term.textContent = t(`field_${key}`);
     const value = document.createElement("dd");
-    value.textContent = ticket[key] ?? "";
+    value.textContent = key === "status" ? t(`status_${ticket.status}`) : ticket[key] ?? "";
     fields.append(term, value);
   }
   lines("detail-clocks", ticket.clocks.map((clock) =>
