@@ -8,7 +8,7 @@ Asterisk encodes in each new ``Uniqueid`` (epoch seconds), never going backwards
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,13 +66,15 @@ async def replay(
     *,
     keep_event: Callable[[str], bool] | None = None,
     speed: float = 0.0,
+    messages: Sequence[AmiMessage] | None = None,
 ) -> int:
     """Feed ``path`` to ``sink``; ``speed`` 1.0 is real time, 0 is as fast as possible.
 
     Returns how many messages were fed. The file is read in a thread so a large transcript never
-    stalls the event loop.
+    stalls the event loop; ``messages`` are its frames when the caller has read them already.
     """
-    messages = await asyncio.to_thread(lambda: list(read_transcript(path, keep_event)))
+    if messages is None:
+        messages = await asyncio.to_thread(lambda: list(read_transcript(path, keep_event)))
     clock.seed(messages)
     previous: datetime | None = None
     for count, message in enumerate(messages, start=1):

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agi.routing import route_handler
 from agi.server import FastAgiServer
 from ami.client import AmiClient
+from ami.codec import AmiMessage
 from ami.replay import ReplayClock, read_transcript, replay
 from hotline.bus import Bus, create_bus
 from hotline.config import Settings
@@ -308,7 +309,7 @@ def _watch_ami(ami: AmiClient, service: QueueService) -> None:
     service.set_pbx_state(False, ami.state_since, "not connected yet")
 
 
-async def _replay_session(bridge: Bridge) -> None:
+async def _replay_session(bridge: Bridge, messages: list[AmiMessage]) -> None:
     if bridge.replay_path is None or bridge.replay_clock is None:
         raise RuntimeError("replay scheduled without a transcript")
     log.info("no PBX configured: replaying %s at %.1fx", bridge.replay_path, bridge.replay_speed)
@@ -319,6 +320,7 @@ async def _replay_session(bridge: Bridge) -> None:
         bridge.replay_clock,
         keep_event=keep_event,
         speed=bridge.replay_speed,
+        messages=messages,
     )
     await bridge.queues.drain(timeout=60)
     log.info("replay finished: %d AMI messages, %s", count, dict(bridge.queues.counters))
@@ -333,6 +335,7 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
         bridge.units, settings.admin_user, settings.admin_password.get_secret_value()
     ):
         log.info("created the first admin, %s", settings.admin_user)
+    messages: list[AmiMessage] = []
     if bridge.replay_path is not None and bridge.replay_clock is not None:
         # "Today" is the transcript's day: set the clock before the day's figures are loaded.
         path = bridge.replay_path
@@ -359,7 +362,7 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
     if bridge.ami is not None:
         await bridge.ami.start()
     else:
-        tasks.append(asyncio.create_task(_replay_session(bridge), name="replay"))
+        tasks.append(asyncio.create_task(_replay_session(bridge, messages), name="replay"))
     try:
         await stop.wait()
     finally:

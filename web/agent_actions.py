@@ -17,6 +17,7 @@ from aiohttp import web
 from ami.actions import AmiAction, queue_add, queue_pause, queue_remove
 from ami.client import AmiActionFailed, AmiActionTimeout, AmiNotConnected
 from web.auth import current_user
+from web.errors import json_error
 from web.users import HEARS_EVERY_CALL, User
 
 _QUEUE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -26,13 +27,6 @@ MAX_REASON = 64
 
 class ActionSender(Protocol):
     async def send(self, action: AmiAction) -> Any: ...
-
-
-def _error(status: int, message: str) -> web.HTTPException:
-    kind = {400: web.HTTPBadRequest, 403: web.HTTPForbidden, 409: web.HTTPConflict}.get(
-        status, web.HTTPServiceUnavailable
-    )
-    return kind(text=web.json_response({"error": message}).text, content_type="application/json")
 
 
 class AgentActions:
@@ -48,9 +42,9 @@ class AgentActions:
         try:
             body = await request.json()
         except ValueError:
-            raise _error(400, "send a JSON object") from None
+            raise json_error(400, "send a JSON object") from None
         if not isinstance(body, dict):
-            raise _error(400, "send a JSON object")
+            raise json_error(400, "send a JSON object")
         return body
 
     @staticmethod
@@ -58,23 +52,23 @@ class AgentActions:
         named = body.get("agent")
         if named is None or named == user.agent_interface:
             if user.agent_interface is None:
-                raise _error(400, "name the agent: this user has no softphone interface")
+                raise json_error(400, "name the agent: this user has no softphone interface")
             return user.agent_interface
         if user.role not in HEARS_EVERY_CALL:
-            raise _error(403, "agents act only on their own phone")
+            raise json_error(403, "agents act only on their own phone")
         if not isinstance(named, str) or not _INTERFACE.fullmatch(named):
-            raise _error(400, "agent is an interface like PJSIP/agent1")
+            raise json_error(400, "agent is an interface like PJSIP/agent1")
         return named
 
     async def _send(self, action: AmiAction) -> None:
         if self.ami is None:
-            raise _error(503, "no PBX is connected (this is a replay)")
+            raise json_error(503, "no PBX is connected (this is a replay)")
         try:
             await self.ami.send(action)
         except AmiActionFailed as error:  # Asterisk said no (e.g. not a member of that queue)
-            raise _error(409, str(error)) from None
+            raise json_error(409, str(error)) from None
         except (AmiNotConnected, AmiActionTimeout) as error:
-            raise _error(503, str(error)) from None
+            raise json_error(503, str(error)) from None
 
     async def pause(self, request: web.Request) -> web.Response:
         user = current_user(request)
@@ -83,9 +77,9 @@ class AgentActions:
         paused = body.get("paused")
         reason = body.get("reason", "")
         if not isinstance(paused, bool):
-            raise _error(400, "paused is true or false")
+            raise json_error(400, "paused is true or false")
         if not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable():
-            raise _error(400, f"reason is plain text of at most {MAX_REASON} characters")
+            raise json_error(400, f"reason is plain text of at most {MAX_REASON} characters")
         await self._send(queue_pause(interface, paused, reason if paused else ""))
         return web.json_response({"agent": interface, "paused": paused, "reason": reason})
 
@@ -95,8 +89,8 @@ class AgentActions:
         interface = self._interface(user, body)
         queue, member = body.get("queue"), body.get("member")
         if not isinstance(queue, str) or not _QUEUE.fullmatch(queue):
-            raise _error(400, "queue is a queue name")
+            raise json_error(400, "queue is a queue name")
         if not isinstance(member, bool):
-            raise _error(400, "member is true (log in to the queue) or false (log out)")
+            raise json_error(400, "member is true (log in to the queue) or false (log out)")
         await self._send(queue_add(queue, interface) if member else queue_remove(queue, interface))
         return web.json_response({"agent": interface, "queue": queue, "member": member})

@@ -27,20 +27,17 @@ from tickets.sla import SlaReport
 from tickets.store import Ticket, TicketEdit, TicketStore
 from tickets.views import call_json, local_time, ticket_json
 from web.auth import current_user
+from web.errors import json_error
 from web.users import HEARS_EVERY_CALL, User
 
 MAX_LIMIT = 500
 EDITABLE = ("category", "description", "department", "satisfaction")
 
 
-def _bad(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
-
-
 def _limit(request: web.Request, default: int = 50) -> int:
     text = request.query.get("limit", str(default))
     if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise _bad(f"limit is a number from 1 to {MAX_LIMIT}")
+        raise json_error(400, f"limit is a number from 1 to {MAX_LIMIT}")
     return int(text)
 
 
@@ -51,7 +48,7 @@ def _day(request: web.Request, name: str) -> date | None:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise _bad(f"{name} is a day, YYYY-MM-DD") from None
+        raise json_error(400, f"{name} is a day, YYYY-MM-DD") from None
 
 
 def sees_every_call(user: User) -> bool:
@@ -107,7 +104,7 @@ class PanelApi:
         current_user(request)
         status = request.query.get("status")
         if status is not None and status not in {s.value for s in TicketStatus}:
-            raise _bad("status is one of " + ", ".join(s.value for s in TicketStatus))
+            raise json_error(400, "status is one of " + ", ".join(s.value for s in TicketStatus))
         caller = request.query.get("caller")
         since = _day(request, "since")
         overdue = request.query.get("overdue") == "true"
@@ -129,9 +126,7 @@ class PanelApi:
         try:
             return await self.tickets.get(number)
         except TicketError:
-            raise web.HTTPNotFound(
-                text='{"error": "no such ticket"}', content_type="application/json"
-            ) from None
+            raise json_error(404, "no such ticket") from None
 
     async def get_ticket(self, request: web.Request) -> web.Response:
         user = current_user(request)
@@ -162,19 +157,18 @@ class PanelApi:
         user = current_user(request)
         ticket = await self._ticket(request.match_info["number"])
         if not sees_every_call(user) and ticket.owner_agent not in (None, user.agent_interface):
-            raise web.HTTPForbidden(
-                text='{"error": "agents change only their own tickets, or unsigned ones"}',
-                content_type="application/json",
-            )
+            raise json_error(403, "agents change only their own tickets, or unsigned ones")
         try:
             body = await request.json()
         except ValueError:
-            raise _bad("send a JSON object") from None
+            raise json_error(400, "send a JSON object") from None
         if not isinstance(body, dict) or not body:
-            raise _bad("send a JSON object with the fields to change")
+            raise json_error(400, "send a JSON object with the fields to change")
         unknown = set(body) - {*EDITABLE, "status"}
         if unknown:
-            raise _bad(f"fields that cannot be changed here: {', '.join(sorted(unknown))}")
+            raise json_error(
+                400, f"fields that cannot be changed here: {', '.join(sorted(unknown))}"
+            )
         now = self.clock()
         try:
             if any(name in body for name in EDITABLE):
@@ -186,7 +180,7 @@ class PanelApi:
                     ticket.number, TicketStatus(body["status"]), now
                 )
         except (TicketError, ValueError, TypeError) as error:
-            raise _bad(str(error)) from None
+            raise json_error(400, str(error)) from None
         return web.json_response(ticket_json(ticket, self.sla(ticket, now), self.zone))
 
     async def list_calls(self, request: web.Request) -> web.Response:

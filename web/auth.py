@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from web.errors import json_error
 from web.sessions import (
     COOKIE_NAME,
     CSRF_HEADER,
@@ -47,9 +48,7 @@ def current_user(request: web.Request) -> User:
     """The caller of a closed route (the middleware has already refused anyone else)."""
     user = request.get(USER)
     if not isinstance(user, User):
-        raise web.HTTPUnauthorized(
-            text='{"error": "login required"}', content_type="application/json"
-        )
+        raise json_error(401, "login required")
     return user
 
 

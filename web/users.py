@@ -121,17 +121,20 @@ def check_new_user(username: str, role: str, phones: Sequence[str], password: st
         raise UserError(f"passwords have at least {MIN_PASSWORD_LENGTH} characters")
 
 
+def _user_id(connection: Connection, username: object) -> int | None:
+    table = UserRow.__table__
+    return connection.execute(select(table.c.id).where(table.c.username == username)).scalar()
+
+
 def save_user(connection: Connection, values: dict[str, object]) -> bool:
     """Add the user, or replace role, interface and password of an existing one; True if new."""
     table = UserRow.__table__
-    found = connection.execute(
-        select(table.c.id).where(table.c.username == values["username"])
-    ).first()
+    found = _user_id(connection, values["username"])
     if found is None:
         connection.execute(insert(table).values(**values))
         return True
     changed = {k: v for k, v in values.items() if k not in ("username", "created_at")}
-    connection.execute(update(table).where(table.c.id == found.id).values(**changed))
+    connection.execute(update(table).where(table.c.id == found).values(**changed))
     return False
 
 
@@ -223,13 +226,9 @@ async def user_values(
 
 
 def _add_if_missing(connection: Connection, values: dict[str, object]) -> bool:
-    table = UserRow.__table__
-    found = connection.execute(
-        select(table.c.id).where(table.c.username == values["username"])
-    ).first()
-    if found is not None:
+    if _user_id(connection, values["username"]) is not None:
         return False
-    connection.execute(insert(table).values(**values))
+    connection.execute(insert(UserRow.__table__).values(**values))
     return True
 
 

@@ -105,50 +105,24 @@ async function saveTicket(extra = {}) {
   }
 }
 
-function connect() {
-  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${window.location.host}/api/v1/live`);
-  const badge = document.getElementById("link-state");
-  socket.addEventListener("message", (event) => {
-    const message = JSON.parse(event.data);
-    if (message.type === "snapshot") {
-      me.snapshot = message;
-      badge.dataset.text = "live";
-      badge.classList.add("live");
-      applyTexts(badge.parentElement);
-      renderPhone();
-    } else if (message.type === "stats.delta" && me.snapshot) {
-      mergeDelta(me.snapshot, message);
-      renderPhone();
-    } else if (message.type === "call.ringing" && message.agent === me.user.agent) {
-      popUp(message).catch((error) => text("ticket-result", `${t("failed")} ${error.message}`));
-    }
-  });
-  socket.addEventListener("close", () => {
-    badge.dataset.text = "reconnecting";
-    badge.classList.remove("live");
-    applyTexts(badge.parentElement);
-    setTimeout(connect, 1000);
-  });
+function onLive(message) {
+  if (message.type === "snapshot") {
+    me.snapshot = message;
+    renderPhone();
+  } else if (message.type === "stats.delta" && me.snapshot) {
+    mergeDelta(me.snapshot, message);
+    renderPhone();
+  } else if (message.type === "call.ringing" && message.agent === me.user.agent) {
+    popUp(message).catch((error) => text("ticket-result", `${t("failed")} ${error.message}`));
+  }
 }
 
 async function start() {
-  applyTexts();
-  document.getElementById("language").addEventListener("click", switchLanguage);
   document.addEventListener("languagechange", renderPhone);
-  const session = await fetch("/api/v1/session");
-  if (session.status === 401) {
-    window.location.assign("/login");
-    return;
-  }
-  const who = await session.json();
+  const who = await openSession(() => me.csrf);
+  if (!who) return;
   me.user = who.user;
   me.csrf = who.csrf;
-  text("who", `${who.user.username} (${t(`role_${who.user.role}`)})`);
-  document.getElementById("logout").addEventListener("click", async () => {
-    await fetch("/api/v1/logout", { method: "POST", headers: { "X-CSRF-Token": me.csrf || "" } });
-    window.location.assign("/login");
-  });
   document.getElementById("pause-form").addEventListener("submit", (event) => {
     event.preventDefault();
     act("/api/v1/agent/pause", { paused: true, reason: document.getElementById("pause-reason").value });
@@ -161,7 +135,7 @@ async function start() {
   document.getElementById("sign-button").addEventListener("click", () => saveTicket({ status: "signed" }));
   setUpPhonePicker();
   renderPhone();
-  connect();
+  followLive(onLive);
 }
 
 function setUpPhonePicker() {

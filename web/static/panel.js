@@ -134,64 +134,32 @@ function render() {
   renderPbx(state.snapshot);
 }
 
-function setLink(live) {
-  const badge = document.getElementById("link-state");
-  badge.dataset.text = live ? "live" : "reconnecting";
-  badge.textContent = t(badge.dataset.text);
-  badge.classList.toggle("live", live);
-}
-
-function connect() {
-  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${window.location.host}/api/v1/live`);
-  socket.addEventListener("message", (event) => {
-    const message = JSON.parse(event.data);
-    if (message.type === "snapshot") {
-      state.snapshot = message;
-      state.seq = message.seq || 0;
-      setLink(true);
-      render();
-    } else if (message.type === "stats.delta" && state.snapshot) {
-      if (state.seq && message.seq !== state.seq + 1) {
-        socket.close();  // missed a change: start again from a fresh snapshot
-        return;
-      }
-      state.seq = message.seq;
-      mergeDelta(state.snapshot, message);
-      render();
+function onLive(message, socket) {
+  if (message.type === "snapshot") {
+    state.snapshot = message;
+    state.seq = message.seq || 0;
+    render();
+  } else if (message.type === "stats.delta" && state.snapshot) {
+    if (state.seq && message.seq !== state.seq + 1) {
+      socket.close();  // missed a change: start again from a fresh snapshot
+      return;
     }
-  });
-  socket.addEventListener("close", () => {
-    setLink(false);
-    setTimeout(connect, 1000);
-  });
+    state.seq = message.seq;
+    mergeDelta(state.snapshot, message);
+    render();
+  }
 }
 
 async function start() {
-  applyTexts();
-  document.getElementById("language").addEventListener("click", switchLanguage);
   document.addEventListener("languagechange", render);
-  const session = await fetch("/api/v1/session");
-  if (session.status === 401) {
-    window.location.assign("/login");
-    return;
-  }
-  const who = await session.json();
+  const who = await openSession(() => state.csrf);
+  if (!who) return;
   if (who.user.role === "agent") {
     window.location.assign("/agent");  // agents work in their own view
     return;
   }
   state.csrf = who.csrf;
-  const showWho = () => {
-    document.getElementById("who").textContent = `${who.user.username} (${t(`role_${who.user.role}`)})`;
-  };
-  showWho();
-  document.addEventListener("languagechange", showWho);
-  document.getElementById("logout").addEventListener("click", async () => {
-    await fetch("/api/v1/logout", { method: "POST", headers: { "X-CSRF-Token": state.csrf || "" } });
-    window.location.assign("/login");
-  });
-  connect();
+  followLive(onLive);
 }
 
 document.addEventListener("DOMContentLoaded", start);

@@ -102,14 +102,10 @@ async function showTicket(number) {
 }
 
 async function start() {
-  applyTexts();
-  document.getElementById("language").addEventListener("click", switchLanguage);
-  const who = await getJson("/api/v1/session");
-  document.getElementById("who").textContent = `${who.user.username} (${t(`role_${who.user.role}`)})`;
-  document.getElementById("logout").addEventListener("click", async () => {
-    await fetch("/api/v1/logout", { method: "POST", headers: { "X-CSRF-Token": who.csrf || "" } });
-    window.location.assign("/login");
-  });
+  let csrf = null;
+  const who = await openSession(() => csrf);
+  if (!who) return;
+  csrf = who.csrf;
   document.getElementById("filters").addEventListener("submit", (event) => {
     event.preventDefault();
     search();
