@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -55,6 +55,78 @@ class RingingAgent:
     interface: str
 
 
+# The caller's side of an AgentConnect/AgentComplete: the headers Asterisk writes for a channel
+# snapshot without a prefix (the member's side carries the same names prefixed with ``Dest``).
+CALLER_HEADERS = (
+    "Channel",
+    "ChannelState",
+    "ChannelStateDesc",
+    "CallerIDNum",
+    "CallerIDName",
+    "ConnectedLineNum",
+    "ConnectedLineName",
+    "Language",
+    "AccountCode",
+    "Context",
+    "Exten",
+    "Priority",
+    "Uniqueid",
+    "Linkedid",
+)
+MAX_CONNECTED_AGENTS = 10_000
+
+
+class AgentCallers:
+    """Puts the caller back into an ``AgentComplete`` that Asterisk sent without one.
+
+    app_queue writes AgentComplete from the latest snapshot of each channel; when the caller's
+    channel is already gone from Asterisk's cache (it hung up first, a race), the event carries
+    only the member's fields, and the completion (talk time, the agent going to wrap-up) would
+    be lost. The caller is known from the AgentConnect of the same member channel, or failing
+    that of the same queue and interface.
+    """
+
+    def __init__(self, limit: int = MAX_CONNECTED_AGENTS) -> None:
+        self._by_member: dict[str, dict[str, str]] = {}
+        self._by_seat: dict[tuple[str, str], dict[str, str]] = {}
+        self._limit = limit
+
+    def note_connect(self, message: Mapping[str, str]) -> None:
+        if not message.get("Uniqueid"):
+            return
+        caller = {name: message[name] for name in CALLER_HEADERS if name in message}
+        member = message.get("DestUniqueid")
+        if member:
+            _remember(self._by_member, member, caller, self._limit)
+        seat = (message.get("Queue", ""), message.get("Interface", ""))
+        _remember(self._by_seat, seat, caller, self._limit)
+
+    def complete(self, message: Mapping[str, str]) -> Mapping[str, str] | None:
+        """The AgentComplete to parse: as sent, or with its caller restored (None: unknown)."""
+        member = message.get("DestUniqueid")
+        seat = (message.get("Queue", ""), message.get("Interface", ""))
+        caller = self._by_member.pop(member, None) if member else None
+        if caller is None:
+            caller = self._by_seat.get(seat)
+        uniqueid = message.get("Uniqueid") or (caller or {}).get("Uniqueid")
+        if uniqueid and self._by_seat.get(seat, {}).get("Uniqueid") == uniqueid:
+            del self._by_seat[seat]
+        if message.get("Uniqueid"):
+            return message
+        if caller is None:
+            return None
+        return {**message, **caller}
+
+
+def _remember(
+    table: dict[Any, dict[str, str]], key: Any, caller: dict[str, str], limit: int
+) -> None:
+    table.pop(key, None)
+    table[key] = caller
+    if len(table) > limit:  # completions that never came: forget the oldest
+        del table[next(iter(table))]
+
+
 class EventPipeline:
     def __init__(
         self, tracker: CallTracker, stats: QueueStats, clock: Callable[[], datetime]
@@ -62,11 +134,28 @@ class EventPipeline:
         self.tracker = tracker
         self.stats = stats
         self._clock = clock
+        self._agent_callers = AgentCallers()
         self.counters: Counter[str] = Counter()
 
     def on_ami_message(self, message: AmiMessage, at: datetime | None = None) -> PipelineResult:
+        name = message.get("Event")
+        parsed: Mapping[str, str] | None = message
+        if name == "AgentConnect":
+            self._agent_callers.note_connect(message)
+        elif name == "AgentComplete":
+            parsed = self._agent_callers.complete(message)
+            if parsed is not message:
+                self.counters["agent_complete_without_caller"] += 1
+            if parsed is None:
+                self.counters["malformed_events"] += 1
+                log.warning(
+                    "ignored an AgentComplete without its caller (queue %s, member %s)",
+                    message.get("Queue"),
+                    message.get("Interface"),
+                )
+                return PipelineResult()
         try:
-            event = parse_event(message, at or self._clock())
+            event = parse_event(parsed, at or self._clock())
         except AmiEventError as error:
             self.counters["malformed_events"] += 1
             log.warning("ignored a malformed AMI event: %s", error)

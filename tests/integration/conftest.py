@@ -309,6 +309,25 @@ class AmiSession:
             raise TimeoutError(f"{error}; saw {sorted(self.event_names(since))}") from None
         return found[0]
 
+    async def wait_for_completion(self, connect: Message, timeout: float = 15.0) -> Message:
+        """The AgentComplete of the call that ``connect`` (its AgentConnect) began.
+
+        Matched on the member's channel as well as the caller's: when the caller's channel is
+        gone first, Asterisk sends AgentComplete without the caller's fields.
+        """
+
+        def same_call(event: Message) -> bool:
+            member = connect.get("DestUniqueid")
+            return (member is not None and event.get("DestUniqueid") == member) or (
+                event.get("Uniqueid") == connect.get("Uniqueid")
+            )
+
+        try:
+            return await self.wait_for("AgentComplete", timeout, predicate=same_call)
+        except TimeoutError as error:
+            completes = [dict(event) for event in self.find("AgentComplete")]
+            raise TimeoutError(f"{error}; connect {dict(connect)}; completes {completes}") from None
+
 
 AmiFactory = Callable[..., AmiSession]
 

@@ -108,7 +108,8 @@ async def test_an_answered_call_is_recorded_with_its_talk_time_hash_call_and_tic
         async with ami_events(asterisk.ami_probe_username, asterisk.ami_probe_secret) as ami:
             call = place_citizen_call(CALLER, talk_seconds=7)
             assert await call.wait_async(timeout=60) == 0, call.diagnostics()
-            complete = await ami.wait_for("AgentComplete", timeout=20, CallerIDNum=CALLER)
+            connect = await ami.wait_for("AgentConnect", timeout=20, CallerIDNum=CALLER)
+            complete = await ami.wait_for_completion(connect, timeout=20)
         row = bridge.call_row(CALLER)
         assert row["outcome"] == "answered" and row["agent_interface"] == "PJSIP/agent1"
         recording = bridge.wait_for_row(

@@ -232,7 +232,7 @@ async def test_event_filters_during_a_real_call(
         assert join["CallerIDNum"] == "13800138000"
         assert join["CallerIDName"] == "张三"
         connect = await ami.wait_for("AgentConnect", timeout=15, Queue="hotline")
-        await ami.wait_for("AgentComplete", timeout=15, Uniqueid=connect["Uniqueid"])
+        await ami.wait_for_completion(connect)
         await ami.wait_for("Hangup", timeout=10, predicate=is_citizen)
         assert await call.wait_async(timeout=30) == 0, call.diagnostics()
         # let the probe (no filters) catch up with the tail of the call
@@ -294,7 +294,8 @@ async def test_queue_log_records_the_call(
     async with ami_events() as ami:
         call = place_citizen_call("13700137000", talk_seconds=2)
         join = await ami.wait_for("QueueCallerJoin", timeout=10, Queue="hotline")
-        await ami.wait_for("AgentComplete", timeout=30, Uniqueid=join["Uniqueid"])
+        connect = await ami.wait_for("AgentConnect", timeout=30, Uniqueid=join["Uniqueid"])
+        await ami.wait_for_completion(connect, timeout=30)
         assert await call.wait_async(timeout=30) == 0, call.diagnostics()
 
     uniqueid = join["Uniqueid"]

@@ -15,7 +15,7 @@ import pytest
 
 from ami.replay import ReplayClock
 from queue_stats.calls import CallOutcome, CallTracker
-from queue_stats.pipeline import EventPipeline, replay_file
+from queue_stats.pipeline import CALLER_HEADERS, EventPipeline, replay_file
 from queue_stats.stats import QueueStats
 from tests.queue_log import read_queue_log
 
@@ -23,14 +23,14 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RECORDED = sorted(path.stem for path in FIXTURES.glob("*.queue_log"))
 
 
-def replay(name: str) -> tuple[dict, list, EventPipeline]:
+def replay(name: str, path: Path | None = None) -> tuple[dict, list, EventPipeline]:
     clock = ReplayClock()
     pipeline = EventPipeline(
         CallTracker(frozenset({"from-citizens"})),
         QueueStats(ZoneInfo("Asia/Shanghai")),
         clock.current,
     )
-    calls = replay_file(FIXTURES / f"{name}.ami", pipeline, clock)
+    calls = replay_file(path or FIXTURES / f"{name}.ami", pipeline, clock)
     return pipeline.stats.snapshot(clock.current()), calls, pipeline
 
 
@@ -99,3 +99,51 @@ def test_pause_reasons_and_membership_changes_are_followed() -> None:
     assert any(change.reason == "lunch" for change in logged.pauses)
     assert snapshot["agents"]["PJSIP/agent4"]["state"] == "logged_out"  # added, then removed
     assert not snapshot["agents"]["PJSIP/agent1"]["paused"]  # back from lunch
+
+
+def _without_callers_in_agent_complete(text: str) -> str:
+    """The transcript as Asterisk sends it when every caller hung up just before app_queue
+    wrote its AgentComplete: that event then carries the member's channel fields only."""
+    frames = text.split("\r\n\r\n")
+    for index, frame in enumerate(frames):
+        lines = frame.split("\r\n")
+        if "Event: AgentComplete" in lines:
+            kept = [line for line in lines if line.split(":", 1)[0] not in CALLER_HEADERS]
+            frames[index] = "\r\n".join(kept)
+    return "\r\n\r\n".join(frames)
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_an_agent_complete_without_its_caller_changes_nothing(name: str, tmp_path: Path) -> None:
+    original = (FIXTURES / f"{name}.ami").read_bytes().decode()
+    stripped = _without_callers_in_agent_complete(original)
+    assert stripped.count("Event: AgentComplete") == original.count("Event: AgentComplete") > 0
+    assert stripped != original
+    path = tmp_path / f"{name}.ami"
+    path.write_text(stripped, encoding="utf-8", newline="")
+
+    expected_snapshot, expected_calls, _ = replay(name)
+    snapshot, calls, pipeline = replay(name, path)
+
+    assert pipeline.counters["agent_complete_without_caller"] == original.count(
+        "Event: AgentComplete"
+    )
+    assert pipeline.counters["malformed_events"] == 0
+    assert snapshot == expected_snapshot
+    assert calls == expected_calls
+
+
+def test_an_agent_complete_for_no_known_call_is_counted_not_guessed(tmp_path: Path) -> None:
+    text = (FIXTURES / "multi-queue-pause.ami").read_bytes().decode()
+    completes = text.count("Event: AgentComplete")
+    without_connects = "\r\n\r\n".join(
+        frame for frame in text.split("\r\n\r\n") if "Event: AgentConnect" not in frame
+    )
+    path = tmp_path / "no-connects.ami"
+    path.write_text(
+        _without_callers_in_agent_complete(without_connects), encoding="utf-8", newline=""
+    )
+    _, _, pipeline = replay("multi-queue-pause", path)
+    assert completes > 0
+    assert pipeline.counters["agent_complete_without_caller"] == completes
+    assert pipeline.counters["malformed_events"] == completes
