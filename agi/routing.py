@@ -79,7 +79,6 @@ def route_handler(
                 decision = task.result()
         counters["routed"] += 1
         on_routed(request.uniqueid, decision)
-        for name, value in decision.channel_variables().items():
-            await session.set_variable(name, value)
+        await session.set_variables(decision.channel_variables())
 
     return handle

@@ -20,6 +20,7 @@ from agi.codec import (
     AgiReply,
     AgiRequest,
     is_continued,
+    mset_command,
     parse_reply,
     parse_request,
     set_variable_command,
@@ -87,6 +88,19 @@ class AgiSession:
 
     async def set_variable(self, name: str, value: str) -> AgiReply:
         return await self.command(set_variable_command(name, value))
+
+    async def set_variables(self, variables: Mapping[str, str]) -> None:
+        """Every variable in one ``EXEC MSet`` when the values are plain (the usual case), else,
+        or when Asterisk refuses MSet (``result=-2``: no such application), one ``SET VARIABLE``
+        each."""
+        command = mset_command(variables)
+        if command is not None:
+            reply = await self.command(command)
+            if reply.code == 200 and not reply.result.startswith("-"):
+                return
+            log.warning("FastAGI: MSet refused (%s); setting the variables one by one", reply.text)
+        for name, value in variables.items():
+            await self.set_variable(name, value)
 
 
 AgiHandler = Callable[[AgiRequest, AgiSession], Awaitable[None]]

@@ -2,11 +2,12 @@
 
 What is measured: one *route* is one whole FastAGI session as Asterisk runs it, seen from the
 PBX's side of a loopback TCP socket: connect, send the ``agi_*`` header block of the ``route``
-script, answer ``200 result=1`` to each ``SET VARIABLE`` line the server sends (five:
-``HOTLINE_QUEUE``, ``_PRIORITY``, ``_AGENT``, ``_TICKET``, ``_REASON``), until the server closes
-the socket. Latency runs from just before ``connect()`` to the end of file. It includes the TCP
-handshake, header parsing, the decision (open-ticket and enterprise lookups, a new ticket when the
-rules ask for one: a write), five command round trips and the close.
+script, answer the command the server sends as Asterisk 22 does (``EXEC MSet`` with the
+``HOTLINE_*`` variables: ``200 result=0``; ``SET VARIABLE``, sent when a value needs quoting:
+``200 result=1``), until the server closes the socket. Latency runs from just before
+``connect()`` to the end of file. It includes the TCP handshake, header parsing, the decision
+(open-ticket and enterprise lookups, a new ticket when the rules ask for one: a write), the
+command round trip and the close.
 
 The server is the production one: ``hotline.service.build_route_server`` over
 ``hotline.storage.create_engine`` and ``transactions_for`` (SQLite: one routing thread, WAL),
@@ -63,6 +64,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from hotline.config import ENV_PREFIX, Settings  # noqa: E402
+from hotline.loop import EventLoopChoice  # noqa: E402
+from hotline.loop import run as run_loop  # noqa: E402
 from hotline.service import build_route_server, settle_heap  # noqa: E402
 from hotline.storage import (  # noqa: E402
     create_engine,
@@ -81,7 +84,6 @@ SETTLE_SECONDS = 1.0
 LOCK_WAIT = 6.0  # longer than busy_timeout (5 s): a lock still held then is not a busy writer
 GIVE_UP_FACTOR = 1.5  # open loop: arrivals not started by 1.5 x --seconds are abandoned
 EPOCH = datetime(1970, 1, 1)  # naive UTC, as SQLAlchemy's SQLite DateTime stores values
-COMMANDS_PER_ROUTE = 5
 
 # The caller mix of every phase: (kind, share).
 CALLER_MIX = (
@@ -508,7 +510,12 @@ async def serve(database_url: str, profile_path: str | None) -> None:
     checkpoints = asyncio.create_task(units.run_checkpoints())
     await server.start()
     settle_heap()  # as hotline agi does once it listens
-    print(json.dumps({"port": server.port, "budget_ms": settings.routing_budget_ms}), flush=True)
+    hello = {
+        "port": server.port,
+        "budget_ms": settings.routing_budget_ms,
+        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+    }
+    print(json.dumps(hello), flush=True)
     profiler: cProfile.Profile | None = None
     try:
         while True:
@@ -545,9 +552,10 @@ async def serve(database_url: str, profile_path: str | None) -> None:
         await engine.dispose()
 
 
-def serve_main(database_url: str, profile_path: str | None) -> int:
+def serve_main(database_url: str, profile_path: str | None, loop: EventLoopChoice) -> int:
+    """On the event loop ``hotline agi`` would pick for ``HOTLINE_EVENT_LOOP=loop``."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(database_url, profile_path))
+    run_loop(serve(database_url, profile_path), loop)
     return 0
 
 
@@ -556,11 +564,14 @@ class ServerProcess:
 
     started = 0
 
-    def __init__(self, database_url: str, workdir: Path, profile: bool) -> None:
+    def __init__(
+        self, database_url: str, workdir: Path, profile: bool, loop: EventLoopChoice = "auto"
+    ) -> None:
         ServerProcess.started += 1
         self.log_path = workdir / f"server-{ServerProcess.started}.log"
         self.profile_path = workdir / f"server-{ServerProcess.started}.prof" if profile else None
         command = [sys.executable, str(Path(__file__).resolve()), "--serve", database_url]
+        command += ["--server-loop", loop]
         if self.profile_path is not None:
             command += ["--profile-out", str(self.profile_path)]
         self._log: IO[str] = self.log_path.open("w")
@@ -575,6 +586,7 @@ class ServerProcess:
         hello = self._reply()
         self.port = int(hello["port"])
         self.budget_ms = float(hello["budget_ms"])
+        self.loop = str(hello["loop"])
         self.pid = self._process.pid
 
     def _reply(self) -> dict[str, Any]:
@@ -698,7 +710,14 @@ async def one_route(port: int, header: bytes) -> tuple[str, int]:
             line = await reader.readline()
             if not line:
                 break
-            if line.startswith(b"SET VARIABLE "):
+            if line.startswith(b"EXEC MSet "):  # as Asterisk answers it: MSet returns 0
+                commands += 1
+                for pair in line[10:].strip(b'"\r\n').split(b","):
+                    name, _, value = pair.partition(b"=")
+                    if name == b"HOTLINE_REASON":
+                        reason = value.decode()
+                writer.write(b"200 result=0\n")
+            elif line.startswith(b"SET VARIABLE "):
                 commands += 1
                 name, _, value = line[13:].rstrip(b"\r\n").partition(b" ")
                 if name == b"HOTLINE_REASON":
@@ -874,7 +893,7 @@ def summarise(
     fallbacks = sum(1 for r in counted if r.reason == "fallback")
     errors = sum(1 for r in counted if r.reason.startswith("error"))
     incomplete = sum(
-        1 for r in counted if not r.reason.startswith("error") and r.commands != COMMANDS_PER_ROUTE
+        1 for r in counted if not r.reason.startswith("error") and r.reason == "(none)"
     )
     ok = [r for r in counted if not r.reason.startswith("error")]
     latency = latency_summary([r.ended - r.started for r in ok])
@@ -949,8 +968,8 @@ async def run_phases(
     shared: ServerProcess | None = None
 
     def start_server() -> ServerProcess:
-        server = ServerProcess(database_url, workdir, args.profile)
-        progress(f"  server pid {server.pid} on 127.0.0.1:{server.port}")
+        server = ServerProcess(database_url, workdir, args.profile, args.server_loop)
+        progress(f"  server pid {server.pid} on 127.0.0.1:{server.port}, {server.loop} loop")
         return server
 
     async def phase(name: str, rate: float | None, server: ServerProcess) -> PhaseResult:
@@ -1073,7 +1092,7 @@ def print_report(
     )
     print("callers: " + ", ".join(f"{kind} {share:.0%}" for kind, share in CALLER_MIX))
     print(
-        "measured: one route = connect, AGI header block, 5 x (SET VARIABLE -> 200 result=1), "
+        "measured: one route = connect, AGI header block, EXEC MSet HOTLINE_* -> 200 result=0, "
         "server closes;\n  latency from connect() to end of file over loopback, taken in the "
         "client process; the server is\n  build_route_server with default settings (routing "
         f"budget {budget_ms:g} ms: past it HOTLINE_REASON is 'fallback')."
@@ -1128,7 +1147,7 @@ def print_report(
         )
         print(f"  server counters: {r.server_counters}; routing counters: {r.routing_counters}")
         if r.incomplete:
-            print(f"  {r.incomplete:,} sessions ended without the 5 SET VARIABLE commands")
+            print(f"  {r.incomplete:,} sessions ended without setting HOTLINE_REASON")
         if r.locked_before:
             print(
                 "  the warm-up left the database write-locked: every ticket write waits "
@@ -1217,11 +1236,17 @@ def main(argv: list[str] | None = None) -> int:
         help="cProfile the server in each measured phase (distorts that run's figures)",
     )
     parser.add_argument("--top", type=int, default=30, help="rows of --profile output (30)")
+    parser.add_argument(
+        "--server-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="the server's event loop, as HOTLINE_EVENT_LOOP (auto: uvloop when installed)",
+    )
     parser.add_argument("--serve", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        return serve_main(args.serve, args.profile_out)
+        return serve_main(args.serve, args.profile_out, args.server_loop)
     if args.tickets < 1 or args.clients < 1 or args.seconds <= 0 or args.warmup < 0:
         parser.error("--tickets, --clients and --seconds must be positive")
 
@@ -1240,7 +1265,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             document = {
                 "measured": "AGI route session latency over loopback: connect, header block, "
-                "5 SET VARIABLE round trips, close; clients in another process than the server",
+                "one EXEC MSet round trip, close; clients in another process than the server",
                 "target_p99_ms": TARGET_P99_MS,
                 "routing_budget_ms": budget_ms,
                 "python": platform.python_version(),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -11,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hotline.config import ConfigError, Settings, load_settings
+from hotline.loop import run as run_loop
 
 EXIT_CONFIG_ERROR = 2
 
@@ -124,14 +124,18 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"hotline: no transcript at {args.replay}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     try:
-        asyncio.run(
+        run_loop(
             serve(
                 settings,
                 replay_path=args.replay,
                 replay_speed=args.speed,
                 demo=args.command == "demo",
-            )
+            ),
+            settings.event_loop,
         )
+    except ConfigError as error:
+        print(f"hotline: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     except OSError as error:
         logging.getLogger("hotline").error("cannot start: %s", error)
         return 1
@@ -167,7 +171,10 @@ def _agi(settings: Settings, args: argparse.Namespace) -> int:
     from hotline.service import serve_agi
 
     try:
-        asyncio.run(serve_agi(settings))
+        run_loop(serve_agi(settings), settings.event_loop)
+    except ConfigError as error:
+        print(f"hotline: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     except OSError as error:
         logging.getLogger("hotline").error("cannot start: %s", error)
         return 1

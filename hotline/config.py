@@ -14,7 +14,7 @@ import zoneinfo
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     agi_host: str = "127.0.0.1"
     agi_port: int = Field(4573, ge=1, le=65535)
     agi_read_timeout: float = Field(5.0, gt=0, le=60)
+    # uvloop when installed (auto), or asyncio's own loop: see hotline/loop.py.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     web_host: str = "127.0.0.1"
     web_port: int = Field(8080, ge=0, le=65535)
     # Recordings: the store (a local or mounted folder) and Asterisk's MixMonitor spool, as this

@@ -9,13 +9,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agi.codec import (
+    MAX_MSET_BYTES,
     AgiProtocolError,
+    mset_command,
     parse_reply,
     parse_request,
     set_variable_command,
 )
 from agi.routing import route_handler
-from agi.server import FastAgiServer
+from agi.server import AgiSession, FastAgiServer
 from ivr_bypass.decision import (
     CallerFacts,
     IncomingCall,
@@ -24,6 +26,7 @@ from ivr_bypass.decision import (
     decide,
     fallback_decision,
 )
+from tests.agi_commands import variables_set
 
 REQUEST = (
     "agi_network: yes\n"
@@ -74,6 +77,63 @@ def test_set_variable_quotes_and_refuses_line_breaks() -> None:
         set_variable_command("HOTLINE_QUEUE", "a\nEXEC System rm")
     with pytest.raises(ValueError):
         set_variable_command("BAD NAME", "x")
+
+
+def test_mset_sets_plain_values_in_one_command_and_leaves_the_rest_to_set_variable() -> None:
+    variables = {
+        "HOTLINE_QUEUE": "enterprise",
+        "HOTLINE_PRIORITY": "10",
+        "HOTLINE_AGENT": "PJSIP/agent2",
+        "HOTLINE_TICKET": "12345-20261202-000042",
+        "HOTLINE_REASON": "ticket-owner",
+    }
+    command = mset_command(variables)
+    assert command == (
+        'EXEC MSet "HOTLINE_QUEUE=enterprise,HOTLINE_PRIORITY=10,HOTLINE_AGENT=PJSIP/agent2,'
+        'HOTLINE_TICKET=12345-20261202-000042,HOTLINE_REASON=ticket-owner"\n'
+    )
+    assert variables_set([command.encode()]) == variables
+    # Anything MSet's parser could read otherwise goes through SET VARIABLE, which quotes it.
+    for value in ("a,b", "a=b", "a b", 'a"b', "a\\b", "${SHELL(id)}", "a|b", "a\nb", "队列"):
+        assert mset_command({**variables, "HOTLINE_QUEUE": value}) is None, value
+    assert mset_command({"HOTLINE_QUEUE": "q" * MAX_MSET_BYTES}) is None
+    assert mset_command(dict.fromkeys(variables, "")) is None
+    with pytest.raises(ValueError):
+        mset_command({"BAD NAME": "x"})
+
+
+@pytest.mark.parametrize(
+    ("variables", "mset_reply"),
+    [
+        ({"HOTLINE_QUEUE": "hotline", "HOTLINE_REASON": "a, b"}, None),
+        ({"HOTLINE_QUEUE": "hotline", "HOTLINE_REASON": "default"}, b"200 result=-2\n"),
+    ],
+    ids=["value-needs-quoting", "mset-refused"],
+)
+async def test_set_variables_falls_back_to_one_set_variable_each(
+    variables: dict[str, str], mset_reply: bytes | None
+) -> None:
+    """A value MSet could misread, or an Asterisk without MSet (``200 result=-2``)."""
+    sent: list[bytes] = []
+
+    async def fake_asterisk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            sent.append(line)
+            is_mset = line.startswith(b"EXEC MSet ")
+            writer.write(mset_reply if is_mset and mset_reply else b"200 result=1\n")
+        writer.close()
+
+    asterisk = await asyncio.start_server(fake_asterisk, "127.0.0.1", 0)
+    port = asterisk.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await AgiSession(reader, writer, 1.0).set_variables(variables)
+    finally:
+        writer.close()
+        asterisk.close()
+    expected = [set_variable_command(name, value).encode() for name, value in variables.items()]
+    assert sent[-2:] == expected
+    assert len(sent) == (3 if mset_reply else 2)
 
 
 def test_replies_parse() -> None:
@@ -147,13 +207,17 @@ async def call_route(port: int, script: str = "route") -> list[str]:
 async def test_route_sets_every_hotline_variable(server) -> None:  # type: ignore[no-untyped-def]
     agi, counters, routed = server
     commands = await call_route(agi.port)
+    # One round trip; the empty ones are left out (the dialplan clears them all before asking).
     assert commands == [
-        'SET VARIABLE HOTLINE_QUEUE "hotline"',
-        'SET VARIABLE HOTLINE_PRIORITY "0"',
-        'SET VARIABLE HOTLINE_AGENT ""',
-        'SET VARIABLE HOTLINE_TICKET ""',
-        'SET VARIABLE HOTLINE_REASON "default"',
+        'EXEC MSet "HOTLINE_QUEUE=hotline,HOTLINE_PRIORITY=0,HOTLINE_REASON=default"'
     ]
+    assert variables_set(commands) == {
+        "HOTLINE_QUEUE": "hotline",
+        "HOTLINE_PRIORITY": "0",
+        "HOTLINE_AGENT": "",
+        "HOTLINE_TICKET": "",
+        "HOTLINE_REASON": "default",
+    }
     assert routed[0][0] == "1795575495.7"
     assert counters["routed"] == 1
 
@@ -170,7 +234,7 @@ async def test_slow_or_failing_routing_answers_the_default_route_at_once(
     started = asyncio.get_running_loop().time()
     commands = await call_route(agi.port, script)
     assert asyncio.get_running_loop().time() - started < 0.5
-    assert 'SET VARIABLE HOTLINE_REASON "fallback"' in commands
+    assert variables_set(commands)["HOTLINE_REASON"] == "fallback"
     assert counters[counter] == 1
 
 
@@ -183,7 +247,7 @@ async def test_clients_that_close_or_babble_do_not_stall_the_server(server) -> N
     silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", agi.port)
     # While a silent peer waits for its deadline, a real request is still served at once.
     commands = await asyncio.wait_for(call_route(agi.port), 1)
-    assert len(commands) == 5
+    assert variables_set(commands)["HOTLINE_QUEUE"] == "hotline"
     assert await asyncio.wait_for(silent_reader.read(), 2) == b""  # closed after the deadline
     silent_writer.close()
     await asyncio.sleep(0.05)
@@ -226,7 +290,7 @@ async def test_a_late_decision_is_not_cancelled_and_too_many_late_ones_short_cut
     try:
         for _ in range(3):
             commands = await asyncio.wait_for(call_route(agi.port), 1)
-            assert commands[-1] == 'SET VARIABLE HOTLINE_REASON "fallback"'
+            assert variables_set(commands)["HOTLINE_REASON"] == "fallback"
         assert (counters["fallback_timeout"], counters["fallback_overload"]) == (2, 1)
         release.set()
         await asyncio.sleep(0.05)
@@ -261,6 +325,7 @@ async def test_the_server_warms_up_before_listening_and_a_failed_warm_up_stops_n
     await agi.start()
     try:
         assert warmed == ["database"]
-        assert len(await asyncio.wait_for(call_route(agi.port), 1)) == 5
+        commands = await asyncio.wait_for(call_route(agi.port), 1)
+        assert variables_set(commands)["HOTLINE_QUEUE"] == "hotline"
     finally:
         await agi.close()

@@ -21,15 +21,9 @@ from agi.codec import MAX_HEADER_LINES, MAX_LINE_BYTES, AgiRequest
 from agi.routing import route_handler
 from agi.server import AgiHandler, AgiSession, FastAgiServer
 from ivr_bypass.decision import IncomingCall, RoutingDecision, RoutingReason
+from tests.agi_commands import variables_set
 
 READ_TIMEOUT = 0.4
-VARIABLES = (
-    "HOTLINE_QUEUE",
-    "HOTLINE_PRIORITY",
-    "HOTLINE_AGENT",
-    "HOTLINE_TICKET",
-    "HOTLINE_REASON",
-)
 
 
 # --- the server under test --------------------------------------------------------------------
@@ -172,46 +166,6 @@ async def dial_dropped(port: int, payload: bytes) -> list[bytes]:
         writer.close()
 
 
-def asterisk_args(line: str) -> list[str]:
-    """Split a command as Asterisk's ``res_agi.c`` ``parse_args`` does (quotes, backslashes)."""
-    words: list[list[str]] = []
-    quoted = escaped = False
-    whitespace = True
-    for char in line:
-        if char == '"' and not escaped:
-            quoted = not quoted
-            if quoted and whitespace:
-                words.append([])
-                whitespace = False
-            continue
-        if char in " \t" and not quoted and not escaped:
-            whitespace = True
-            continue
-        if char == "\\" and not escaped:
-            escaped = True
-            continue
-        if whitespace:
-            words.append([])
-            whitespace = False
-        words[-1].append(char)
-        escaped = False
-    return ["".join(word) for word in words]
-
-
-def variables_set(commands: list[bytes]) -> dict[str, str]:
-    """The five ``SET VARIABLE`` lines as Asterisk would read them; each must be one clean line."""
-    assert len(commands) == len(VARIABLES), commands
-    values: dict[str, str] = {}
-    for raw, name in zip(commands, VARIABLES, strict=True):
-        assert raw.endswith(b"\n") and raw.count(b"\n") == 1, raw
-        assert b"\r" not in raw and b"\0" not in raw, raw
-        args = asterisk_args(raw.decode("utf-8").removesuffix("\n"))
-        assert args[:3] == ["SET", "VARIABLE", name], raw
-        assert len(args) == 4, raw
-        values[name] = args[3]
-    return values
-
-
 async def served_promptly(harness: Harness, within: float = 1.0) -> None:
     """An ordinary call still gets all five variables, well inside one read deadline or two."""
     started = time.monotonic()
@@ -316,7 +270,7 @@ async def test_client_that_resets_the_connection_is_a_hangup(harness: Harness, w
         await counted(harness.agi, "connections", 1)
     else:
         writer.write(request_block())
-        assert (await asyncio.wait_for(reader.readline(), 1)).startswith(b"SET VARIABLE")
+        assert (await asyncio.wait_for(reader.readline(), 1)).startswith(b"EXEC MSet ")
     reset_on_close(writer)
     await served_promptly(harness)  # never stalled, whatever the count says
     await counted(harness.agi, "hangups", 1, within=0.5)
@@ -406,7 +360,7 @@ async def test_header_line_over_max_line_bytes_is_a_protocol_error(
 async def test_caller_id_of_a_full_4kb_is_routed(harness: Harness) -> None:
     """A 4,096-byte caller ID fits a header line (the limit is twice that) and gets a route."""
     commands = await dial(harness.port, request_block(callerid="1" * 4096))
-    assert len(commands) == 5
+    assert variables_set(commands)["HOTLINE_QUEUE"] == "hotline"
     assert harness.requests[-1].caller_number == "1" * 4096
     await served_promptly(harness)
 
@@ -478,7 +432,7 @@ async def test_peer_that_never_answers_a_command_is_dropped_after_the_deadline(
         elapsed = time.monotonic() - started
     finally:
         writer.close()
-    assert asterisk_args(first.decode().removesuffix("\n"))[2:] == ["HOTLINE_QUEUE", "hotline"]
+    assert variables_set([first])["HOTLINE_QUEUE"] == "hotline"
     assert elapsed < READ_TIMEOUT + 0.5
     assert harness.agi.counters["timeouts"] == 1
     assert harness.agi.counters["handled"] == 3
@@ -494,7 +448,7 @@ async def test_peer_that_answers_garbage_or_511_is_dropped_at_once(
     reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
     try:
         writer.write(request_block())
-        assert (await asyncio.wait_for(reader.readline(), 1)).startswith(b"SET VARIABLE")
+        assert (await asyncio.wait_for(reader.readline(), 1)).startswith(b"EXEC MSet ")
         writer.write(reply)
         assert await asyncio.wait_for(reader.read(), READ_TIMEOUT / 2) == b""
     finally:
@@ -509,7 +463,7 @@ async def test_peer_with_an_endless_usage_reply_is_dropped(harness: Harness) -> 
     reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
     try:
         writer.write(request_block())
-        assert (await asyncio.wait_for(reader.readline(), 1)).startswith(b"SET VARIABLE")
+        assert (await asyncio.wait_for(reader.readline(), 1)).startswith(b"EXEC MSet ")
         writer.write(b"520-Invalid command syntax.  Proper usage follows:\n" * 1000)
         assert await asyncio.wait_for(reader.read(), READ_TIMEOUT / 2) == b""
     finally:
@@ -541,7 +495,9 @@ async def test_thousand_concurrent_sessions_are_all_routed_without_stalling_the_
     if limits is None:
         pytest.skip(f"cannot raise the open-file limit to {2 * SESSIONS + 500} for this process")
     loop = asyncio.get_running_loop()
-    harness = await start_harness(READ_TIMEOUT)
+    # A roomy deadline: 1,000 peers in one Python thread send their headers late, and dropping
+    # them is not what this test is about; the stall must still stay under READ_TIMEOUT.
+    harness = await start_harness(5 * READ_TIMEOUT)
     stop = asyncio.Event()
     worst_stall = 0.0
 
@@ -555,12 +511,17 @@ async def test_thousand_concurrent_sessions_are_all_routed_without_stalling_the_
     async def session(index: int) -> list[bytes]:
         return await dial(harness.port, request_block(uniqueid=f"flood.{index}"), timeout=15)
 
+    async def flood() -> list[list[bytes] | BaseException]:
+        return await asyncio.gather(
+            *(session(index) for index in range(SESSIONS)), return_exceptions=True
+        )
+
     beat = asyncio.create_task(heartbeat())
     try:
         started = time.monotonic()
-        results = await asyncio.gather(
-            *(session(index) for index in range(SESSIONS)), return_exceptions=True
-        )
+        # The peers run on a loop of their own (another thread), as Asterisk is another process:
+        # the heartbeat then measures the server's loop, not the burst of 1,000 connects.
+        results = await asyncio.to_thread(asyncio.run, flood())
         elapsed = time.monotonic() - started
     finally:
         stop.set()
@@ -569,7 +530,7 @@ async def test_thousand_concurrent_sessions_are_all_routed_without_stalling_the_
         resource.setrlimit(resource.RLIMIT_NOFILE, limits)
     print(
         f"\n{SESSIONS} concurrent FastAGI sessions in {elapsed:.2f} s; "
-        f"worst event-loop stall {worst_stall * 1000:.1f} ms"
+        f"worst stall of the server's event loop {worst_stall * 1000:.1f} ms"
     )
     errors = [result for result in results if isinstance(result, BaseException)]
     assert errors == []

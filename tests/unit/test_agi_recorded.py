@@ -66,7 +66,7 @@ def test_the_codec_reads_what_asterisk_sent() -> None:
             for direction, text in session[len(request_lines(session)) + 1 :]
             if direction == ">"
         ]
-        assert [parse_reply(reply).ok for reply in replies] == [True] * 5
+        assert replies and all(parse_reply(reply).ok for reply in replies), replies
 
 
 @pytest.fixture
