@@ -7,9 +7,13 @@ the same models and the same Alembic migrations serve both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import queue
+import threading
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -81,18 +85,40 @@ class Transactions(Protocol):
     async def close(self) -> None: ...
 
 
+MAX_BATCH_UNITS = 16
+
+
+@dataclass(slots=True)
+class _PendingUnit:
+    work: Callable[[Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.cancelled():  # the caller stopped waiting; the unit ran all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
 class ThreadTransactions:
     """SQLite: a synchronous engine on one dedicated thread; each unit is ``BEGIN IMMEDIATE``.
 
     One thread serialises this process's units, and taking the write lock up front means a unit
     that reads and then writes never fails on a snapshot another process changed meanwhile.
-    A caller that stops waiting (a routing budget ran out) does not interrupt the unit: it
-    commits or rolls back on its thread, so no lock is left behind. Automatic WAL checkpoints
-    are off on this connection (one could stall a unit for 100 ms); ``checkpoint`` runs a
-    passive one from another thread, and ``run_checkpoints`` does so every few seconds.
+    Units that queue up while one runs are committed together (group commit): one transaction,
+    each unit in its own savepoint (a failing unit is rolled back alone), one commit and so one
+    WAL sync for all of them. A unit's result is only given once its commit is done. A caller
+    that stops waiting (a routing budget ran out) does not interrupt the unit: it commits or
+    rolls back on its thread, so no lock is left behind. Automatic WAL checkpoints are off on
+    this connection (one could stall a unit for 100 ms); ``checkpoint`` runs a passive one from
+    another thread, and ``run_checkpoints`` does so every few seconds.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_batch: int = MAX_BATCH_UNITS) -> None:
         sync_url = make_url(url).set(drivername="sqlite")
         threads = {"check_same_thread": False}  # each engine is used by one thread at a time
         self._engine = sa_create_engine(sync_url, poolclass=StaticPool, connect_args=threads)
@@ -105,15 +131,59 @@ class ThreadTransactions:
             ),
         )
         event.listen(self._engine, "begin", lambda c: c.exec_driver_sql("BEGIN IMMEDIATE"))
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-units")
         self._checkpoints = sa_create_engine(sync_url, poolclass=StaticPool, connect_args=threads)
+        self._max_batch = max_batch
+        self._pending: queue.SimpleQueue[_PendingUnit | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.counters: Counter[str] = Counter()
 
     async def __call__(self, work: Callable[[Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._unit, work)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="sqlite-units", daemon=True)
+            self._thread.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.put(_PendingUnit(work, loop, future))
+        return await future
 
-    def _unit(self, work: Callable[[Connection], T]) -> T:
-        with self._engine.begin() as connection:
-            return work(connection)
+    def _serve(self) -> None:
+        while (first := self._pending.get()) is not None:
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    unit = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if unit is None:
+                    stop = True
+                    break
+                batch.append(unit)
+            self._run(batch)
+            if stop:
+                return
+
+    def _run(self, batch: list[_PendingUnit]) -> None:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            with self._engine.begin() as connection:
+                if len(batch) == 1:
+                    outcomes.append((batch[0].work(connection), None))
+                else:
+                    for unit in batch:
+                        try:
+                            with connection.begin_nested():
+                                outcomes.append((unit.work(connection), None))
+                        except Exception as error:
+                            outcomes.append((None, error))
+        except Exception as error:  # the unit failed, or the commit did: nothing was kept
+            outcomes = [(None, unit_error or error) for _, unit_error in outcomes]
+            outcomes += [(None, error)] * (len(batch) - len(outcomes))
+        self.counters["units"] += len(batch)
+        self.counters["commits"] += 1
+        for unit, (value, error) in zip(batch, outcomes, strict=True):
+            with contextlib.suppress(RuntimeError):  # that caller's loop is closed: nobody waits
+                unit.loop.call_soon_threadsafe(_settle, unit.future, value, error)
 
     def checkpoint(self) -> None:
         with self._checkpoints.connect() as connection:
@@ -128,7 +198,10 @@ class ThreadTransactions:
                 log.warning("WAL checkpoint failed: %s", error)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._thread.shutdown)
+        if self._thread is not None:
+            self._pending.put(None)  # after every unit already queued
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
         self._engine.dispose()
         self._checkpoints.dispose()
 

@@ -1,0 +1,104 @@
+"""SQLite units of work that queue up are committed together, each in its own savepoint."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection
+
+from hotline.storage import ThreadTransactions
+
+
+@pytest.fixture
+async def units(tmp_path: Path) -> AsyncIterator[tuple[ThreadTransactions, Path]]:
+    path = tmp_path / "units.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE rows (name TEXT PRIMARY KEY)")
+    transactions = ThreadTransactions(f"sqlite+aiosqlite:///{path}", max_batch=16)
+    yield transactions, path
+    await transactions.close()
+
+
+def stored(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {name for (name,) in db.execute("SELECT name FROM rows")}
+
+
+def insert(name: str, gate: threading.Event | None = None):  # type: ignore[no-untyped-def]
+    def work(connection: Connection) -> str:
+        if gate is not None:
+            gate.wait(5)
+        connection.exec_driver_sql("INSERT INTO rows VALUES (?)", (name,))
+        return name
+
+    return work
+
+
+async def held_then_released(transactions: ThreadTransactions, *works):  # type: ignore[no-untyped-def]
+    """Run a first unit that holds the thread until every other unit is queued behind it."""
+    gate = threading.Event()
+    first = asyncio.ensure_future(transactions(insert("first", gate)))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.ensure_future(transactions(work)) for work in works]
+    await asyncio.sleep(0.05)
+    gate.set()
+    return await asyncio.gather(first, *rest, return_exceptions=True)
+
+
+async def test_queued_units_share_commits_and_all_land(
+    units: tuple[ThreadTransactions, Path],
+) -> None:
+    transactions, path = units
+    results = await held_then_released(transactions, *(insert(f"r{i}") for i in range(20)))
+    assert results == ["first", *(f"r{i}" for i in range(20))]
+    assert stored(path) == {"first", *(f"r{i}" for i in range(20))}
+    # the first alone, then the 20 queued behind it in batches of at most 16
+    assert transactions.counters == {"units": 21, "commits": 3}
+
+
+async def test_a_failing_unit_is_rolled_back_alone(units: tuple[ThreadTransactions, Path]) -> None:
+    transactions, path = units
+
+    def half_then_fail(connection: Connection) -> None:
+        connection.exec_driver_sql("INSERT INTO rows VALUES ('half')")
+        raise ValueError("bad input")
+
+    results = await held_then_released(
+        transactions, insert("a"), half_then_fail, insert("a"), insert("b")
+    )
+    assert results[:2] == ["first", "a"]
+    assert isinstance(results[2], ValueError)
+    assert isinstance(results[3], Exception) and "UNIQUE" in str(results[3])  # "a" twice
+    assert results[4] == "b"
+    assert stored(path) == {"first", "a", "b"}
+    assert transactions.counters["commits"] == 2
+
+
+async def test_a_caller_that_stops_waiting_still_gets_its_unit_committed(
+    units: tuple[ThreadTransactions, Path],
+) -> None:
+    transactions, path = units
+    gate = threading.Event()
+    waiting = asyncio.ensure_future(transactions(insert("late", gate)))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    gate.set()
+    assert await transactions(insert("next")) == "next"
+    assert stored(path) == {"late", "next"}
+
+
+async def test_close_finishes_what_is_queued(tmp_path: Path) -> None:
+    path = tmp_path / "units.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE rows (name TEXT PRIMARY KEY)")
+    transactions = ThreadTransactions(f"sqlite+aiosqlite:///{path}")
+    pending = [asyncio.ensure_future(transactions(insert(f"q{i}"))) for i in range(5)]
+    await asyncio.sleep(0)
+    await transactions.close()
+    assert [task.result() for task in pending] == [f"q{i}" for i in range(5)]
+    assert stored(path) == {f"q{i}" for i in range(5)}
