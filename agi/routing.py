@@ -7,13 +7,18 @@ A decision that runs late is not cancelled: it may be in the middle of a databas
 and cancelling one there can leave SQLite write-locked until the garbage collector runs (seen in
 the routing benchmark: every later call then waited out the 5 s busy timeout). It finishes in the
 background, its ticket is found by the AMI side when the call is answered, and while too many
-are still running new calls get the default route without starting another.
+are still running new calls get the default route without starting another. A decision whose
+database work has not even started when the budget runs out is not started at all: the decider
+gets the budget's end as ``start_by`` and raises ``TimeoutError`` instead. Under a burst, queued
+work nobody waits for would otherwise make every later call late too, and every route would
+collapse to the default.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
@@ -25,7 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_LATE_DECISIONS = 32
 
-Decider = Callable[[IncomingCall], Awaitable[RoutingDecision]]
+Decider = Callable[[IncomingCall, float], Awaitable[RoutingDecision]]  # (call, start_by)
 RoutedHook = Callable[[str, RoutingDecision], None]
 
 
@@ -43,7 +48,11 @@ def route_handler(
         late.discard(task)
         if task.cancelled():
             return
-        counters["late_decisions_failed" if task.exception() else "late_decisions"] += 1
+        error = task.exception()
+        if isinstance(error, TimeoutError):  # the decider did not start (UnitExpired)
+            counters["late_decisions_not_started"] += 1
+        else:
+            counters["late_decisions_failed" if error else "late_decisions"] += 1
 
     async def handle(request: AgiRequest, session: AgiSession) -> None:
         call = IncomingCall(
@@ -59,7 +68,8 @@ def route_handler(
                 "routing %s: %d decisions still late; default route", call.uniqueid, len(late)
             )
         else:
-            task = asyncio.create_task(decide(call), name=f"route-{call.uniqueid}")
+            start_by = time.monotonic() + budget_seconds
+            task = asyncio.create_task(decide(call, start_by), name=f"route-{call.uniqueid}")
             await asyncio.wait({task}, timeout=budget_seconds)
             if not task.done():
                 counters["fallback_timeout"] += 1
@@ -70,6 +80,11 @@ def route_handler(
                 )
                 late.add(task)
                 task.add_done_callback(finish_late)
+            elif isinstance(task.exception(), TimeoutError):  # expired as the budget ran out
+                counters["fallback_timeout"] += 1
+                log.warning(
+                    "routing %s: not started within the budget; default route", call.uniqueid
+                )
             elif task.exception() is not None:
                 counters["fallback_error"] += 1
                 log.error(

@@ -13,8 +13,9 @@ The server is the production one: ``hotline.service.build_route_server`` over
 ``hotline.storage.create_engine`` and ``transactions_for`` (SQLite: one routing thread, WAL),
 with default ``Settings`` (50 ms routing budget), on a schema made by the real migrations. It
 runs in a child process (this file with ``--serve``) with its own event loop; the clients run in
-this process with asyncio, so the client side's work is not on the server's loop (both processes
-share the machine's cores, which is reported).
+this process (on uvloop when it is installed, ``--client-loop``: Asterisk's side is C, and the
+less the stand-in adds, the more the figure is the server's), so the client side's work is not on
+the server's loop (both processes share the machine's cores, which is reported).
 
 Phases: closed loop (every client starts its next route as soon as its last one ended: the
 throughput at saturation), then open loop at fixed offered rates (arrivals scheduled in advance,
@@ -64,7 +65,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from hotline.config import ENV_PREFIX, Settings  # noqa: E402
-from hotline.loop import EventLoopChoice  # noqa: E402
+from hotline.loop import EventLoopChoice, loop_name  # noqa: E402
 from hotline.loop import run as run_loop  # noqa: E402
 from hotline.service import build_route_server, settle_heap  # noqa: E402
 from hotline.storage import (  # noqa: E402
@@ -1075,7 +1076,8 @@ def print_report(
     print(
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores "
-        "(server process and clients share them)"
+        "(server process and clients share them); clients on "
+        f"{loop_name(args.client_loop)}, server on {loop_name(args.server_loop)}"
     )
     if dropped_env:
         print(f"ignored environment: {', '.join(dropped_env)} (the benchmark runs the defaults)")
@@ -1242,6 +1244,12 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="the server's event loop, as HOTLINE_EVENT_LOOP (auto: uvloop when installed)",
     )
+    parser.add_argument(
+        "--client-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="the clients' event loop (auto: uvloop when installed)",
+    )
     parser.add_argument("--serve", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1259,8 +1267,8 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"filling {db_path} with {args.tickets:,} tickets")
         population, fill = fill_database(db_path, args.tickets, settings, args.seed, progress)
         progress(f"filled in {fill.total_seconds:.1f} s, {fill.db_bytes / 1e6:,.0f} MB")
-        results, log_lines, budget_ms = asyncio.run(
-            run_phases(args, population, db_path, workdir, progress)
+        results, log_lines, budget_ms = run_loop(
+            run_phases(args, population, db_path, workdir, progress), args.client_loop
         )
         if args.json:
             document = {
@@ -1271,6 +1279,8 @@ def main(argv: list[str] | None = None) -> int:
                 "python": platform.python_version(),
                 "sqlite": sqlite3.sqlite_version,
                 "cpus": os.cpu_count(),
+                "client_loop": loop_name(args.client_loop),
+                "server_loop": loop_name(args.server_loop),
                 "options": {
                     key: vars(args)[key]
                     for key in (

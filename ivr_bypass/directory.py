@@ -13,7 +13,7 @@ from sqlalchemy import Connection, DateTime, Integer, String, bindparam, delete,
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.storage import Base
+from hotline.storage import Base, HotStatement
 from ivr_bypass.decision import normalise_number
 
 
@@ -45,6 +45,7 @@ def directory_number(raw: str) -> str:
 
 
 _NAME_OF_NUMBER = select(EnterpriseRow.name).where(EnterpriseRow.number == bindparam("number"))
+_NAME_OF_NUMBER_HOT = HotStatement("SELECT name FROM enterprises WHERE number = :number")
 
 
 class EnterpriseDirectory:
@@ -84,7 +85,7 @@ class EnterpriseDirectory:
         """``lookup`` as part of a unit of work (routing does it in one go)."""
         if not digits:
             return None
-        return connection.execute(_NAME_OF_NUMBER, {"number": digits}).scalar()
+        return _NAME_OF_NUMBER_HOT.value(connection, {"number": digits})
 
     async def entries(self) -> list[Enterprise]:
         async with self._sessions() as session:

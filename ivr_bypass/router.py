@@ -89,10 +89,14 @@ class Router:
             )
         )
 
-    async def route(self, call: IncomingCall) -> RoutingDecision:
+    async def route(self, call: IncomingCall, start_by: float | None = None) -> RoutingDecision:
+        """``start_by`` (``time.monotonic()``): past it the database work is not started and
+        ``hotline.storage.UnitExpired`` is raised; the caller has had the default route."""
         now = self._clock()
         free = self._free_agents()
-        return await self._units(lambda connection: self._route_in(connection, call, now, free))
+        return await self._units(
+            lambda connection: self._route_in(connection, call, now, free), start_by
+        )
 
     def _route_in(
         self,

@@ -22,15 +22,13 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    bindparam,
     func,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.storage import AsyncTransactions, Base, Transactions
+from hotline.storage import AsyncTransactions, Base, HotStatement, Transactions, stored_datetime
 from ivr_bypass.decision import OpenTicket
 from queue_stats.journal import CallRow
 from tickets.model import (
@@ -233,11 +231,11 @@ class TicketStore:
     def open_tickets_in(
         self, connection: Connection, caller_digits: str, since: datetime, limit: int = 5
     ) -> tuple[OpenTicket, ...]:
-        rows = connection.execute(
-            _OPEN_TICKETS_OF_CALLER, {"caller": caller_digits, "since": utc(since), "limit": limit}
+        rows = _OPEN_TICKETS_OF_CALLER.rows(
+            connection, {"caller": caller_digits, "since": utc(since), "limit": limit}
         )
         return tuple(
-            OpenTicket(number, owner, bool(emergency), utc(updated))
+            OpenTicket(number, owner, bool(emergency), stored_datetime(updated))
             for number, owner, emergency, updated in rows
         )
 
@@ -255,8 +253,8 @@ class TicketStore:
         at = utc(at)
         day = ticket_day(at, self._zone)
         number = str(TicketNumber(self._prefix, day, _next_serial(connection, day)))
-        connection.execute(
-            _INSERT_TICKET,
+        _INSERT_TICKET.rows(
+            connection,
             {
                 "number": number,
                 "caller_number": caller_digits[:32],
@@ -379,32 +377,36 @@ class TicketStore:
         return row
 
 
-# Routing runs these on every call: built once, so a call pays for execution only.
-_OPEN_TICKETS_OF_CALLER = (
-    select(TicketRow.number, TicketRow.owner_agent, TicketRow.emergency, TicketRow.updated_at)
-    .where(
-        TicketRow.caller_number == bindparam("caller"),
-        TicketRow.status.in_(_OPEN),
-        TicketRow.updated_at >= bindparam("since"),
-    )
-    .order_by(TicketRow.updated_at.desc())
-    .limit(bindparam("limit"))
+# Routing runs these on every call (``HotStatement``: no SQLAlchemy execution layer on SQLite).
+_OPEN_TICKETS_OF_CALLER = HotStatement(  # the IN list is TicketStatus values, not input
+    f"""
+    SELECT number, owner_agent, emergency, updated_at FROM tickets
+    WHERE caller_number = :caller AND status IN ({", ".join(f"'{s}'" for s in sorted(_OPEN))})
+      AND updated_at >= :since
+    ORDER BY updated_at DESC LIMIT :limit
+    """  # noqa: S608
 )
-_INSERT_TICKET = TicketRow.__table__.insert()
-_NEXT_SERIAL = {
-    dialect: upsert(TicketDayRow.__table__)
-    .values(day=bindparam("day"), last_serial=1)
-    .on_conflict_do_update(
-        index_elements=["day"], set_={"last_serial": TicketDayRow.__table__.c.last_serial + 1}
-    )
-    .returning(TicketDayRow.__table__.c.last_serial)
-    for dialect, upsert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
-}
+_INSERT_TICKET = HotStatement(
+    """
+    INSERT INTO tickets (number, caller_number, caller_name, category, description, status,
+                         emergency, opened_at, updated_at)
+    VALUES (:number, :caller_number, :caller_name, :category, :description, :status,
+            :emergency, :opened_at, :updated_at)
+    """
+)
+# An upsert both PostgreSQL and SQLite (3.35+) make atomic, so two processes never share a serial.
+_NEXT_SERIAL = HotStatement(
+    """
+    INSERT INTO ticket_days (day, last_serial) VALUES (:day, 1)
+    ON CONFLICT (day) DO UPDATE SET last_serial = ticket_days.last_serial + 1
+    RETURNING last_serial
+    """
+)
 
 
 def _next_serial(connection: Connection, day: str) -> int:
-    """The day's next serial, atomically (an upsert both PostgreSQL and SQLite serialise)."""
-    return int(connection.execute(_NEXT_SERIAL[connection.dialect.name], {"day": day}).scalar_one())
+    """The day's next serial, atomically."""
+    return int(_NEXT_SERIAL.value(connection, {"day": day}))
 
 
 def _allowed(status: TicketStatus) -> frozenset[TicketStatus]:

@@ -167,14 +167,14 @@ async def server() -> AsyncIterator[tuple[FastAgiServer, Counter[str], list]]:
     routed: list = []
     rules = RoutingRules(default_queue="hotline")
 
-    async def quick(call: IncomingCall) -> RoutingDecision:
+    async def quick(call: IncomingCall, start_by: float) -> RoutingDecision:
         return decide(call, CallerFacts(), rules)
 
-    async def slow(call: IncomingCall) -> RoutingDecision:
+    async def slow(call: IncomingCall, start_by: float) -> RoutingDecision:
         await asyncio.sleep(1)
         return decide(call, CallerFacts(), rules)
 
-    async def broken(call: IncomingCall) -> RoutingDecision:
+    async def broken(call: IncomingCall, start_by: float) -> RoutingDecision:
         raise RuntimeError("database is down")
 
     def handler(decider):  # type: ignore[no-untyped-def]
@@ -272,7 +272,7 @@ async def test_a_late_decision_is_not_cancelled_and_too_many_late_ones_short_cut
     finished: list[str] = []
     release = asyncio.Event()
 
-    async def slow(call: IncomingCall) -> RoutingDecision:
+    async def slow(call: IncomingCall, start_by: float) -> RoutingDecision:
         await release.wait()
         finished.append(call.uniqueid)
         return decide(call, CallerFacts(), rules)
@@ -311,7 +311,7 @@ async def test_the_server_warms_up_before_listening_and_a_failed_warm_up_stops_n
 
     rules = RoutingRules()
 
-    async def quick(call: IncomingCall) -> RoutingDecision:
+    async def quick(call: IncomingCall, start_by: float) -> RoutingDecision:
         return decide(call, CallerFacts(), rules)
 
     handler = route_handler(

@@ -12,13 +12,13 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 
 from agi.codec import MAX_HEADER_LINES, MAX_LINE_BYTES, AgiRequest
-from agi.routing import route_handler
+from agi.routing import Decider, route_handler
 from agi.server import AgiHandler, AgiSession, FastAgiServer
 from ivr_bypass.decision import IncomingCall, RoutingDecision, RoutingReason
 from tests.agi_commands import variables_set
@@ -49,15 +49,15 @@ async def start_harness(read_timeout: float) -> Harness:
     requests: list[AgiRequest] = []
     routing: Counter[str] = Counter()
 
-    async def default(call: IncomingCall) -> RoutingDecision:
+    async def default(call: IncomingCall, start_by: float) -> RoutingDecision:
         calls.append(call)
         return RoutingDecision(queue="hotline", priority=0, reason=RoutingReason.DEFAULT)
 
-    async def echo(call: IncomingCall) -> RoutingDecision:
+    async def echo(call: IncomingCall, start_by: float) -> RoutingDecision:
         calls.append(call)
         return RoutingDecision(queue=call.caller_number, priority=0, reason=RoutingReason.DEFAULT)
 
-    def recorded(decider: Callable[[IncomingCall], Awaitable[RoutingDecision]]) -> AgiHandler:
+    def recorded(decider: Decider) -> AgiHandler:
         handle = route_handler(
             decider,
             RoutingDecision(queue="hotline", priority=0, reason=RoutingReason.FALLBACK),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection
 
-from hotline.storage import ThreadTransactions
+from hotline.storage import AsyncTransactions, ThreadTransactions, UnitExpired, create_engine
 
 
 @pytest.fixture
@@ -102,3 +103,58 @@ async def test_close_finishes_what_is_queued(tmp_path: Path) -> None:
     await transactions.close()
     assert [task.result() for task in pending] == [f"q{i}" for i in range(5)]
     assert stored(path) == {f"q{i}" for i in range(5)}
+
+
+async def test_units_not_started_by_their_deadline_are_not_run(
+    units: tuple[ThreadTransactions, Path],
+) -> None:
+    """A routing decision past its budget has been answered already: queued behind a slow unit,
+    it must not be run (nor delay the units behind it)."""
+    transactions, path = units
+    gate = threading.Event()
+    first = asyncio.ensure_future(transactions(insert("first", gate)))
+    await asyncio.sleep(0.05)
+    soon = time.monotonic() + 0.05
+    expiring = [asyncio.ensure_future(transactions(insert(f"x{i}"), soon)) for i in range(3)]
+    patient = asyncio.ensure_future(transactions(insert("patient"), time.monotonic() + 60))
+    forever = asyncio.ensure_future(transactions(insert("forever")))
+    await asyncio.sleep(0.1)  # past `soon`, the first unit still running
+    gate.set()
+    results = await asyncio.gather(first, *expiring, patient, forever, return_exceptions=True)
+    assert results[0] == "first" and results[4:] == ["patient", "forever"]
+    assert all(isinstance(result, UnitExpired) for result in results[1:4])
+    assert stored(path) == {"first", "patient", "forever"}
+    assert transactions.counters == {"units": 3, "commits": 2, "expired": 3}
+
+
+async def test_a_queued_unit_whose_caller_gave_up_is_not_run(
+    units: tuple[ThreadTransactions, Path],
+) -> None:
+    transactions, path = units
+    gate = threading.Event()
+    first = asyncio.ensure_future(transactions(insert("first", gate)))
+    await asyncio.sleep(0.05)
+    abandoned = asyncio.ensure_future(transactions(insert("abandoned")))
+    await asyncio.sleep(0.01)
+    abandoned.cancel()
+    gate.set()
+    assert await first == "first"
+    assert await transactions(insert("next")) == "next"
+    assert stored(path) == {"first", "next"}
+    assert transactions.counters["expired"] == 1
+
+
+async def test_a_pooled_unit_past_its_deadline_is_not_run(tmp_path: Path) -> None:
+    """The same promise on the pooled engine (PostgreSQL in production)."""
+    path = tmp_path / "pooled.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE rows (name TEXT PRIMARY KEY)")
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    transactions = AsyncTransactions(engine)
+    try:
+        with pytest.raises(UnitExpired):
+            await transactions(insert("late"), time.monotonic() - 0.001)
+        assert await transactions(insert("in time"), time.monotonic() + 60) == "in time"
+    finally:
+        await engine.dispose()
+    assert stored(path) == {"in time"}

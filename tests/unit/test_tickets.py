@@ -4,6 +4,8 @@ time, signing at answer and callbacks for unanswered callers."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -14,19 +16,25 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from agi.routing import route_handler
+from agi.server import FastAgiServer
 from hotline.bus import InProcessBus
 from hotline.storage import (
+    AsyncTransactions,
     Base,
+    ThreadTransactions,
+    Transactions,
     create_engine,
     session_factory,
     transactions_for,
     upgrade_database,
 )
-from ivr_bypass.decision import IncomingCall, RoutingReason, RoutingRules
+from ivr_bypass.decision import IncomingCall, RoutingReason, RoutingRules, fallback_decision
 from ivr_bypass.directory import DirectoryError, EnterpriseDirectory
 from ivr_bypass.router import Router, free_agents_in
 from queue_stats.calls import CallOutcome, CallRecord
 from queue_stats.journal import CallJournal
+from tests.agi_commands import variables_set
 from tickets.model import (
     ALLOWED_MOVES,
     OPEN_STATUSES,
@@ -203,6 +211,51 @@ async def test_the_directory_normalises_numbers(database: str) -> None:
     await engine.dispose()
 
 
+@pytest.mark.parametrize("units_kind", ["routing thread", "pooled"])
+async def test_tickets_opened_on_the_routing_path_read_back_through_the_orm(
+    database: str, units_kind: str
+) -> None:
+    """Routing's statements bypass SQLAlchemy's execution layer on the SQLite routing thread:
+    what they write and read must be what the ORM writes and reads, to the microsecond."""
+    if units_kind == "routing thread" and not database.startswith("sqlite"):
+        pytest.skip("the routing thread serves SQLite only")
+    engine = create_engine(database)
+    units: Transactions = AsyncTransactions(engine)
+    if units_kind == "routing thread":
+        units = ThreadTransactions(database)
+    store = TicketStore(session_factory(engine), SHANGHAI, units=units)
+    with_micros = datetime(2026, 11, 25, 9, 30, 15, 123456, tzinfo=SHANGHAI)
+    whole_second = T0 + timedelta(hours=2)
+    try:
+        first = await units(
+            lambda c: store.open_ticket_in(
+                c, "13800138000", with_micros, caller_name="张三", emergency=True
+            )
+        )
+        second = await units(lambda c: store.open_ticket_in(c, "13800138000", whole_second))
+        assert (first, second) == ("12345-20261125-000001", "12345-20261125-000002")
+        ticket = await store.get(first)
+        assert (ticket.opened_at, ticket.updated_at) == (with_micros, with_micros)
+        assert (ticket.caller_name, ticket.emergency, ticket.status) == ("张三", True, "new")
+        assert (await store.get(second)).opened_at == whole_second
+        # `since` is inclusive: the stored text and the bound text are the same format
+        found = await units(lambda c: store.open_tickets_in(c, "13800138000", whole_second))
+        assert [(t.number, t.emergency, t.last_activity_at) for t in found] == [
+            (second, False, whole_second)
+        ]
+        both = await units(lambda c: store.open_tickets_in(c, "13800138000", with_micros))
+        assert [t.number for t in both] == [second, first]
+        assert both[1].last_activity_at == with_micros and both[1].emergency is True
+        await store.sign(first, "PJSIP/agent1", T0 + timedelta(hours=3))
+        await store.set_status(first, TicketStatus.CONTACTED, T0 + timedelta(hours=3))
+        await store.set_status(first, TicketStatus.RESOLVED, T0 + timedelta(hours=3))
+        still_open = await units(lambda c: store.open_tickets_in(c, "13800138000", with_micros))
+        assert [t.number for t in still_open] == [second]
+    finally:
+        await units.close()
+        await engine.dispose()
+
+
 # -- routing with the real store ----------------------------------------------------------------
 
 
@@ -365,3 +418,80 @@ async def test_a_ticket_number_no_ticket_has_is_replaced_by_a_matched_one(
     assert linked.ticket == "12345-20261125-000001"
     assert (await store.get(linked.ticket)).status == "callback"
     assert service.counters["unknown_tickets"] == 1 and service.counters["link_retries"] == 0
+
+
+async def asterisk_route(port: int, uniqueid: str, caller: str) -> dict[str, str]:
+    """One ``route`` dialogue as Asterisk has it; the variables it leaves on the channel."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            "agi_network: yes\nagi_network_script: route\nagi_channel: PJSIP/citizens-1\n"
+            f"agi_uniqueid: {uniqueid}\nagi_callerid: {caller}\nagi_extension: 12345\n\n"
+        ).encode()
+    )
+    commands = []
+    while line := await asyncio.wait_for(reader.readline(), 2):
+        commands.append(line.decode().rstrip("\n"))
+        writer.write(b"200 result=0\n")
+    writer.close()
+    return variables_set(commands)
+
+
+async def test_a_burst_that_outruns_the_database_gets_the_default_route_without_queued_work(
+    tmp_path: Path,
+) -> None:
+    """With the routing thread stuck, calls get the default route within the budget, and their
+    decisions are not run later: queued work nobody waits for would make the calls after the
+    burst late too. Once the thread is free, the next call is decided and gets its ticket."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/hotline.db"
+    await upgrade_database(url)
+    engine = create_engine(url)
+    units = ThreadTransactions(url)
+    store = TicketStore(session_factory(engine), SHANGHAI, units=units)
+    router = Router(
+        RoutingRules(),
+        units,
+        store,
+        EnterpriseDirectory(session_factory(engine)),
+        lambda: frozenset(),
+        match_days=7,
+        clock=lambda: T0,
+    )
+    counters: Counter[str] = Counter()
+    rules = RoutingRules()
+    agi = FastAgiServer(
+        {
+            "route": route_handler(
+                router.route,
+                fallback_decision(rules),
+                budget_seconds=0.05,
+                on_routed=lambda *_: None,
+                counters=counters,
+            )
+        },
+        host="127.0.0.1",
+        port=0,
+        read_timeout=1.0,
+    )
+    await agi.start()
+    stuck = threading.Event()
+    try:
+        holder = asyncio.ensure_future(units(lambda _connection: stuck.wait(5)))
+        await asyncio.sleep(0.05)
+        burst = await asyncio.gather(
+            *(asterisk_route(agi.port, f"1.{i}", f"1390013900{i}") for i in range(5))
+        )
+        assert [variables["HOTLINE_REASON"] for variables in burst] == ["fallback"] * 5
+        stuck.set()
+        await holder
+        after = await asterisk_route(agi.port, "1.9", "13700137000")
+        assert after["HOTLINE_REASON"] == "default" and after["HOTLINE_TICKET"]
+        assert counters["fallback_timeout"] == 5
+        assert counters["late_decisions_not_started"] == 5
+        assert units.counters["expired"] == 5
+        assert await store.count() == 1  # only the call after the burst opened a ticket
+    finally:
+        stuck.set()
+        await agi.close()
+        await units.close()
+        await engine.dispose()
