@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import fsync_latencies_ms, machine_cpu_seconds  # noqa: E402
 from hotline.config import ENV_PREFIX, Settings  # noqa: E402
 from hotline.loop import EventLoopChoice, loop_name  # noqa: E402
 from hotline.loop import run as run_loop  # noqa: E402
@@ -76,6 +77,7 @@ from hotline.storage import (  # noqa: E402
 from tickets.model import TicketNumber, TicketStatus, ticket_day  # noqa: E402
 
 TARGET_P99_MS = 5.0
+FSYNC_SAMPLES = 300
 REALISTIC_PEAK = 50.0  # routes/s; a city hotline's busiest hour is far below this
 HISTORY_DAYS = 730
 ENTERPRISES = 2_000
@@ -854,6 +856,7 @@ class PhaseResult:
     server_cpu_percent: float
     client_cpu_percent: float
     target_met: bool
+    steal_percent: float | None = None  # of one core: the hypervisor ran another guest
     abandoned: int = 0
     locked_before: bool = False
     locked_after: bool = False
@@ -988,6 +991,7 @@ async def run_phases(
         if profile:
             server.ask("profile-start")
         cpu_before = time.process_time()
+        machine_before = machine_cpu_seconds()
         abandoned = 0
         if rate is None:
             progress(f"  measuring {args.seconds:g} s")
@@ -1003,6 +1007,7 @@ async def run_phases(
             last_end = max((r.ended for r in routes), default=started)
             window = (started, max(last_end, started + args.seconds))
         client_cpu = time.process_time() - cpu_before
+        machine_after = machine_cpu_seconds()
         if profile and server.profile_path is not None:
             server.ask("profile-stop")
             shutil.copyfile(server.profile_path, workdir / f"phase-{len(results) + 1}.prof")
@@ -1015,6 +1020,9 @@ async def run_phases(
             name, routes, window, rate, args.clients, before, after, new_tickets, client_cpu
         )
         result.abandoned = abandoned
+        if machine_before is not None and machine_after is not None:
+            wall = max(window[1] - window[0], 1e-9)
+            result.steal_percent = 100 * (machine_after["steal"] - machine_before["steal"]) / wall
         result.arrivals = None if rate is None else len(offsets)
         result.locked_after = locked
         result.lock_state = lock_state
@@ -1072,6 +1080,7 @@ def print_report(
     budget_ms: float,
     dropped_env: list[str],
     log_lines: int,
+    fsync_ms: dict[str, float],
 ) -> None:
     print(
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
@@ -1092,6 +1101,12 @@ def print_report(
         f"{fill.insert_seconds:.1f}, indexes {fill.index_seconds:.1f}, ANALYZE "
         f"{fill.analyze_seconds:.1f})"
     )
+    print(
+        f"disk: fsync of a 4 KB append next to the database, {FSYNC_SAMPLES} samples: "
+        f"p50 {fmt_ms(fsync_ms['p50_ms'])}, p99 {fmt_ms(fsync_ms['p99_ms'])}, "
+        f"max {fmt_ms(fsync_ms['max_ms'])} ms; a route that opens a ticket commits it with "
+        "one WAL sync (synchronous=FULL) before it answers"
+    )
     print("callers: " + ", ".join(f"{kind} {share:.0%}" for kind, share in CALLER_MIX))
     print(
         "measured: one route = connect, AGI header block, EXEC MSet HOTLINE_* -> 200 result=0, "
@@ -1109,7 +1124,8 @@ def print_report(
     header = (
         f"{'phase':<13}{'routes':>8}{'routes/s':>9}{'decided/s':>10}"
         f"{'p50 ms':>8}{'p90':>8}{'p99':>8}{'p99.9':>8}{'max':>8}"
-        f"{'fallback':>9}{'errors':>7}{'new tix':>8}{'srv cpu':>8}{'cli cpu':>8}  p99<=5ms"
+        f"{'fallback':>9}{'errors':>7}{'new tix':>8}{'srv cpu':>8}{'cli cpu':>8}{'steal':>7}"
+        "  p99<=5ms"
     )
     print(header)
     print("-" * len(header))
@@ -1120,12 +1136,15 @@ def print_report(
             f"{fmt_ms(lat['p50_ms']):>8}{fmt_ms(lat['p90_ms']):>8}{fmt_ms(lat['p99_ms']):>8}"
             f"{fmt_ms(lat['p999_ms']):>8}{fmt_ms(lat['max_ms']):>8}"
             f"{r.fallbacks:>9,}{r.errors:>7,}{r.new_tickets:>8,}"
-            f"{r.server_cpu_percent:>7.0f}%{r.client_cpu_percent:>7.0f}%  "
+            f"{r.server_cpu_percent:>7.0f}%{r.client_cpu_percent:>7.0f}%"
+            + ("      -" if r.steal_percent is None else f"{r.steal_percent:>6.0f}%")
+            + "  "
             + ("met" if r.target_met else "NOT met")
         )
     print(
         "decided/s: routes that got a real decision (not the fallback); cpu: % of one core, "
-        "server includes its SQLite threads"
+        "server includes its SQLite threads; steal: % of one core the hypervisor gave another "
+        "guest during the phase"
     )
     print()
     print("open loop, latency from the scheduled arrival (adds any wait for a free client):")
@@ -1267,6 +1286,9 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"filling {db_path} with {args.tickets:,} tickets")
         population, fill = fill_database(db_path, args.tickets, settings, args.seed, progress)
         progress(f"filled in {fill.total_seconds:.1f} s, {fill.db_bytes / 1e6:,.0f} MB")
+        progress("timing this disk's fsync next to the database")
+        fsyncs = fsync_latencies_ms(workdir, FSYNC_SAMPLES)
+        fsync_ms = latency_summary([value / 1000 for value in fsyncs])
         results, log_lines, budget_ms = run_loop(
             run_phases(args, population, db_path, workdir, progress), args.client_loop
         )
@@ -1296,12 +1318,13 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "caller_mix": dict(CALLER_MIX),
                 "fill": fill.__dict__,
+                "disk_fsync_ms": fsync_ms,
                 "phases": [result.as_json() for result in results],
                 "server_log_lines": log_lines,
             }
             print(json.dumps(document, indent=2, ensure_ascii=False))
         else:
-            print_report(fill, results, args, budget_ms, dropped_env, log_lines)
+            print_report(fill, results, args, budget_ms, dropped_env, log_lines, fsync_ms)
             for index, result in enumerate(results, start=1):
                 profile_path = workdir / f"phase-{index}.prof"
                 if args.profile and profile_path.exists():

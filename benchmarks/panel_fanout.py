@@ -95,6 +95,7 @@ import aiohttp  # noqa: E402
 import hotline.service as bridge_service  # noqa: E402
 from ami.codec import AmiMessage  # noqa: E402
 from ami.replay import ReplayClock, read_transcript  # noqa: E402
+from benchmarks.machine import machine_cpu_seconds  # noqa: E402
 from hotline.bus import CHANNEL_PREFIX  # noqa: E402
 from hotline.config import ENV_PREFIX, Settings  # noqa: E402
 from queue_stats.pipeline import PipelineResult, keep_event  # noqa: E402
@@ -153,25 +154,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def machine_cpu_seconds() -> dict[str, float] | None:
-    """CPU seconds since boot over all cores (Linux ``/proc/stat``), or None elsewhere.
-
-    ``busy``: processes and the kernel; ``interrupts`` (in ``busy``): interrupt and softirq
-    work such as loopback TCP; ``steal``: time the hypervisor ran another guest instead.
-    """
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    tick = os.sysconf("SC_CLK_TCK")
-    return {
-        "busy": (user + nice + system + irq + softirq) / tick,
-        "interrupts": (irq + softirq) / tick,
-        "steal": steal / tick,
-    }
 
 
 class LoopStalls:

@@ -1,0 +1,47 @@
+"""What the machine under a benchmark adds to its figures: CPU the hypervisor took, and the disk's
+own fsync latency. Shared by the benchmarks; Linux readings, ``None`` elsewhere."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def machine_cpu_seconds() -> dict[str, float] | None:
+    """CPU seconds since boot over all cores (Linux ``/proc/stat``), or None elsewhere.
+
+    ``busy``: processes and the kernel; ``interrupts`` (in ``busy``): interrupt and softirq
+    work such as loopback TCP; ``steal``: time the hypervisor ran another guest instead.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return {
+        "busy": (user + nice + system + irq + softirq) / tick,
+        "interrupts": (irq + softirq) / tick,
+        "steal": steal / tick,
+    }
+
+
+def fsync_latencies_ms(directory: Path, samples: int = 300, gap: float = 0.005) -> list[float]:
+    """Append 4 KB and fsync, ``samples`` times with ``gap`` seconds between: what one durable
+    commit costs on this disk at best, before the database does anything. Sorted."""
+    path = directory / "fsync-probe"
+    latencies: list[float] = []
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        block = b"\0" * 4096
+        for _ in range(samples):
+            os.write(descriptor, block)
+            started = time.perf_counter()
+            os.fsync(descriptor)
+            latencies.append((time.perf_counter() - started) * 1000)
+            time.sleep(gap)
+    finally:
+        os.close(descriptor)
+        path.unlink(missing_ok=True)
+    return sorted(latencies)
