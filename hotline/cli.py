@@ -6,8 +6,9 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from hotline.config import ConfigError, Settings, load_settings
 from hotline.loop import run as run_loop
@@ -123,16 +124,22 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.replay is not None and not args.replay.is_file():
         print(f"hotline: no transcript at {args.replay}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    return _serve_until_stopped(
+        serve(
+            settings,
+            replay_path=args.replay,
+            replay_speed=args.speed,
+            demo=args.command == "demo",
+        ),
+        settings,
+    )
+
+
+def _serve_until_stopped(service: Coroutine[Any, Any, None], settings: Settings) -> int:
+    """Run a long-running command until it stops: a bad setting found late exits 2, an OS error
+    at start (a port in use) exits 1."""
     try:
-        run_loop(
-            serve(
-                settings,
-                replay_path=args.replay,
-                replay_speed=args.speed,
-                demo=args.command == "demo",
-            ),
-            settings.event_loop,
-        )
+        run_loop(service, settings.event_loop)
     except ConfigError as error:
         print(f"hotline: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
@@ -170,15 +177,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 def _agi(settings: Settings, args: argparse.Namespace) -> int:
     from hotline.service import serve_agi
 
-    try:
-        run_loop(serve_agi(settings), settings.event_loop)
-    except ConfigError as error:
-        print(f"hotline: configuration error: {error}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
-    except OSError as error:
-        logging.getLogger("hotline").error("cannot start: %s", error)
-        return 1
-    return 0
+    return _serve_until_stopped(serve_agi(settings), settings)
 
 
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
