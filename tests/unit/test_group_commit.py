@@ -80,17 +80,21 @@ async def test_a_failing_unit_is_rolled_back_alone(units: tuple[ThreadTransactio
     assert transactions.counters["commits"] == 2
 
 
-async def test_a_caller_that_stops_waiting_still_gets_its_unit_committed(
+async def test_a_caller_that_stops_waiting_gets_a_running_unit_committed_and_a_queued_one_dropped(
     units: tuple[ThreadTransactions, Path],
 ) -> None:
     transactions, path = units
     gate = threading.Event()
-    waiting = asyncio.ensure_future(transactions(insert("late", gate)))
+    running = asyncio.ensure_future(transactions(insert("running", gate)))
     await asyncio.sleep(0.05)
-    waiting.cancel()
+    queued = asyncio.ensure_future(transactions(insert("queued")))
+    await asyncio.sleep(0.01)
+    running.cancel()
+    queued.cancel()
     gate.set()
     assert await transactions(insert("next")) == "next"
-    assert stored(path) == {"late", "next"}
+    assert stored(path) == {"running", "next"}
+    assert transactions.counters["expired"] == 1
 
 
 async def test_close_finishes_what_is_queued(tmp_path: Path) -> None:
@@ -125,23 +129,6 @@ async def test_units_not_started_by_their_deadline_are_not_run(
     assert all(isinstance(result, UnitExpired) for result in results[1:4])
     assert stored(path) == {"first", "patient", "forever"}
     assert transactions.counters == {"units": 3, "commits": 2, "expired": 3}
-
-
-async def test_a_queued_unit_whose_caller_gave_up_is_not_run(
-    units: tuple[ThreadTransactions, Path],
-) -> None:
-    transactions, path = units
-    gate = threading.Event()
-    first = asyncio.ensure_future(transactions(insert("first", gate)))
-    await asyncio.sleep(0.05)
-    abandoned = asyncio.ensure_future(transactions(insert("abandoned")))
-    await asyncio.sleep(0.01)
-    abandoned.cancel()
-    gate.set()
-    assert await first == "first"
-    assert await transactions(insert("next")) == "next"
-    assert stored(path) == {"first", "next"}
-    assert transactions.counters["expired"] == 1
 
 
 async def test_a_pooled_unit_past_its_deadline_is_not_run(tmp_path: Path) -> None:
