@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import fsync_latencies_ms, machine_cpu_seconds  # noqa: E402
+from benchmarks.machine import fsync_seconds, machine_cpu_seconds  # noqa: E402
 from hotline.config import ENV_PREFIX, Settings  # noqa: E402
 from hotline.loop import EventLoopChoice, loop_name  # noqa: E402
 from hotline.loop import run as run_loop  # noqa: E402
@@ -1287,8 +1287,7 @@ def main(argv: list[str] | None = None) -> int:
         population, fill = fill_database(db_path, args.tickets, settings, args.seed, progress)
         progress(f"filled in {fill.total_seconds:.1f} s, {fill.db_bytes / 1e6:,.0f} MB")
         progress("timing this disk's fsync next to the database")
-        fsyncs = fsync_latencies_ms(workdir, FSYNC_SAMPLES)
-        fsync_ms = latency_summary([value / 1000 for value in fsyncs])
+        fsync_ms = latency_summary(fsync_seconds(workdir, FSYNC_SAMPLES))
         results, log_lines, budget_ms = run_loop(
             run_phases(args, population, db_path, workdir, progress), args.client_loop
         )

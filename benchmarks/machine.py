@@ -27,7 +27,7 @@ def machine_cpu_seconds() -> dict[str, float] | None:
     }
 
 
-def fsync_latencies_ms(directory: Path, samples: int = 300, gap: float = 0.005) -> list[float]:
+def fsync_seconds(directory: Path, samples: int = 300, gap: float = 0.005) -> list[float]:
     """Append 4 KB and fsync, ``samples`` times with ``gap`` seconds between: what one durable
     commit costs on this disk at best, before the database does anything. Sorted."""
     path = directory / "fsync-probe"
@@ -39,7 +39,7 @@ def fsync_latencies_ms(directory: Path, samples: int = 300, gap: float = 0.005) 
             os.write(descriptor, block)
             started = time.perf_counter()
             os.fsync(descriptor)
-            latencies.append((time.perf_counter() - started) * 1000)
+            latencies.append(time.perf_counter() - started)
             time.sleep(gap)
     finally:
         os.close(descriptor)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, DateTime, Integer, String, bindparam, delete, select
+from sqlalchemy import Connection, DateTime, Integer, String, delete, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -44,8 +44,7 @@ def directory_number(raw: str) -> str:
     return number.digits
 
 
-_NAME_OF_NUMBER = select(EnterpriseRow.name).where(EnterpriseRow.number == bindparam("number"))
-_NAME_OF_NUMBER_HOT = HotStatement("SELECT name FROM enterprises WHERE number = :number")
+_NAME_OF_NUMBER = HotStatement("SELECT name FROM enterprises WHERE number = :number")
 
 
 class EnterpriseDirectory:
@@ -79,13 +78,13 @@ class EnterpriseDirectory:
         if not digits:
             return None
         async with self._sessions() as session:
-            return await session.scalar(_NAME_OF_NUMBER, {"number": digits})
+            return await session.scalar(_NAME_OF_NUMBER.text, {"number": digits})
 
     def name_in(self, connection: Connection, digits: str) -> str | None:
         """``lookup`` as part of a unit of work (routing does it in one go)."""
         if not digits:
             return None
-        return _NAME_OF_NUMBER_HOT.value(connection, {"number": digits})
+        return _NAME_OF_NUMBER.value(connection, {"number": digits})
 
     async def entries(self) -> list[Enterprise]:
         async with self._sessions() as session:

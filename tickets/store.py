@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.storage import AsyncTransactions, Base, HotStatement, Transactions, stored_datetime
+from hotline.storage import AsyncTransactions, Base, HotStatement, Transactions, parsed_datetime
 from ivr_bypass.decision import OpenTicket
 from queue_stats.journal import CallRow
 from tickets.model import (
@@ -235,7 +235,7 @@ class TicketStore:
             connection, {"caller": caller_digits, "since": utc(since), "limit": limit}
         )
         return tuple(
-            OpenTicket(number, owner, bool(emergency), stored_datetime(updated))
+            OpenTicket(number, owner, bool(emergency), utc(parsed_datetime(updated)))
             for number, owner, emergency, updated in rows
         )
 
@@ -253,7 +253,7 @@ class TicketStore:
         at = utc(at)
         day = ticket_day(at, self._zone)
         number = str(TicketNumber(self._prefix, day, _next_serial(connection, day)))
-        _INSERT_TICKET.rows(
+        _INSERT_TICKET.run(
             connection,
             {
                 "number": number,
