@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # host sees it (the dialplan's HOTLINE_RECORDINGS_SPOOL).
     recordings_dir: Path = Path("./var/recordings")
     recordings_spool: Path = Path("/var/spool/asterisk/monitor/hotline")
+    # Asterisk's queue_log as this host sees it: after an absence the bridge journals from it the
+    # queue calls it never saw. Unset: calls that begin and end while it is away have no row.
+    queue_log: Path | None = None
     timezone: str = "Asia/Shanghai"
     default_queue: str = Field("hotline", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     inbound_contexts: tuple[str, ...] = ("from-citizens",)

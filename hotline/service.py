@@ -202,6 +202,7 @@ def build_bridge(
         clock=clock,
         observers=observers,
         link_ticket=tickets.link,
+        queue_log=settings.queue_log if replay_path is None else None,
     )
     routing_counters: Counter[str] = Counter()
     agi = build_route_server(
@@ -346,6 +347,7 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
         asyncio.create_task(bridge.queues.run_writer(), name="journal-writer"),
         asyncio.create_task(bridge.queues.run_publisher(), name="stats-publisher"),
         asyncio.create_task(bridge.queues.run_hour_flusher(), name="hour-flusher"),
+        asyncio.create_task(bridge.queues.run_queue_log_follow_up(), name="queue-log-follow-up"),
         asyncio.create_task(bridge.tickets.run(), name="ticket-signer"),
         asyncio.create_task(bridge.units.run_checkpoints(), name="wal-checkpoints"),
         asyncio.create_task(bridge.recordings.run(), name="recording-ingest"),

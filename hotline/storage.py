@@ -109,6 +109,13 @@ class HotStatement:
         return rows[0][0] if rows else None
 
 
+def utc(value: datetime) -> datetime:
+    """Aware UTC for storing; values read back from SQLite are naive UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
 def _sqlite_value(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is not None:

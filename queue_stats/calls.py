@@ -79,6 +79,8 @@ class CallRecord:
     hangup_cause: int | None = None
     ticket: str | None = None
     routing_reason: str | None = None
+    source: str = "ami"
+    """Who told the bridge of this call: ``ami`` live, or ``queue_log`` after an absence."""
 
 
 def _whole_seconds(start: datetime | None, end: datetime | None) -> int | None:
@@ -104,6 +106,9 @@ class CallTracker:
     @property
     def live_calls(self) -> int:
         return len(self._calls)
+
+    def live_uniqueids(self) -> set[str]:
+        return set(self._calls)
 
     def call(self, uniqueid: str) -> CallRecord | None:
         fields = self._calls.get(uniqueid)

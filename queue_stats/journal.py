@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String, select
+from sqlalchemy import DateTime, Integer, String, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.storage import Base
+from hotline.storage import Base, utc
 from queue_stats.calls import CallRecord
 
 
@@ -40,6 +40,7 @@ class CallRow(Base):
     hangup_cause: Mapped[int | None] = mapped_column(Integer)
     ticket: Mapped[str | None] = mapped_column(String(64), index=True)
     routing_reason: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16), default="ami", server_default="ami")
 
 
 _COPIED_FIELDS = (
@@ -60,6 +61,7 @@ _COPIED_FIELDS = (
     "hangup_cause",
     "ticket",
     "routing_reason",
+    "source",
 )
 
 
@@ -81,6 +83,23 @@ class CallJournal:
             else:
                 for name, value in values.items():
                     setattr(row, name, value)
+
+    async def span(self) -> tuple[datetime, datetime] | None:
+        """When the oldest and the newest journalled calls began; ``None`` for a new journal."""
+        async with self._sessions() as session:
+            oldest, newest = (
+                await session.execute(
+                    select(func.min(CallRow.started_at), func.max(CallRow.started_at))
+                )
+            ).one()
+        return None if oldest is None or newest is None else (utc(oldest), utc(newest))
+
+    async def uniqueids_since(self, since: datetime) -> set[str]:
+        async with self._sessions() as session:
+            result = await session.scalars(
+                select(CallRow.uniqueid).where(CallRow.started_at >= since)
+            )
+            return set(result.all())
 
     async def recent(self, limit: int = 100) -> Sequence[CallRow]:
         async with self._sessions() as session:

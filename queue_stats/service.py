@@ -4,7 +4,9 @@
 only runs the pure pipeline and notes what changed; the tasks started by ``run`` do the writing:
 finished calls to the journal (retried until written: a database hiccup delays a row, never loses
 it), hour buckets to the database, and compact snapshot deltas to the bus. After every AMI login
-``resync`` makes the live state equal to what Asterisk reports, buffering live events meanwhile.
+``resync`` makes the live state equal to what Asterisk reports, buffering live events meanwhile,
+and, when the PBX's ``queue_log`` is readable here, journals the queue calls that began and
+ended while the bridge was away (``queue_stats.queue_log``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from ami.codec import AmiMessage
@@ -28,10 +31,11 @@ from ami.events import (
 )
 from hotline.bus import Bus
 from ivr_bypass.decision import RoutingDecision
-from queue_stats.calls import CallRecord, Routing
+from queue_stats.calls import CallOutcome, CallRecord, Routing
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
 from queue_stats.pipeline import EventPipeline, RingingAgent
+from queue_stats.queue_log import Recovery, read_entries, recover_calls
 from queue_stats.stats import AgentState
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,11 @@ PUBLISH_COALESCE_SECONDS = 0.05
 PUBLISH_IDLE_SECONDS = 1.0
 HOUR_FLUSH_SECONDS = 30.0
 MAX_RESYNC_BUFFER = 100_000
+# queue_log is read from this long before the absence began: a call that was already going when
+# a previous process stopped has no row yet, and the journal's keys keep every row single.
+QUEUE_LOG_MARGIN = timedelta(hours=2)
+QUEUE_LOG_MAX_LOOKBACK = timedelta(days=7)
+QUEUE_LOG_FOLLOW_UP_SECONDS = 30.0
 
 
 def utc_now() -> datetime:
@@ -124,6 +133,7 @@ class QueueService:
         *,
         observers: Sequence[CallObserver] = (),
         link_ticket: TicketLinker | None = None,
+        queue_log: Path | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._journal = journal
@@ -141,6 +151,11 @@ class QueueService:
         self.pbx_state: dict[str, Any] = {"up": False}
         self._publishing: set[asyncio.Task[None]] = set()
         self._agent_states: dict[str, tuple[str, str]] = {}
+        self._queue_log = queue_log
+        # Calls found in queue_log still going at the last resync, and since when to look.
+        self._queue_log_pending: set[str] = set()
+        self._queue_log_pending_since: datetime | None = None
+        self._watching_since: datetime | None = None
 
     @property
     def pending_writes(self) -> int:
@@ -251,11 +266,15 @@ class QueueService:
         members = [e for e in events if isinstance(e, MemberReported)]
         callers = [e for e in events if isinstance(e, CallerReported)]
         present = {e.uniqueid for e in events if isinstance(e, ChannelReported)}
+        absent_since = self.pipeline.stats.last_event_at
         self.pipeline.stats.resync(at, queues, members, callers)
         tracker = self.pipeline.tracker
         for caller in callers:
             tracker.handle(caller)
-        for call in tracker.resync(present, at):
+        closed = tracker.resync(present, at)
+        if self._queue_log is not None:
+            closed = await self._recover_absence(closed, absent_since, at)
+        for call in closed:
             self._finished.put_nowait(call)
         self.counters["resyncs"] += 1
         log.info(
@@ -267,6 +286,113 @@ class QueueService:
         )
         self._end_resync()
         self.pipeline.stats.settle_resync()
+
+    # -- queue_log: the calls of an absence ----------------------------------------------------
+
+    async def _recover_absence(
+        self, closed: list[CallRecord], absent_since: datetime | None, at: datetime
+    ) -> list[CallRecord]:
+        """Journal the queue calls queue_log holds and the bridge never saw end; ``closed`` (the
+        calls the resync ended unseen) come back completed from queue_log where it knows them.
+        Returns the calls left for the writer. Any failure here only costs the recovery."""
+        watching_since, self._watching_since = self._watching_since, self._watching_since or at
+        try:
+            span = await self._journal.span()
+        except Exception as error:
+            self._queue_log_failed("journal", error)
+            return closed
+        # The log's history from before this journal began watching is not ours to import.
+        began = min(filter(None, (watching_since, span and span[0])), default=None)
+        if began is None:
+            return closed
+        if absent_since is None and span is not None:
+            absent_since = span[1]  # a new process: away since its predecessor's last call
+        if absent_since is None:
+            return closed
+        floor = max(
+            min([absent_since - QUEUE_LOG_MARGIN, *(call.started_at for call in closed)]),
+            began,
+            at - QUEUE_LOG_MAX_LOOKBACK,
+        )
+        recovered = await self._read_queue_log(floor, {call.uniqueid: call for call in closed})
+        if recovered is None:
+            return closed
+        seen = {call.uniqueid: call for call in closed}
+        pending_done = self._queue_log_pending
+        for call in recovered.calls:
+            before = seen.pop(call.uniqueid, None)
+            already = _counted_live(before)
+            if call.uniqueid in pending_done and call.ended_at and call.ended_at <= absent_since:
+                already |= {"completed"}  # it ended while AMI was up: counted live
+            self._adopt_recovered(call, before, already)
+        self._queue_log_pending = set(recovered.in_progress)
+        self._queue_log_pending_since = floor if recovered.in_progress else None
+        self.counters["queue_log_recovered"] += len(recovered.calls)
+        log.info(
+            "queue_log since %s: %d calls recovered, %d still going",
+            floor.isoformat(timespec="seconds"),
+            len(recovered.calls),
+            len(recovered.in_progress),
+        )
+        return list(seen.values())
+
+    async def follow_up_queue_log(self) -> int:
+        """Journal the calls that were still going at the last resync and have ended since;
+        their ends were live (AMI counted those), their starts were not."""
+        since = self._queue_log_pending_since
+        if self._queue_log is None or since is None or not self._queue_log_pending:
+            return 0
+        recovered = await self._read_queue_log(since, {}, only=self._queue_log_pending)
+        if recovered is None:
+            return 0
+        for call in recovered.calls:
+            self._queue_log_pending.discard(call.uniqueid)
+            self._adopt_recovered(call, None, frozenset({"completed"}))
+        if not self._queue_log_pending:
+            self._queue_log_pending_since = None
+        self.counters["queue_log_recovered"] += len(recovered.calls)
+        return len(recovered.calls)
+
+    async def run_queue_log_follow_up(self, interval: float = QUEUE_LOG_FOLLOW_UP_SECONDS) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.follow_up_queue_log()
+
+    async def _read_queue_log(
+        self,
+        since: datetime,
+        partial: Mapping[str, CallRecord],
+        only: set[str] | None = None,
+    ) -> Recovery | None:
+        if self._queue_log is None:
+            return None
+        try:
+            known = await self._journal.uniqueids_since(since)
+            entries = await asyncio.to_thread(read_entries, self._queue_log, since)
+        except Exception as error:
+            self._queue_log_failed("read", error)
+            return None
+        if only is not None:
+            entries = [entry for entry in entries if entry.callid in only]
+        skip = known | self.pipeline.tracker.live_uniqueids()
+        stats = self.pipeline.stats
+        names = {agent.name: interface for interface, agent in stats.agents.items()}
+        return recover_calls(
+            entries, since=since, skip=skip, partial=partial, agent_interfaces=names
+        )
+
+    def _adopt_recovered(
+        self, call: CallRecord, before: CallRecord | None, already: frozenset[str]
+    ) -> None:
+        if self.pipeline.stats.count_recovered(call, already):
+            self._changed.set()
+        if call.outcome is CallOutcome.ANSWERED and (before is None or before.answered_at is None):
+            self._notify("call_answered", call)  # signs the ticket at queue_log's answer time
+        self._finished.put_nowait(call)
+
+    def _queue_log_failed(self, step: str, error: Exception) -> None:
+        self.counters["queue_log_failures"] += 1
+        log.warning("queue_log recovery skipped (%s: %s)", step, error)
 
     def _end_resync(self) -> None:
         buffered, self._resync_buffer = self._resync_buffer or deque(), None
@@ -411,6 +537,20 @@ class QueueService:
         except Exception as error:  # the row is safe; a missed live update is only logged
             self.counters["publish_failures"] += 1
             log.warning("could not publish call %s: %s", call.uniqueid, error)
+
+
+def _counted_live(seen: CallRecord | None) -> frozenset[str]:
+    """The steps of a call that live events already counted in the statistics."""
+    if seen is None:
+        return frozenset()
+    steps = set()
+    if seen.entered_queue_at is not None:
+        steps.add("offered")
+    if seen.answered_at is not None:
+        steps.add("answered")
+    if seen.talk_seconds is not None:
+        steps.add("completed")
+    return frozenset(steps)
 
 
 def _listed(answer: Any) -> list[Mapping[str, str]]:

@@ -46,6 +46,7 @@ from ami.events import (
     QueueExited,
     QueueReported,
 )
+from queue_stats.calls import CallOutcome, CallRecord
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +308,41 @@ class QueueStats:
                 if not waiting.offered_counted:
                     waiting.offered_counted = True
                     self._count(queue, waiting.joined_at, offered=1)
+
+    def count_recovered(self, call: CallRecord, already: frozenset[str] = frozenset()) -> bool:
+        """Count a call rebuilt from queue_log, at its own times, leaving out the steps live
+        events counted already (``already`` holds ``offered``, ``answered``, ``completed``).
+        Live agent states are left as the resync made them: the call is over."""
+        if call.queue is None or call.entered_queue_at is None:
+            return False
+        queue = self._queue(call.queue)
+        if "offered" not in already:
+            self._count(queue, call.entered_queue_at, offered=1)
+        agent = self.agents.get(call.agent_interface) if call.agent_interface else None
+        hold = call.hold_seconds or 0
+        if call.outcome is CallOutcome.ANSWERED:
+            if call.answered_at is not None and "answered" not in already:
+                within = int(hold <= queue.service_level_seconds)
+                self._count(
+                    queue,
+                    call.answered_at,
+                    answered=1,
+                    answered_within_sl=within,
+                    hold_seconds_answered=hold,
+                )
+                if agent is not None:
+                    agent.today.answered += 1
+            talk, ended = call.talk_seconds, call.ended_at
+            if talk is not None and ended is not None and "completed" not in already:
+                self._count(queue, ended, completed=1, talk_seconds=talk)
+                if agent is not None:
+                    agent.today.talk_seconds += talk
+        elif call.ended_at is not None and call.outcome is CallOutcome.ABANDONED:
+            short = int(hold < self._short_abandon)
+            self._count(queue, call.ended_at, abandoned=1, short_abandoned=short)
+        elif call.ended_at is not None and call.outcome is CallOutcome.TIMEOUT:
+            self._count(queue, call.ended_at, timed_out=1)
+        return True
 
     def seed_hours(self, rows: list[tuple[str, datetime, QueueCounters]], now: datetime) -> None:
         """Start from the hour buckets already stored for today (a restart keeps the day)."""

@@ -59,40 +59,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from queue_stats.queue_log import QueueLogEntry, parse_line
+
 DEFAULT_SERVICE_LEVEL = 20  # asterisk-conf/queues.conf: servicelevel = 20 for every queue
 
 UNANSWERED_EXITS = ("ABANDON", "EXITWITHTIMEOUT", "EXITEMPTY", "EXITWITHKEY")
-
-
-@dataclass(frozen=True, slots=True)
-class QueueLogEntry:
-    """One queue_log line."""
-
-    time: int
-    callid: str
-    queue: str
-    agent: str
-    event: str
-    data: tuple[str, ...] = ()
-
-    def field(self, index: int) -> str:
-        """``data1`` is ``field(1)``; a missing field is ``""``."""
-        return self.data[index - 1] if 0 < index <= len(self.data) else ""
-
-    def number(self, index: int) -> int:
-        """``field(index)`` as an integer; empty or garbage counts as 0."""
-        try:
-            return int(self.field(index))
-        except ValueError:
-            return 0
-
-
-def parse_line(line: str) -> QueueLogEntry | None:
-    """One line (with or without its newline); ``None`` if it is not a queue_log line."""
-    parts = line.rstrip("\r\n").split("|")
-    if len(parts) < 5 or not parts[0].isdigit() or not parts[4]:
-        return None
-    return QueueLogEntry(int(parts[0]), parts[1], parts[2], parts[3], parts[4], tuple(parts[5:]))
 
 
 @dataclass(slots=True)
@@ -243,7 +214,7 @@ def _count(stats: QueueLogStats, entry: QueueLogEntry, service_level: int) -> No
             agent.answered += 1
     elif event in ("COMPLETECALLER", "COMPLETEAGENT", "BLINDTRANSFER", "ATTENDEDTRANSFER"):
         # holdtime and calltime are the 3rd- and 2nd-last fields of transfers, 1 and 2 otherwise
-        calltime = entry.number(2) if event.startswith("COMPLETE") else _from_end(entry, 2)
+        calltime = entry.number(2) if event.startswith("COMPLETE") else entry.from_end(1)
         queue.talk_seconds += calltime
         if event == "COMPLETECALLER":
             queue.completed_by_caller += 1
@@ -271,14 +242,6 @@ def _count(stats: QueueLogStats, entry: QueueLogEntry, service_level: int) -> No
         for agent in agents:
             agent.ring_no_answer += 1
             agent.ring_no_answer_ms += entry.number(1)
-
-
-def _from_end(entry: QueueLogEntry, back: int) -> int:
-    """The field ``back`` places before the last one (transfers have a variable middle)."""
-    try:
-        return int(entry.data[-1 - back])
-    except (IndexError, ValueError):
-        return 0
 
 
 def read_queue_log(

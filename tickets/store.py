@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,7 +28,14 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.storage import AsyncTransactions, Base, HotStatement, Transactions, parsed_datetime
+from hotline.storage import (
+    AsyncTransactions,
+    Base,
+    HotStatement,
+    Transactions,
+    parsed_datetime,
+    utc,
+)
 from ivr_bypass.decision import OpenTicket
 from queue_stats.journal import CallRow
 from tickets.model import (
@@ -92,13 +99,6 @@ _TIMESTAMPS = (
     "callback_requested_at",
     "called_back_at",
 )
-
-
-def utc(value: datetime) -> datetime:
-    """Aware UTC for storing; values read back from SQLite are naive UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import port_open
-from tests.integration.bridge import AGI_PORT, RunningBridge, start_bridge
+from tests.integration.bridge import AGI_PORT, RunningBridge, start_bridge, start_router
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +113,67 @@ async def test_with_the_bridge_stopped_a_citizen_still_reaches_an_agent(
         assert connect["CallerIDNum"] == "13700137000"
         assert await call.wait_async(timeout=60) == 0, call.diagnostics()
     assert waited < 10
+
+
+def test_calls_made_while_the_bridge_was_away_get_their_rows_and_tickets(
+    asterisk,
+    tmp_path: Path,
+    sipp_agents,
+    place_citizen_call,  # type: ignore[no-untyped-def]
+) -> None:
+    reading_queue_log = {"HOTLINE_QUEUE_LOG": str(asterisk.queue_log)}
+    asterisk.cli("queue pause member PJSIP/agent3 queue hotline reason test")
+    running = start_bridge(asterisk, tmp_path, **reading_queue_log)
+    seen = place_citizen_call("13800138001", talk_seconds=2)
+    assert seen.wait(timeout=60) == 0, seen.diagnostics()
+    assert running.call_row("13800138001")["source"] == "ami"
+    assert running.stop() == 0, running.log_tail()
+
+    # Away, with only ``hotline agi`` routing: one citizen is answered, one gives up waiting.
+    router = start_router(tmp_path, running.database)
+    try:
+        answered = place_citizen_call("13800138002", talk_seconds=3, name="王五, 先生|甲")
+        assert answered.wait(timeout=60) == 0, answered.diagnostics()
+        for agent in ("agent1", "agent2"):
+            asterisk.cli(f"queue pause member PJSIP/{agent} queue hotline reason test")
+        gave_up = place_citizen_call("13800138003", talk_seconds=3)
+        assert gave_up.wait(timeout=60) == 0, gave_up.diagnostics()
+    finally:
+        assert router.stop() == 0, router.log_tail()
+    routed = {
+        row["caller_number"]: row["number"]
+        for row in running.rows("SELECT number, caller_number FROM tickets")
+    }
+
+    running = start_bridge(asterisk, tmp_path, **reading_queue_log)  # the same database
+    try:
+        row = running.call_row("13800138002")
+        assert (row["outcome"], row["queue"], row["source"]) == ("answered", "hotline", "queue_log")
+        # The dialplan's HOTLINECALL line: the route, its ticket, the number and name as dialled.
+        assert (row["dialled_number"], row["routing_reason"]) == ("12345", "default")
+        assert row["ticket"] == routed["13800138002"]
+        assert row["caller_name"] == "王五, 先生|甲"
+        assert row["agent_interface"] in ("PJSIP/agent1", "PJSIP/agent2")
+        hold, talk, _position = queue_log_event(asterisk, row["uniqueid"], "COMPLETECALLER")
+        assert (row["hold_seconds"], row["talk_seconds"]) == (int(hold), int(talk))
+        assert 2 <= row["talk_seconds"] <= 5
+        # Matched to a ticket and signed by the agent who answered, at queue_log's answer time.
+        ticket = running.wait_for_row(
+            "SELECT * FROM tickets WHERE number = ? AND status = 'signed'", row["ticket"]
+        )
+        assert ticket["owner_agent"] == row["agent_interface"]
+        assert ticket["signed_at"] == row["answered_at"]
+
+        row = running.call_row("13800138003")
+        assert (row["outcome"], row["source"]) == ("abandoned", "queue_log")
+        assert row["ticket"] == routed["13800138003"]
+        _position, _original, wait = queue_log_event(asterisk, row["uniqueid"], "ABANDON")
+        assert row["hold_seconds"] == int(wait)
+        ticket = running.wait_for_row(
+            "SELECT * FROM tickets WHERE number = ? AND status = 'callback'", row["ticket"]
+        )
+        assert ticket["callback_requested_at"] is not None
+        assert len(running.rows("SELECT * FROM calls")) == 3
+    finally:
+        assert running.stop() == 0, running.log_tail()
+    assert ": 2 calls recovered, 0 still going" in running.log_path.read_text(errors="replace")

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from ami.codec import parse_message
 from hotline.bus import InProcessBus
 from hotline.storage import create_engine, session_factory, upgrade_database
-from queue_stats.calls import CallTracker
+from queue_stats.calls import CallRecord, CallTracker
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
 from queue_stats.pipeline import EventPipeline
@@ -166,4 +166,122 @@ async def test_hour_buckets_survive_a_restart(tmp_path: Path) -> None:
     assert restarted.snapshot()["queues"]["hotline"]["offered"] == 2
     rows = await HourlyStore(session_factory(engine)).since(NOW - timedelta(hours=1))
     assert [(queue, counters.offered) for queue, _, counters in rows] == [("hotline", 2)]
+    await engine.dispose()
+
+
+class Answers:
+    """Observer that notes the calls announced as answered (the ticket signer's hook)."""
+
+    def __init__(self) -> None:
+        self.answered: list[str] = []
+
+    def call_offered(self, call: CallRecord) -> None:
+        return None
+
+    def call_answered(self, call: CallRecord) -> None:
+        self.answered.append(call.uniqueid)
+
+    def call_finished(self, call: CallRecord) -> None:
+        return None
+
+
+class EmptyAsterisk:
+    """After the absence: no caller waiting, no channel up."""
+
+    async def send_action(self, action: str, **headers: str | int):  # type: ignore[no-untyped-def]
+        complete = "QueueStatusComplete" if action == "QueueStatus" else f"{action}Complete"
+        return [
+            frame("Response: Success\nActionID: 1\nEventList: start"),
+            frame(f"Event: {complete}\nActionID: 1\nEventList: Complete\nListItems: 0"),
+        ]
+
+
+async def test_calls_of_an_absence_are_journalled_from_queue_log(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/h.db"
+    await upgrade_database(url)
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    pipeline = EventPipeline(
+        CallTracker(frozenset({"from-citizens"})),
+        QueueStats(ZoneInfo("Asia/Shanghai")),
+        lambda: NOW,
+    )
+    queue_log = tmp_path / "queue_log"
+    answers = Answers()
+    journal = CallJournal(sessions)
+    service = QueueService(
+        pipeline,
+        journal,
+        HourlyStore(sessions),
+        InProcessBus(),
+        clock=lambda: NOW,
+        observers=[answers],
+        queue_log=queue_log,
+    )
+    writer = asyncio.create_task(service.run_writer())
+    await service.resync(EmptyAsterisk())  # the first login: the journal is new, nothing to read
+    # Seen live: 5.5 joins the queue; then AMI is lost.
+    service.on_ami_message(
+        frame(
+            "Event: QueueCallerJoin\nChannel: PJSIP/citizens-00000005\nUniqueid: 5.5\n"
+            "Linkedid: 5.5\nQueue: hotline\nPosition: 1\nCallerIDNum: 13800000005\n"
+            "CallerIDName: 王五"
+        )
+    )
+    t = int(NOW.timestamp())
+    queue_log.write_text(
+        f"{t}|5.5|hotline|NONE|ENTERQUEUE||13800000005|1\n"
+        f"{t + 20}|5.5|hotline|NONE|ABANDON|1|1|20\n"
+        f"{t + 30}|6.6|hotline|NONE|ENTERQUEUE||13800000006|1\n"
+        f"{t + 34}|6.6|hotline|Agent One|CONNECT|4|6.7|3\n"
+        f"{t + 94}|6.6|hotline|Agent One|COMPLETECALLER|4|60|1\n"
+        f"{t + 100}|7.7|hotline|NONE|ENTERQUEUE||13800000007|1\n"
+        f"{t + 101}|7.7|hotline|Agent One|CONNECT|1|7.8|1\n"
+    )
+    await service.resync(EmptyAsterisk())
+    assert await service.drain(5)
+    row = await journal.by_uniqueid("5.5")
+    assert row is not None
+    assert (row.outcome, row.hold_seconds, row.source) == ("abandoned", 20, "ami")
+    assert (row.channel, row.caller_name) == ("PJSIP/citizens-00000005", "王五")
+    row = await journal.by_uniqueid("6.6")
+    assert row is not None
+    assert (row.outcome, row.hold_seconds, row.talk_seconds, row.source) == (
+        "answered",
+        4,
+        60,
+        "queue_log",
+    )
+    assert row.agent_name == "Agent One" and row.caller_number == "13800000006"
+    assert await journal.by_uniqueid("7.7") is None  # still talking: no row yet
+    assert answers.answered == ["6.6"]
+    counters = pipeline.stats.queues["hotline"].today
+    assert (counters.offered, counters.answered, counters.abandoned) == (2, 1, 1)
+    assert (counters.completed, counters.talk_seconds) == (1, 60)
+
+    # 7.7 ends while AMI is up again: counted live, then journalled by the follow-up.
+    service.on_ami_message(
+        frame(
+            "Event: AgentComplete\nChannel: PJSIP/citizens-00000007\nUniqueid: 7.7\n"
+            "Linkedid: 7.7\nQueue: hotline\nInterface: PJSIP/agent1\nMemberName: Agent One\n"
+            "HoldTime: 1\nTalkTime: 60\nReason: agent"
+        )
+    )
+    with queue_log.open("a") as log:
+        log.write(f"{t + 161}|7.7|hotline|Agent One|COMPLETEAGENT|1|60|1\n")
+    assert await service.follow_up_queue_log() == 1
+    assert await service.follow_up_queue_log() == 0
+    assert await service.drain(5)
+    row = await journal.by_uniqueid("7.7")
+    assert row is not None and (row.outcome, row.talk_seconds) == ("answered", 60)
+    assert answers.answered == ["6.6", "7.7"]
+    assert (counters.offered, counters.answered, counters.abandoned) == (3, 2, 1)
+    assert (counters.completed, counters.talk_seconds) == (2, 120)  # 7.7's end once, live
+
+    # Another login finds nothing new: every call has its one row.
+    await service.resync(EmptyAsterisk())
+    assert await service.drain(5)
+    assert service.counters["queue_log_recovered"] == 3
+    assert len(await journal.recent()) == 3
+    writer.cancel()
     await engine.dispose()

@@ -1,0 +1,248 @@
+"""Asterisk's ``queue_log`` as the journal's second witness: the calls AMI could not show us.
+
+AMI only speaks of the present. A call that joins a queue and ends while the bridge is away
+(restarting, or its AMI session lost) leaves no event for it, so it would have no journal row,
+no ticket signature and no callback. app_queue writes every queue call to ``queue_log`` on the
+PBX host, with its own hold and talk seconds; after each login the bridge reads the lines since
+its last known call and rebuilds the calls it has no row for. This module is the pure part
+(lines in, :class:`CallRecord` out) plus the file reading, which the service runs in a thread.
+
+Line format (``queue_log = yes`` in logger.conf)::
+
+    epoch|callid|queue|agent|EVENT|data1|data2|...
+
+``callid`` is the caller channel's Uniqueid, the journal's key; ``agent`` is the member name
+(``log_membername_as_agent = yes``). The events used, with their data fields as Asterisk 22
+writes them: ``ENTERQUEUE`` url|callerid|position, ``CONNECT`` holdtime|member uniqueid|ringtime,
+``COMPLETECALLER``/``COMPLETEAGENT`` holdtime|calltime|origposition, ``ABANDON``
+position|origposition|waittime, ``EXITWITHTIMEOUT``/``EXITEMPTY`` position|origposition|waittime,
+``EXITWITHKEY`` key|position|origposition|waittime, and the transfers, whose last three fields
+are holdtime|calltime|origposition.
+
+Our dialplan adds one line of its own per call before its Dial or Queue, ``HOTLINECALL``
+dialled|reason|ticket|caller name, which gives a rebuilt call what Queue's lines lack.
+
+Only queue calls can be rebuilt: a call answered by the preferred-agent step (a plain Dial of
+the ticket owner) or ended before any queue has no queue lines to end it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from queue_stats.calls import CallOutcome, CallRecord
+
+SOURCE_QUEUE_LOG = "queue_log"
+ROUTE_EVENT = "HOTLINECALL"
+"""Our dialplan's own line (asterisk-conf/extensions.conf): dialled|reason|ticket|caller name."""
+TIMEOUT_EXITS = frozenset({"EXITWITHTIMEOUT", "EXITEMPTY", "EXITWITHKEY"})
+TRANSFERS = frozenset({"BLINDTRANSFER", "ATTENDEDTRANSFER"})
+COMPLETIONS = frozenset({"COMPLETECALLER", "COMPLETEAGENT"}) | TRANSFERS
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLogEntry:
+    """One queue_log line."""
+
+    time: int
+    callid: str
+    queue: str
+    agent: str
+    event: str
+    data: tuple[str, ...] = ()
+
+    def field(self, index: int) -> str:
+        """``data1`` is ``field(1)``; a missing field is ``""``."""
+        return self.data[index - 1] if 0 < index <= len(self.data) else ""
+
+    def number(self, index: int) -> int:
+        """``field(index)`` as an integer; empty or garbage counts as 0."""
+        try:
+            return int(self.field(index))
+        except ValueError:
+            return 0
+
+    def from_end(self, back: int) -> int:
+        """The field ``back`` places before the last one (transfers have a variable middle)."""
+        try:
+            return int(self.data[-1 - back])
+        except (IndexError, ValueError):
+            return 0
+
+
+def parse_line(line: str) -> QueueLogEntry | None:
+    """One line (with or without its newline); ``None`` if it is not a queue_log line."""
+    parts = line.rstrip("\r\n").split("|")
+    if len(parts) < 5 or not parts[0].isdigit() or not parts[4]:
+        return None
+    return QueueLogEntry(int(parts[0]), parts[1], parts[2], parts[3], parts[4], tuple(parts[5:]))
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What one reading of queue_log gave: finished calls to journal, and calls still going."""
+
+    calls: list[CallRecord]
+    in_progress: frozenset[str]
+    """Calls that joined a queue in the window and have no end line yet (read again later)."""
+
+
+def recover_calls(
+    entries: Iterable[QueueLogEntry],
+    *,
+    since: datetime,
+    skip: Container[str] = frozenset(),
+    partial: Mapping[str, CallRecord] | None = None,
+    agent_interfaces: Mapping[str, str] | None = None,
+) -> Recovery:
+    """The queue calls that joined at or after ``since`` and ended, rebuilt from their lines.
+
+    ``skip`` holds the calls the bridge has already journalled or is still following live.
+    ``partial`` holds calls the bridge saw begin but not end (the tracker closed them at the
+    resync): they keep what AMI told (channel, dialled number, ticket, routing) and take the
+    rest from queue_log. ``agent_interfaces`` maps member names to interfaces (``PJSIP/…``).
+    """
+    partial = partial or {}
+    interfaces = agent_interfaces or {}
+    floor = int(since.timestamp())
+    lines: dict[str, list[QueueLogEntry]] = {}
+    routes: dict[str, QueueLogEntry] = {}
+    for entry in entries:
+        if entry.callid == "NONE" or (entry.callid in skip and entry.callid not in partial):
+            continue
+        if entry.event == ROUTE_EVENT:
+            routes.setdefault(entry.callid, entry)
+            continue
+        known = lines.get(entry.callid)
+        if known is None:
+            if entry.event != "ENTERQUEUE" or (entry.time < floor and entry.callid not in partial):
+                continue  # calls are taken whole, from their first join in the window
+            known = lines[entry.callid] = []
+        known.append(entry)
+    calls: list[CallRecord] = []
+    going: set[str] = set()
+    for callid, call_lines in lines.items():
+        call = _rebuild(callid, call_lines, routes.get(callid), partial.get(callid), interfaces)
+        if call is None:
+            going.add(callid)
+        else:
+            calls.append(call)
+    calls.sort(key=lambda call: (call.started_at, call.uniqueid))
+    return Recovery(calls, frozenset(going))
+
+
+def _at(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _rebuild(
+    callid: str,
+    call_lines: list[QueueLogEntry],
+    route: QueueLogEntry | None,
+    seen: CallRecord | None,
+    interfaces: Mapping[str, str],
+) -> CallRecord | None:
+    """One call from its lines, in order; ``None`` while its last queue visit has not ended."""
+    first = call_lines[0]
+    fields: dict[str, object] = {}
+    if route is not None:  # the dialplan's own line: what Queue's lines do not say
+        fields.update(
+            dialled_number=route.field(1),
+            routing_reason=route.field(2) or None,
+            ticket=route.field(3) or None,
+            caller_name="|".join(route.data[3:]),
+        )
+    ended = False
+    for entry in call_lines:
+        event = entry.event
+        if event == "ENTERQUEUE":
+            fields.update(
+                queue=entry.queue,
+                entered_queue_at=fields.get("entered_queue_at") or _at(entry.time),
+                left_queue_at=None,
+                outcome=None,
+            )
+            ended = False
+        elif event == "CONNECT":
+            fields.update(
+                outcome=CallOutcome.ANSWERED,
+                queue=entry.queue,
+                left_queue_at=_at(entry.time),
+                answered_at=_at(entry.time),
+                hold_seconds=entry.number(1),
+                agent_name=entry.agent,
+                agent_interface=interfaces.get(entry.agent),
+            )
+        elif event in COMPLETIONS and fields.get("outcome") is CallOutcome.ANSWERED:
+            talk = entry.from_end(1) if event in TRANSFERS else entry.number(2)
+            fields.update(talk_seconds=talk, ended_at=_at(entry.time))
+            ended = True
+        elif event == "ABANDON":
+            fields.update(
+                outcome=CallOutcome.ABANDONED,
+                left_queue_at=_at(entry.time),
+                ended_at=_at(entry.time),
+                hold_seconds=entry.number(3),
+            )
+            ended = True
+        elif event in TIMEOUT_EXITS:
+            # The caller left the queue alive; the channel's own end is not in queue_log.
+            fields.update(
+                outcome=CallOutcome.TIMEOUT,
+                left_queue_at=_at(entry.time),
+                ended_at=_at(entry.time),
+                hold_seconds=entry.from_end(0),
+            )
+            ended = True
+    if not ended:
+        return None
+    if seen is not None:
+        kept = {name: value for name, value in fields.items() if getattr(seen, name) is None}
+        kept["outcome"] = fields["outcome"]
+        return replace(seen, **kept)  # type: ignore[arg-type]
+    fields.setdefault("caller_name", "")
+    fields.setdefault("dialled_number", "")
+    return CallRecord(
+        uniqueid=callid,
+        linkedid=callid,
+        channel="",
+        caller_number=first.field(2),
+        started_at=_at(route.time if route is not None else first.time),
+        source=SOURCE_QUEUE_LOG,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def queue_log_files(path: Path, modified_since: float) -> list[Path]:
+    """``path`` and its rotated copies (``logger rotate``: ``queue_log.0``, ``queue_log.1``,
+    or a timestamp suffix) written to at or after ``modified_since``, oldest first."""
+    candidates = [path, *path.parent.glob(path.name + ".*")]
+    found = []
+    for candidate in candidates:
+        try:
+            stat = candidate.stat()
+        except FileNotFoundError:
+            continue
+        if candidate.is_file() and stat.st_mtime >= modified_since:
+            found.append((stat.st_mtime, candidate))
+    return [candidate for _, candidate in sorted(found)]
+
+
+def read_entries(path: Path, since: datetime) -> list[QueueLogEntry]:
+    """Every line of ``path`` and its rotated copies from ``since`` on, in time order.
+
+    Blocking file I/O: the service calls it in a thread. Lines that are not queue_log lines
+    (a torn last line while Asterisk writes) are skipped."""
+    floor = int(since.timestamp())
+    entries = []
+    for file in queue_log_files(path, floor):
+        with file.open(encoding="utf-8", errors="replace", newline="") as lines:
+            for line in lines:
+                entry = parse_line(line)
+                if entry is not None and entry.time >= floor:
+                    entries.append(entry)
+    entries.sort(key=lambda entry: entry.time)  # stable: a file's own order is kept
+    return entries
