@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -102,6 +103,18 @@ class CallTracker:
         self._calls: dict[str, dict[str, Any]] = {}
         self._pending_routings: OrderedDict[str, Routing] = OrderedDict()
         self.anomalies: Counter[str] = Counter()
+        self._handlers: dict[type, Callable[[Any], list[CallRecord] | None]] = {
+            ChannelCreated: self._on_channel_created,
+            CallerJoinedQueue: self._on_caller_joined,
+            CallerReported: self._on_caller_reported,
+            CallerLeftQueue: self._on_caller_left,
+            CallerAbandoned: self._on_caller_abandoned,
+            QueueExited: self._on_queue_exited,
+            AgentConnected: self._on_agent_connected,
+            AgentCompleted: self._on_agent_completed,
+            DialAnswered: self._on_dial_answered,
+            ChannelHungUp: self._on_hangup,
+        }
 
     @property
     def live_calls(self) -> int:
@@ -137,55 +150,59 @@ class CallTracker:
         return finished
 
     def handle(self, event: DomainEvent) -> list[CallRecord]:
-        match event:
-            case ChannelCreated():
-                self._on_channel_created(event)
-            case CallerJoinedQueue():
-                self._on_caller_joined(event)
-            case CallerReported() if event.uniqueid not in self._calls:
-                self._on_caller_joined(
-                    CallerJoinedQueue(
-                        event.at - timedelta(seconds=event.wait_seconds),
-                        event.uniqueid,
-                        event.linkedid,
-                        event.channel,
-                        event.queue,
-                        event.caller_number,
-                        event.caller_name,
-                        event.position,
-                    )
-                )
-            case CallerLeftQueue():
-                self._update(event.uniqueid, "left", left_queue_at=event.at)
-            case CallerAbandoned():
-                self._update(
-                    event.uniqueid,
-                    "abandon",
-                    outcome=CallOutcome.ABANDONED,
-                    hold_seconds=event.hold_seconds,
-                    left_queue_at=event.at,
-                )
-            case QueueExited() if event.status == "TIMEOUT":
-                # Asterisk also sent QueueCallerAbandon for this caller; the dialplan's word wins.
-                self._update(event.uniqueid, "exit", outcome=CallOutcome.TIMEOUT)
-            case AgentConnected():
-                self._update(
-                    event.uniqueid,
-                    "connect",
-                    outcome=CallOutcome.ANSWERED,
-                    agent_interface=event.interface,
-                    agent_name=event.member_name or None,
-                    answered_at=event.at,
-                    hold_seconds=event.hold_seconds,
-                )
-                self._adopt_route(event.uniqueid, event.route)
-            case AgentCompleted():
-                self._update(event.uniqueid, "complete", talk_seconds=event.talk_seconds)
-            case DialAnswered():
-                self._on_dial_answered(event)
-            case ChannelHungUp():
-                return self._on_hangup(event)
-        return []
+        # One dict lookup by exact type: most frames (member status, ringing) concern no call.
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            return []
+        return handler(event) or []
+
+    def _on_caller_reported(self, event: CallerReported) -> None:
+        if event.uniqueid in self._calls:
+            return
+        self._on_caller_joined(
+            CallerJoinedQueue(
+                event.at - timedelta(seconds=event.wait_seconds),
+                event.uniqueid,
+                event.linkedid,
+                event.channel,
+                event.queue,
+                event.caller_number,
+                event.caller_name,
+                event.position,
+            )
+        )
+
+    def _on_caller_left(self, event: CallerLeftQueue) -> None:
+        self._update(event.uniqueid, "left", left_queue_at=event.at)
+
+    def _on_caller_abandoned(self, event: CallerAbandoned) -> None:
+        self._update(
+            event.uniqueid,
+            "abandon",
+            outcome=CallOutcome.ABANDONED,
+            hold_seconds=event.hold_seconds,
+            left_queue_at=event.at,
+        )
+
+    def _on_queue_exited(self, event: QueueExited) -> None:
+        if event.status == "TIMEOUT":
+            # Asterisk also sent QueueCallerAbandon for this caller; the dialplan's word wins.
+            self._update(event.uniqueid, "exit", outcome=CallOutcome.TIMEOUT)
+
+    def _on_agent_connected(self, event: AgentConnected) -> None:
+        self._update(
+            event.uniqueid,
+            "connect",
+            outcome=CallOutcome.ANSWERED,
+            agent_interface=event.interface,
+            agent_name=event.member_name or None,
+            answered_at=event.at,
+            hold_seconds=event.hold_seconds,
+        )
+        self._adopt_route(event.uniqueid, event.route)
+
+    def _on_agent_completed(self, event: AgentCompleted) -> None:
+        self._update(event.uniqueid, "complete", talk_seconds=event.talk_seconds)
 
     def _start(
         self,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -213,6 +214,25 @@ class QueueStats:
         self._dirty_hours: dict[tuple[str, datetime], QueueCounters | None] = {}
         self.anomalies: Counter[str] = Counter()
         self.last_event_at: datetime | None = None
+        # What each event type does; a handler returning None changed what supervisors see.
+        self._handlers: dict[type, Callable[[Any], bool | None]] = {
+            CallerJoinedQueue: self._on_join,
+            CallerAbandoned: self._on_abandon,
+            CallerLeftQueue: self._on_leave,
+            AgentConnected: self._on_connect,
+            AgentCompleted: self._on_complete,
+            AgentCalled: self._on_agent_called,
+            AgentRingNoAnswer: self._on_ring_no_answer,
+            ChannelHungUp: self._on_hangup,
+            MemberAdded: self._on_member,
+            MemberReported: self._on_member,
+            MemberRemoved: self._on_member_removed,
+            MemberPaused: self._on_member_paused,
+            MemberStatus: self._on_member_status,
+            QueueReported: self._on_queue_reported,
+            CallerReported: self._on_caller_reported,
+            QueueExited: self._on_queue_exited,
+        }
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -222,51 +242,30 @@ class QueueStats:
         if at is not None:
             self._roll_day(at)
             self.last_event_at = at
-        match event:
-            case CallerJoinedQueue():
-                self._on_join(event)
-            case CallerAbandoned():
-                self._on_abandon(event)
-            case CallerLeftQueue():
-                self._on_leave(event)
-            case AgentConnected():
-                self._on_connect(event)
-            case AgentCompleted():
-                self._on_complete(event)
-            case AgentCalled():
-                self._agent(event.interface, event.member_name).ringing_for.add(event.uniqueid)
-            case AgentRingNoAnswer():
-                agent = self._agent(event.interface, event.member_name)
-                agent.ringing_for.discard(event.uniqueid)
-                agent.today.ring_no_answer += 1
-            case ChannelHungUp():
-                return self._on_hangup(event)
-            case MemberAdded() | MemberReported():
-                self._on_member(event)
-            case MemberRemoved():
-                self._on_member_removed(event)
-            case MemberPaused():
-                self._on_pause(
-                    event.interface,
-                    event.member_name,
-                    event.queue,
-                    event.paused,
-                    event.pause_reason,
-                )
-            case MemberStatus():
-                self._on_member_status(event)
-            case QueueReported():
-                queue = self._queue(event.queue)
-                if event.service_level_seconds > 0:
-                    queue.service_level_seconds = event.service_level_seconds
-                queue.reported = event
-            case CallerReported():
-                self._on_caller_reported(event)
-            case QueueExited():
-                return self._on_queue_exited(event)
-            case _:
-                return False
-        return True
+        handler = self._handlers.get(type(event))  # one lookup by exact type, not a match chain
+        if handler is None:
+            return False
+        changed = handler(event)
+        return True if changed is None else changed
+
+    def _on_agent_called(self, event: AgentCalled) -> None:
+        self._agent(event.interface, event.member_name).ringing_for.add(event.uniqueid)
+
+    def _on_ring_no_answer(self, event: AgentRingNoAnswer) -> None:
+        agent = self._agent(event.interface, event.member_name)
+        agent.ringing_for.discard(event.uniqueid)
+        agent.today.ring_no_answer += 1
+
+    def _on_member_paused(self, event: MemberPaused) -> None:
+        self._on_pause(
+            event.interface, event.member_name, event.queue, event.paused, event.pause_reason
+        )
+
+    def _on_queue_reported(self, event: QueueReported) -> None:
+        queue = self._queue(event.queue)
+        if event.service_level_seconds > 0:
+            queue.service_level_seconds = event.service_level_seconds
+        queue.reported = event
 
     def resync(
         self,
