@@ -19,11 +19,12 @@ position|origposition|waittime, ``EXITWITHTIMEOUT``/``EXITEMPTY`` position|origp
 ``EXITWITHKEY`` key|position|origposition|waittime, and the transfers, whose last three fields
 are holdtime|calltime|origposition.
 
-Our dialplan adds one line of its own per call before its Dial or Queue, ``HOTLINECALL``
-dialled|reason|ticket|caller name, which gives a rebuilt call what Queue's lines lack.
-
-Only queue calls can be rebuilt: a call answered by the preferred-agent step (a plain Dial of
-the ticket owner) or ended before any queue has no queue lines to end it.
+Our dialplan adds two lines of its own per call (asterisk-conf/extensions.conf):
+``HOTLINECALL`` dialled|reason|ticket|caller|name before its Dial or Queue, and ``HOTLINEEND``
+dialstatus|answeredtime|agent|cause|caller from a hangup handler. They give a rebuilt call what
+Queue's lines lack, and rebuild the calls that never reached a queue: the preferred agent's
+answered Dial, a hang-up while being routed. A log written before those lines existed gives the
+queue calls only.
 """
 
 from __future__ import annotations
@@ -32,12 +33,17 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
+from ami.events import interface_of
 from queue_stats.calls import CallOutcome, CallRecord
 
 SOURCE_QUEUE_LOG = "queue_log"
 ROUTE_EVENT = "HOTLINECALL"
-"""Our dialplan's own line (asterisk-conf/extensions.conf): dialled|reason|ticket|caller name."""
+"""Our dialplan's line before a call's Dial or Queue: dialled|reason|ticket|caller|name."""
+END_EVENT = "HOTLINEEND"
+"""Our dialplan's hangup handler: dialstatus|answeredtime|agent|cause|caller."""
+FIRST_EVENTS = frozenset({ROUTE_EVENT, "ENTERQUEUE", END_EVENT})
 TIMEOUT_EXITS = frozenset({"EXITWITHTIMEOUT", "EXITEMPTY", "EXITWITHKEY"})
 TRANSFERS = frozenset({"BLINDTRANSFER", "ATTENDEDTRANSFER"})
 COMPLETIONS = frozenset({"COMPLETECALLER", "COMPLETEAGENT"}) | TRANSFERS
@@ -98,7 +104,7 @@ def recover_calls(
     partial: Mapping[str, CallRecord] | None = None,
     agent_interfaces: Mapping[str, str] | None = None,
 ) -> Recovery:
-    """The queue calls that joined at or after ``since`` and ended, rebuilt from their lines.
+    """The calls that began at or after ``since`` and ended, rebuilt from their lines.
 
     ``skip`` holds the calls the bridge has already journalled or is still following live.
     ``partial`` holds calls the bridge saw begin but not end (the tracker closed them at the
@@ -109,23 +115,21 @@ def recover_calls(
     interfaces = agent_interfaces or {}
     floor = int(since.timestamp())
     lines: dict[str, list[QueueLogEntry]] = {}
-    routes: dict[str, QueueLogEntry] = {}
     for entry in entries:
         if entry.callid == "NONE" or (entry.callid in skip and entry.callid not in partial):
             continue
-        if entry.event == ROUTE_EVENT:
-            routes.setdefault(entry.callid, entry)
-            continue
         known = lines.get(entry.callid)
         if known is None:
-            if entry.event != "ENTERQUEUE" or (entry.time < floor and entry.callid not in partial):
-                continue  # calls are taken whole, from their first join in the window
+            if entry.event not in FIRST_EVENTS or (
+                entry.time < floor and entry.callid not in partial
+            ):
+                continue  # calls are taken whole, from their first line in the window
             known = lines[entry.callid] = []
         known.append(entry)
     calls: list[CallRecord] = []
     going: set[str] = set()
     for callid, call_lines in lines.items():
-        call = _rebuild(callid, call_lines, routes.get(callid), partial.get(callid), interfaces)
+        call = _rebuild(callid, call_lines, partial.get(callid), interfaces)
         if call is None:
             going.add(callid)
         else:
@@ -138,34 +142,47 @@ def _at(epoch: int) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+def _seconds(start: datetime, end: datetime) -> int:
+    return max(0, round((end - start).total_seconds()))
+
+
+def _created_at(callid: str, fallback: int) -> datetime:
+    """A Uniqueid begins with the channel's creation time in epoch seconds."""
+    head = callid.partition(".")[0]
+    return _at(int(head)) if head.isdigit() else _at(fallback)
+
+
 def _rebuild(
     callid: str,
     call_lines: list[QueueLogEntry],
-    route: QueueLogEntry | None,
     seen: CallRecord | None,
     interfaces: Mapping[str, str],
 ) -> CallRecord | None:
-    """One call from its lines, in order; ``None`` while its last queue visit has not ended."""
-    first = call_lines[0]
+    """One call from its lines, in order; ``None`` while it has not ended."""
     fields: dict[str, object] = {}
+    route = next((entry for entry in call_lines if entry.event == ROUTE_EVENT), None)
+    end = next((entry for entry in reversed(call_lines) if entry.event == END_EVENT), None)
+    caller = ""
     if route is not None:  # the dialplan's own line: what Queue's lines do not say
+        caller = route.field(4)
         fields.update(
             dialled_number=route.field(1),
             routing_reason=route.field(2) or None,
             ticket=route.field(3) or None,
-            caller_name="|".join(route.data[3:]),
+            caller_name="|".join(route.data[4:]),
         )
-    ended = False
+    queued = left_queue = False
     for entry in call_lines:
         event = entry.event
         if event == "ENTERQUEUE":
+            caller = caller or entry.field(2)
             fields.update(
                 queue=entry.queue,
                 entered_queue_at=fields.get("entered_queue_at") or _at(entry.time),
                 left_queue_at=None,
                 outcome=None,
             )
-            ended = False
+            queued, left_queue = True, False
         elif event == "CONNECT":
             fields.update(
                 outcome=CallOutcome.ANSWERED,
@@ -179,7 +196,7 @@ def _rebuild(
         elif event in COMPLETIONS and fields.get("outcome") is CallOutcome.ANSWERED:
             talk = entry.from_end(1) if event in TRANSFERS else entry.number(2)
             fields.update(talk_seconds=talk, ended_at=_at(entry.time))
-            ended = True
+            left_queue = True
         elif event == "ABANDON":
             fields.update(
                 outcome=CallOutcome.ABANDONED,
@@ -187,17 +204,22 @@ def _rebuild(
                 ended_at=_at(entry.time),
                 hold_seconds=entry.number(3),
             )
-            ended = True
+            left_queue = True
         elif event in TIMEOUT_EXITS:
-            # The caller left the queue alive; the channel's own end is not in queue_log.
+            # The caller left the queue alive; the channel's end is the HOTLINEEND line.
             fields.update(
                 outcome=CallOutcome.TIMEOUT,
                 left_queue_at=_at(entry.time),
                 ended_at=_at(entry.time),
                 hold_seconds=entry.from_end(0),
             )
-            ended = True
-    if not ended:
+            left_queue = True
+    first = call_lines[0]
+    started = _at(route.time) if route is not None else _at(first.time)
+    if end is not None:
+        caller = caller or end.field(5)
+        _end_of_channel(fields, end, started, queued, interfaces)
+    elif not (queued and left_queue):
         return None
     if seen is not None:
         kept = {name: value for name, value in fields.items() if getattr(seen, name) is None}
@@ -205,14 +227,56 @@ def _rebuild(
         return replace(seen, **kept)  # type: ignore[arg-type]
     fields.setdefault("caller_name", "")
     fields.setdefault("dialled_number", "")
+    if route is None and not queued:
+        started = _created_at(callid, first.time)  # hung up while being routed
     return CallRecord(
         uniqueid=callid,
         linkedid=callid,
         channel="",
-        caller_number=first.field(2),
-        started_at=_at(route.time if route is not None else first.time),
+        caller_number=caller,
+        started_at=started,
         source=SOURCE_QUEUE_LOG,
         **fields,  # type: ignore[arg-type]
+    )
+
+
+def _end_of_channel(
+    fields: dict[str, object],
+    end: QueueLogEntry,
+    started: datetime,
+    queued: bool,
+    interfaces: Mapping[str, str],
+) -> None:
+    """What the HOTLINEEND line (dialstatus|answeredtime|agent|cause|caller) adds to a call."""
+    ended = _at(end.time)
+    fields.update(ended_at=ended, hangup_cause=end.number(4) or None)
+    if queued:
+        outcome = fields.get("outcome")
+        if outcome is None:  # hung up in the queue with no ABANDON line
+            entered = cast(datetime, fields["entered_queue_at"])
+            fields.update(
+                outcome=CallOutcome.ABANDONED,
+                left_queue_at=ended,
+                hold_seconds=_seconds(entered, ended),
+            )
+        elif outcome is CallOutcome.ANSWERED and fields.get("talk_seconds") is None:
+            fields["talk_seconds"] = _seconds(cast(datetime, fields["answered_at"]), ended)
+        return
+    if end.field(1) != "ANSWER":
+        fields["outcome"] = CallOutcome.HUNG_UP_BEFORE_QUEUE
+        return
+    # The preferred agent's own Dial answered: ANSWEREDTIME is the talk.
+    talk = end.number(2)
+    answered = _at(end.time - talk)
+    interface = interface_of(end.field(3)) or None
+    names = {value: name for name, value in interfaces.items()}
+    fields.update(
+        outcome=CallOutcome.ANSWERED,
+        answered_at=answered,
+        talk_seconds=talk,
+        hold_seconds=_seconds(started, answered),
+        agent_interface=interface,
+        agent_name=names.get(interface) if interface else None,
     )
 
 

@@ -53,6 +53,7 @@ MAX_RESYNC_BUFFER = 100_000
 QUEUE_LOG_MARGIN = timedelta(hours=2)
 QUEUE_LOG_MAX_LOOKBACK = timedelta(days=7)
 QUEUE_LOG_FOLLOW_UP_SECONDS = 30.0
+QUEUE_LOG_PENDING_LIMIT = timedelta(hours=6)
 
 
 def utc_now() -> datetime:
@@ -341,6 +342,16 @@ class QueueService:
         their ends were live (AMI counted those), their starts were not."""
         since = self._queue_log_pending_since
         if self._queue_log is None or since is None or not self._queue_log_pending:
+            return 0
+        if self._clock() - since > QUEUE_LOG_PENDING_LIMIT:  # an Asterisk crash ends no call
+            self.counters["queue_log_calls_never_ended"] += len(self._queue_log_pending)
+            log.warning(
+                "queue_log: %d calls begun since %s never ended there; no longer waiting",
+                len(self._queue_log_pending),
+                since.isoformat(timespec="seconds"),
+            )
+            self._queue_log_pending.clear()
+            self._queue_log_pending_since = None
             return 0
         recovered = await self._read_queue_log(since, {}, only=self._queue_log_pending)
         if recovered is None:

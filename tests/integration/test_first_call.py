@@ -129,9 +129,13 @@ def test_calls_made_while_the_bridge_was_away_get_their_rows_and_tickets(
     assert running.call_row("13800138001")["source"] == "ami"
     assert running.stop() == 0, running.log_tail()
 
-    # Away, with only ``hotline agi`` routing: one citizen is answered, one gives up waiting.
+    first = running.call_row("13800138001")
+    # Away, with only ``hotline agi`` routing: the first caller again, rung to the owner of
+    # their ticket alone (no queue); a citizen answered from the queue; one who gives up.
     router = start_router(tmp_path, running.database)
     try:
+        again = place_citizen_call("13800138001", talk_seconds=3)
+        assert again.wait(timeout=60) == 0, again.diagnostics()
         answered = place_citizen_call("13800138002", talk_seconds=3, name="王五, 先生|甲")
         assert answered.wait(timeout=60) == 0, answered.diagnostics()
         for agent in ("agent1", "agent2"):
@@ -173,7 +177,23 @@ def test_calls_made_while_the_bridge_was_away_get_their_rows_and_tickets(
             "SELECT * FROM tickets WHERE number = ? AND status = 'callback'", row["ticket"]
         )
         assert ticket["callback_requested_at"] is not None
-        assert len(running.rows("SELECT * FROM calls")) == 3
+
+        # The owner's own Dial is in no queue line: the dialplan's hangup handler (HOTLINEEND)
+        # gives its answer, its talk and who took it.
+        owner = running.wait_for_row(
+            "SELECT * FROM calls WHERE caller_number = ? AND source = 'queue_log'", "13800138001"
+        )
+        assert (owner["outcome"], owner["queue"], owner["routing_reason"]) == (
+            "answered",
+            None,
+            "ticket-owner",
+        )
+        assert (owner["agent_interface"], owner["ticket"]) == (
+            first["agent_interface"],
+            first["ticket"],
+        )
+        assert 2 <= owner["talk_seconds"] <= 5 and owner["hangup_cause"] == 16
+        assert len(running.rows("SELECT * FROM calls")) == 4
     finally:
         assert running.stop() == 0, running.log_tail()
-    assert ": 2 calls recovered, 0 still going" in running.log_path.read_text(errors="replace")
+    assert ": 3 calls recovered, 0 still going" in running.log_path.read_text(errors="replace")

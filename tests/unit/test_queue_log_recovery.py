@@ -115,7 +115,7 @@ GAP = lines(
     "1010|1000.1|hotline|Agent One|CONNECT|10|1010.2|2",
     "1100|1100.1|hotline|NONE|ENTERQUEUE||13800000002|1",  # already journalled
     "1105|1100.1|hotline|NONE|ABANDON|1|1|5",
-    "1199|1200.1|hotline|NONE|HOTLINECALL|12345|open-ticket|12345-19700101-000007|李四|x",
+    "1199|1200.1|hotline|NONE|HOTLINECALL|12345|open-ticket|12345-19700101-000007|13800000003|李四|x",
     "1200|1200.1|hotline|NONE|ENTERQUEUE||13800000003|1",  # wholly in the gap
     "1203|1200.1|hotline|Agent One|CONNECT|3|1203.2|1",
     "1260|1200.1|hotline|Agent One|BLINDTRANSFER|2000|from-agents|3|57|1",
@@ -248,3 +248,53 @@ def test_rotated_files_are_read_oldest_first_and_torn_lines_skipped(tmp_path: Pa
     entries = read_entries(log, EPOCH + timedelta(seconds=1000))
     assert [(e.time, e.event) for e in entries] == [(1000, "ENTERQUEUE"), (1004, "ABANDON")]
     assert read_entries(tmp_path / "missing", EPOCH) == []
+
+
+def test_the_dialplans_end_line_gives_the_calls_that_never_reached_a_queue() -> None:
+    recovery = recover_calls(
+        lines(
+            # The preferred agent's own Dial, answered: no queue lines at all.
+            "3000|3000.1|hotline|NONE|HOTLINECALL|12345|ticket-owner|12345-19700101-000009|"
+            "13800000009|赵六",
+            "3090|3000.1|hotline|NONE|HOTLINEEND|ANSWER|80|PJSIP/agent2|16|13800000009",
+            # Hung up while being routed: only the end line.
+            "3102|3100.5|NONE|NONE|HOTLINEEND||||127|13800000010",
+            # Timed out of the queue, then the dialplan hung up: the channel ended later.
+            "3200|3200.1|hotline|NONE|HOTLINECALL|12345|default||13800000011|",
+            "3200|3200.1|hotline|NONE|ENTERQUEUE||13800000011|1",
+            "3260|3200.1|hotline|NONE|EXITWITHTIMEOUT|1|1|60",
+            "3261|3200.1|hotline|NONE|HOTLINEEND||||16|13800000011",
+            # Routed, ringing its preferred agent now: still going.
+            "3300|3300.1|hotline|NONE|HOTLINECALL|12345|ticket-owner|12345-19700101-000010|"
+            "13800000012|",
+        ),
+        since=EPOCH,
+        agent_interfaces={"Agent Two": "PJSIP/agent2"},
+    )
+    by_id = {call.uniqueid: call for call in recovery.calls}
+    owner = by_id["3000.1"]
+    assert (owner.outcome, owner.queue, owner.agent_interface, owner.agent_name) == (
+        CallOutcome.ANSWERED,
+        None,
+        "PJSIP/agent2",
+        "Agent Two",
+    )
+    assert (owner.hold_seconds, owner.talk_seconds, owner.hangup_cause) == (10, 80, 16)
+    assert owner.answered_at == EPOCH + timedelta(seconds=3010)
+    assert (owner.ticket, owner.caller_number, owner.caller_name) == (
+        "12345-19700101-000009",
+        "13800000009",
+        "赵六",
+    )
+    routing = by_id["3100.5"]
+    assert (routing.outcome, routing.caller_number, routing.hangup_cause) == (
+        CallOutcome.HUNG_UP_BEFORE_QUEUE,
+        "13800000010",
+        127,
+    )
+    assert routing.started_at == EPOCH + timedelta(seconds=3100)  # from its Uniqueid
+    timed_out = by_id["3200.1"]
+    assert (timed_out.outcome, timed_out.hold_seconds) == (CallOutcome.TIMEOUT, 60)
+    assert timed_out.left_queue_at == EPOCH + timedelta(seconds=3260)
+    assert timed_out.ended_at == EPOCH + timedelta(seconds=3261)
+    assert recovery.in_progress == {"3300.1"}

@@ -285,3 +285,40 @@ async def test_calls_of_an_absence_are_journalled_from_queue_log(tmp_path: Path)
     assert len(await journal.recent()) == 3
     writer.cancel()
     await engine.dispose()
+
+
+async def test_a_call_that_never_ends_in_queue_log_is_not_waited_for_forever(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/h.db"
+    await upgrade_database(url)
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    now = [NOW]
+    pipeline = EventPipeline(
+        CallTracker(frozenset({"from-citizens"})),
+        QueueStats(ZoneInfo("Asia/Shanghai")),
+        lambda: now[0],
+    )
+    queue_log = tmp_path / "queue_log"
+    service = QueueService(
+        pipeline,
+        CallJournal(sessions),
+        HourlyStore(sessions),
+        InProcessBus(),
+        clock=lambda: now[0],
+        queue_log=queue_log,
+    )
+    await service.resync(EmptyAsterisk())  # watching from now on
+    t = int(NOW.timestamp())
+    queue_log.write_text(
+        f"{t + 5}|8.8|hotline|NONE|ENTERQUEUE||13800000008|1\n"
+        f"{t + 6}|8.8|hotline|Agent One|CONNECT|1|8.9|1\n"  # then Asterisk crashed
+    )
+    service.on_ami_message(frame("Event: FullyBooted\nStatus: Fully Booted"))
+    await service.resync(EmptyAsterisk())
+    assert await service.follow_up_queue_log() == 0  # still talking, as far as the log says
+    now[0] = NOW + timedelta(hours=7)
+    assert await service.follow_up_queue_log() == 0
+    assert service.counters["queue_log_calls_never_ended"] == 1
+    await engine.dispose()
