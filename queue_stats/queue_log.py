@@ -299,7 +299,11 @@ def read_entries(path: Path, since: datetime) -> list[QueueLogEntry]:
     """Every line of ``path`` and its rotated copies from ``since`` on, in time order.
 
     Blocking file I/O: the service calls it in a thread. Lines that are not queue_log lines
-    (a torn last line while Asterisk writes) are skipped."""
+    (a torn last line while Asterisk writes) are skipped. A missing ``path`` is an error: a
+    running Asterisk always has it (it reopens a new one when rotating), so the setting is wrong.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"no queue_log at {path}")
     floor = int(since.timestamp())
     entries = []
     for file in queue_log_files(path, floor):

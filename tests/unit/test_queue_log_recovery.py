@@ -247,7 +247,8 @@ def test_rotated_files_are_read_oldest_first_and_torn_lines_skipped(tmp_path: Pa
     assert queue_log_files(log, 1000) == [tmp_path / "queue_log.0", log]
     entries = read_entries(log, EPOCH + timedelta(seconds=1000))
     assert [(e.time, e.event) for e in entries] == [(1000, "ENTERQUEUE"), (1004, "ABANDON")]
-    assert read_entries(tmp_path / "missing", EPOCH) == []
+    with pytest.raises(FileNotFoundError, match="no queue_log at"):
+        read_entries(tmp_path / "missing", EPOCH)
 
 
 def test_the_dialplans_end_line_gives_the_calls_that_never_reached_a_queue() -> None:

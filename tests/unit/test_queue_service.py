@@ -310,6 +310,9 @@ async def test_a_call_that_never_ends_in_queue_log_is_not_waited_for_forever(
         queue_log=queue_log,
     )
     await service.resync(EmptyAsterisk())  # watching from now on
+    service.on_ami_message(frame("Event: FullyBooted\nStatus: Fully Booted"))
+    await service.resync(EmptyAsterisk())  # no queue_log where the setting says: a clear warning
+    assert service.counters["queue_log_failures"] == 1
     t = int(NOW.timestamp())
     queue_log.write_text(
         f"{t + 5}|8.8|hotline|NONE|ENTERQUEUE||13800000008|1\n"
