@@ -197,18 +197,11 @@ def _rebuild(
             talk = entry.from_end(1) if event in TRANSFERS else entry.number(2)
             fields.update(talk_seconds=talk, ended_at=_at(entry.time))
             left_queue = True
-        elif event == "ABANDON":
+        elif event == "ABANDON" or event in TIMEOUT_EXITS:
+            # The wait is the last field of each. A timed-out caller left the queue alive: the
+            # channel's own end is the HOTLINEEND line.
             fields.update(
-                outcome=CallOutcome.ABANDONED,
-                left_queue_at=_at(entry.time),
-                ended_at=_at(entry.time),
-                hold_seconds=entry.number(3),
-            )
-            left_queue = True
-        elif event in TIMEOUT_EXITS:
-            # The caller left the queue alive; the channel's end is the HOTLINEEND line.
-            fields.update(
-                outcome=CallOutcome.TIMEOUT,
+                outcome=CallOutcome.ABANDONED if event == "ABANDON" else CallOutcome.TIMEOUT,
                 left_queue_at=_at(entry.time),
                 ended_at=_at(entry.time),
                 hold_seconds=entry.from_end(0),
