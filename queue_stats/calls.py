@@ -84,6 +84,15 @@ class CallRecord:
     """Who told the bridge of this call: ``ami`` live, or ``queue_log`` after an absence."""
 
 
+def _asterisk_seconds(start: datetime | None, end: datetime | None) -> int | None:
+    """app_queue's TalkTime is ``time(NULL) - callstart``: whole epoch seconds subtracted. The
+    caller's Hangup can come before AgentComplete (the agent hung up); the estimate then
+    agrees with Asterisk's own figure and queue_log instead of rounding the difference."""
+    if start is None or end is None:
+        return None
+    return max(0, int(end.timestamp()) - int(start.timestamp()))
+
+
 def _whole_seconds(start: datetime | None, end: datetime | None) -> int | None:
     if start is None or end is None:
         return None
@@ -298,7 +307,9 @@ class CallTracker:
         elif outcome is None:
             outcome = CallOutcome.HUNG_UP_BEFORE_QUEUE
         if outcome is CallOutcome.ANSWERED and fields.get("talk_seconds") is None:
-            fields["talk_seconds"] = _whole_seconds(fields.get("answered_at"), event.at)
+            fields["talk_seconds"] = _asterisk_seconds(
+                fields.get("answered_at"), event.at
+            )
         fields["outcome"] = outcome
         fields["ended_at"] = event.at
         fields["hangup_cause"] = event.cause

@@ -78,9 +78,7 @@ def test_calls_rebuilt_from_queue_log_are_the_calls_ami_showed(name: str) -> Non
                 live.agent_name,
                 live.agent_interface,
             ), uniqueid
-            # Asterisk's own TalkTime; the live row has it too unless the caller's Hangup came
-            # before AgentComplete, when it is timed from the events (a second more at most).
-            assert abs(call.talk_seconds - live.talk_seconds) <= 1, uniqueid
+            assert call.talk_seconds == live.talk_seconds, uniqueid  # Asterisk's TalkTime
             assert close_in_time(call.answered_at, live.answered_at), uniqueid
             assert close_in_time(call.ended_at, live.ended_at), uniqueid
         if live.outcome is CallOutcome.ABANDONED:
