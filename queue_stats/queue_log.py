@@ -93,7 +93,7 @@ class Recovery:
 
     calls: list[CallRecord]
     in_progress: frozenset[str]
-    """Calls that joined a queue in the window and have no end line yet (read again later)."""
+    """Calls begun in the window that have no end line yet (read again later)."""
 
 
 def recover_calls(
