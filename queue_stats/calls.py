@@ -307,9 +307,7 @@ class CallTracker:
         elif outcome is None:
             outcome = CallOutcome.HUNG_UP_BEFORE_QUEUE
         if outcome is CallOutcome.ANSWERED and fields.get("talk_seconds") is None:
-            fields["talk_seconds"] = _asterisk_seconds(
-                fields.get("answered_at"), event.at
-            )
+            fields["talk_seconds"] = _asterisk_seconds(fields.get("answered_at"), event.at)
         fields["outcome"] = outcome
         fields["ended_at"] = event.at
         fields["hangup_cause"] = event.cause

@@ -315,15 +315,15 @@ class QueueService:
             began,
             at - QUEUE_LOG_MAX_LOOKBACK,
         )
-        recovered = await self._read_queue_log(floor, {call.uniqueid: call for call in closed})
+        seen = {call.uniqueid: call for call in closed}
+        recovered = await self._read_queue_log(floor, seen)
         if recovered is None:
             return closed
-        seen = {call.uniqueid: call for call in closed}
-        pending_done = self._queue_log_pending
         for call in recovered.calls:
             before = seen.pop(call.uniqueid, None)
             already = _counted_live(before)
-            if call.uniqueid in pending_done and call.ended_at and call.ended_at <= absent_since:
+            pending = call.uniqueid in self._queue_log_pending
+            if pending and call.ended_at and call.ended_at <= absent_since:
                 already |= {"completed"}  # it ended while AMI was up: counted live
             self._adopt_recovered(call, before, already)
         self._queue_log_pending = set(recovered.in_progress)
