@@ -1,7 +1,8 @@
 """``hotline enterprise …`` and ``hotline tickets …``: the directory and the tickets from a shell.
 
 Each command migrates the database if needed, does one thing and prints it for people (or one
-JSON document with ``--json``). Bad input is a one-line error and exit code 2.
+JSON document with ``--json``). Bad input is a one-line error and exit code 2. Text that came
+from callers (names, numbers) reaches the terminal with its control characters made visible.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from hotline.config import Settings
 from hotline.storage import create_engine, session_factory, upgrade_database
+from hotline.terminal import json_text, printable
 from ivr_bypass.decision import normalise_number
 from ivr_bypass.directory import DirectoryError, EnterpriseDirectory
 from tickets.model import TicketError, TicketStatus
@@ -87,7 +89,7 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(settings, args))
     except (DirectoryError, TicketError) as error:
-        print(f"hotline: {error}", file=sys.stderr)
+        print(f"hotline: {printable(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -107,23 +109,19 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 async def _enterprise(directory: EnterpriseDirectory, args: argparse.Namespace) -> int:
     if args.action == "add":
         entry = await directory.add(args.number, args.name, datetime.now(UTC))
-        print(f"{entry.number}  {entry.name}")
+        print(f"{printable(entry.number)}  {printable(entry.name)}")
     elif args.action == "remove":
         if not await directory.remove(args.number):
-            print(f"hotline: {args.number} is not in the directory", file=sys.stderr)
+            print(f"hotline: {printable(args.number)} is not in the directory", file=sys.stderr)
             return 1
-        print(f"removed {args.number}")
+        print(f"removed {printable(args.number)}")
     else:
         entries = await directory.entries()
         if args.json:
-            print(
-                json.dumps(
-                    [{"number": e.number, "name": e.name} for e in entries], ensure_ascii=False
-                )
-            )
+            print(json_text([{"number": e.number, "name": e.name} for e in entries]))
         else:
             for entry in entries:
-                print(f"{entry.number:<16}{entry.name}")
+                print(f"{printable(entry.number):<16}{printable(entry.name)}")
     return 0
 
 
@@ -152,14 +150,16 @@ async def _tickets(store: TicketStore, settings: Settings, args: argparse.Namesp
         if args.overdue:
             rows = [(t, r) for t, r in rows if r.on_time is False and t.is_open][: args.limit]
         if args.json:
-            print(json.dumps([ticket_json(t, r, zone) for t, r in rows], ensure_ascii=False))
+            print(json_text([ticket_json(t, r, zone) for t, r in rows]))
         else:
             print(f"{'ticket':<24}{'status':<11}{'caller':<14}{'owner':<16}{'opened':<18}sla")
             for ticket, sla in rows:
+                cells = (ticket.number, ticket.status, ticket.caller_number or "-")
+                number, status, caller = (printable(cell) for cell in cells)
+                owner = printable(ticket.owner_agent or "-")
                 print(
-                    f"{ticket.number:<24}{ticket.status:<11}{ticket.caller_number or '-':<14}"
-                    f"{ticket.owner_agent or '-':<16}{local_time(ticket.opened_at, zone):<18}"
-                    f"{sla_verdict(sla)}"
+                    f"{number:<24}{status:<11}{caller:<14}{owner:<16}"
+                    f"{local_time(ticket.opened_at, zone):<18}{sla_verdict(sla)}"
                 )
         return 0
     if args.action == "show":
@@ -168,11 +168,11 @@ async def _tickets(store: TicketStore, settings: Settings, args: argparse.Namesp
         document = ticket_json(ticket, report(ticket), zone)
         document["calls"] = [call_json(call, zone) for call in calls]
         if args.json:
-            print(json.dumps(document, ensure_ascii=False))
+            print(json_text(document))
         else:
             for key, value in document.items():
                 if key not in ("clocks", "calls"):
-                    print(f"{key:<14}{'' if value is None else value}")
+                    print(f"{key:<14}{'' if value is None else printable(value)}")
             print("clocks:")
             for clock in document["clocks"]:
                 print(
@@ -181,16 +181,17 @@ async def _tickets(store: TicketStore, settings: Settings, args: argparse.Namesp
                 )
             print(f"calls: {len(calls)}")
             for call in document["calls"]:
-                print(f"  {call['started_at']}  {call['outcome']:<22}{call['agent'] or '-'}")
+                outcome, agent = printable(call["outcome"]), printable(call["agent"] or "-")
+                print(f"  {call['started_at']}  {outcome:<22}{agent}")
         return 0
     if args.action == "status":
         ticket = await store.set_status(args.number, TicketStatus(args.status), now)
-        print(f"{ticket.number} is {ticket.status}")
+        print(f"{printable(ticket.number)} is {ticket.status}")
         return 0
     if args.action == "edit":
         edit = TicketEdit(args.category, args.description, args.department, args.satisfaction)
         ticket = await store.edit(args.number, edit, now)
-        print(f"{ticket.number} updated")
+        print(f"{printable(ticket.number)} updated")
         return 0
     end = args.end or now.astimezone(zone).date()
     start = args.start or end - timedelta(days=29)

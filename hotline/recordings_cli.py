@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from hotline.config import Settings
 from hotline.storage import Transactions, create_engine, transactions_for, upgrade_database
+from hotline.terminal import json_text, printable
 from recording.db import (
     Recording,
     mark_integrity,
@@ -100,7 +101,7 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(settings, args))
     except UserError as error:
-        print(f"hotline: {error}", file=sys.stderr)
+        print(f"hotline: {printable(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -193,8 +194,8 @@ async def _verify(store: RecordingStore, units: Transactions, as_json: bool) -> 
         print(json.dumps({"checked": len(recordings), "ok": len(verdicts["ok"]), **problems}))
     else:
         for verdict, keys in problems.items():
-            for key in keys:
-                print(f"{verdict:<16}{key}")
+            for key in keys:  # a stored file without a row may be named anything
+                print(f"{verdict:<16}{printable(key)}")
         print(
             f"checked {len(recordings)} recordings: {len(verdicts['ok'])} ok, "
             f"{len(verdicts['missing'])} missing, {len(verdicts['changed'])} changed; "
@@ -213,7 +214,8 @@ async def _purge(
     size_mb = sum(r.size_bytes for r in candidates) / 1e6
     if not apply:
         for recording in candidates[:20]:
-            print(f"would delete  {recording.key}  ticket {recording.ticket or '-'}")
+            key, ticket = printable(recording.key), printable(recording.ticket or "-")
+            print(f"would delete  {key}  ticket {ticket}")
         if len(candidates) > 20:
             print(f"… and {len(candidates) - 20} more")
         print(
@@ -242,13 +244,14 @@ async def _list(units: Transactions, args: argparse.Namespace) -> int:
         lambda connection: recordings_of(connection, uniqueid=args.call, ticket=args.ticket)
     )
     if args.json:
-        print(json.dumps([_recording_json(r) for r in found], ensure_ascii=False))
+        print(json_text([_recording_json(r) for r in found]))
         return 0
     print(f"{'id':>6}  {'day':<11}{'ticket':<24}{'agent':<16}{'seconds':>8}  sha256")
     for r in found:
+        ticket, agent = printable(r.ticket or "-"), printable(r.agent_interface or "-")
         print(
-            f"{r.id:>6}  {r.recorded_on!s:<11}{r.ticket or '-':<24}{r.agent_interface or '-':<16}"
-            f"{r.duration_seconds:>8.1f}  {r.sha256[:16]}"
+            f"{r.id:>6}  {r.recorded_on!s:<11}{ticket:<24}{agent:<16}"
+            f"{r.duration_seconds:>8.1f}  {printable(r.sha256[:16])}"
         )
     return 0
 
@@ -291,7 +294,7 @@ async def _users(units: Transactions, args: argparse.Namespace, password: str) -
         if not await units(lambda connection: remove_user(connection, args.username)):
             print(f"hotline: no user {args.username!r}", file=sys.stderr)
             return 1
-        print(f"removed {args.username}")
+        print(f"removed {printable(args.username)}")
         return 0
     users = await units(list_users)
     if args.json:
@@ -301,5 +304,6 @@ async def _users(units: Transactions, args: argparse.Namespace, password: str) -
         print(json.dumps(shown))
     else:
         for user in users:
-            print(f"{user.username:<20}{user.role.value:<12}{','.join(user.phones) or '-'}")
+            phones = printable(",".join(user.phones) or "-")
+            print(f"{printable(user.username):<20}{user.role.value:<12}{phones}")
     return 0

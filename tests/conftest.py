@@ -10,7 +10,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy.engine import make_url
+
+# Property tests that pin their examples (the same ones on every machine and in CI) search on
+# at random, for longer, under HYPOTHESIS_PROFILE=explore; a failure found there is replayed
+# from .hypothesis/ and then kept in the test as an explicit case.
+settings.register_profile(
+    "explore",
+    max_examples=1000,
+    derandomize=False,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL_SESSION = FIXTURES / "hotline-3-agents-40-calls.ami"

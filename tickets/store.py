@@ -1,9 +1,9 @@
 """Tickets in the database: creation with a per-day serial, matching, signing, listing.
 
 Times are stored in UTC (SQLite keeps no zone, so every value is converted before it is written
-and read back as UTC). Creation and status moves each run in one transaction; the day's serial is
-taken with an upsert that PostgreSQL and SQLite both make atomic, so two processes (``hotline run``
-and ``hotline agi``) never hand out the same number.
+and read back as UTC). Creation, and a change of fields with a status move, each run in one
+transaction; the day's serial is taken with an upsert that PostgreSQL and SQLite both make atomic,
+so two processes (``hotline run`` and ``hotline agi``) never hand out the same number.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    or_,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -314,19 +315,26 @@ class TicketStore:
     # -- people's side --------------------------------------------------------------------------
 
     async def set_status(self, number: str, wanted: TicketStatus, at: datetime) -> Ticket:
+        return await self.update(number, None, wanted, at)
+
+    async def edit(self, number: str, edit: TicketEdit, at: datetime) -> Ticket:
+        return await self.update(number, edit, None, at)
+
+    async def update(
+        self, number: str, edit: TicketEdit | None, wanted: TicketStatus | None, at: datetime
+    ) -> Ticket:
+        """Change fields and move the status in one transaction: a refused move (or a bad
+        field) leaves the ticket exactly as it was, the fields included."""
+        changes = edit.changes() if edit is not None else None
         at = utc(at)
         async with self._sessions.begin() as session:
             row = await self._row(session, number, lock=True)
-            _apply(row, move(TicketStatus(row.status), wanted, at, _stamps(row)))
-            if wanted is TicketStatus.CONTACTED and row.callback_requested_at is not None:
-                row.called_back_at = row.called_back_at or at
-            return Ticket.from_row(row)
-
-    async def edit(self, number: str, edit: TicketEdit, at: datetime) -> Ticket:
-        changes = edit.changes()
-        async with self._sessions.begin() as session:
-            row = await self._row(session, number, lock=True)
-            _apply(row, {**changes, "updated_at": utc(at)})
+            if changes is not None:
+                _apply(row, {**changes, "updated_at": at})
+            if wanted is not None:
+                _apply(row, move(TicketStatus(row.status), wanted, at, _stamps(row)))
+                if wanted is TicketStatus.CONTACTED and row.callback_requested_at is not None:
+                    row.called_back_at = row.called_back_at or at
             return Ticket.from_row(row)
 
     async def get(self, number: str) -> Ticket:
@@ -341,9 +349,17 @@ class TicketStore:
         opened_from: datetime | None = None,
         opened_until: datetime | None = None,
         only_open: bool = False,
+        owners_or_nobody: Sequence[str] | None = None,
         limit: int = 100,
     ) -> list[Ticket]:
+        """Tickets newest first; ``owners_or_nobody`` keeps those these agent interfaces own
+        and those nobody owns yet (what an agent may see)."""
         query = select(TicketRow).order_by(TicketRow.opened_at.desc(), TicketRow.id.desc())
+        if owners_or_nobody is not None:
+            owned = TicketRow.owner_agent.is_(None)
+            if owners_or_nobody:
+                owned = or_(owned, TicketRow.owner_agent.in_(list(owners_or_nobody)))
+            query = query.where(owned)
         if status is not None:
             query = query.where(TicketRow.status == status.value)
         if only_open:

@@ -225,6 +225,12 @@ class WebhookSender:
         self._url = url
         self._origin = _origin(parsed)
         self._path = parsed.raw_path_qs if len(parsed.raw_path_qs) > 1 else ""
+        # The query and user info in every spelling a library may quote them in (a user name
+        # only as URLs write it, followed by ":" or "@", so a host of that name stays readable).
+        users = {user for user in (parsed.raw_user, parsed.user) if user}
+        secrets = {parsed.raw_query_string, parsed.query_string, parsed.raw_password}
+        secrets |= {parsed.password or ""} | {user + end for user in users for end in ":@"}
+        self._secrets = sorted((text for text in secrets if text), key=len, reverse=True)
         self._key = secret.encode("utf-8")
         self._timeout = timeout
         self._max_attempts = max_attempts
@@ -456,9 +462,14 @@ class WebhookSender:
             return _Outcome.RETRY, self._scrub(f"{type(error).__name__}: {error}"), None
 
     def _scrub(self, message: str) -> str:
-        """Keep the URL's path (a CTI endpoint's token) out of a message bound for the log."""
+        """Keep the URL's path, query and user info (where a CTI endpoint's token is) out of a
+        message bound for the log; only the origin ever shows."""
         message = message.replace(self._url, self._origin)
-        return message.replace(self._path, "/…") if self._path else message
+        if self._path:
+            message = message.replace(self._path, "/…")
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return message
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Exponential back-off with jitter, or the receiver's own Retry-After; both capped."""

@@ -1,14 +1,19 @@
 """The panel's JSON API under ``/api/v1``: live statistics, tickets and calls.
 
-Agents see only their own calls and recordings (their softphone's interface) and may change only
-tickets they own or nobody has signed yet (the one popped up as their phone rings); supervisors
-and admins see and change everything. Bad input is a 400 with a message that says what to fix;
-an unknown ticket is a 404.
+Agents see only their own calls and recordings (their softphone's interface), only the tickets
+of their phones or nobody's yet (the one popped up as their phone rings), and the statistics
+board without other agents' callers, as their live socket shows it; they may change only tickets
+they own or nobody has signed yet. Supervisors and admins see and change everything. Another
+agent's ticket is as unknown to an agent as a ticket that does not exist: a 404 either way.
+
+Bad input is a 400 with a message that says what to fix (a body over ``MAX_BODY`` a 413), decided
+before anything is written: a ticket's fields and status change together or not at all.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -27,32 +32,89 @@ from tickets.sla import SlaReport
 from tickets.store import Ticket, TicketEdit, TicketStore
 from tickets.views import call_json, local_time, ticket_json
 from web.auth import current_user
-from web.errors import json_error
+from web.bodies import query_text, read_json
+from web.errors import json_error, json_refusals
+from web.live import without_callers
 from web.users import HEARS_EVERY_CALL, User
 
 MAX_LIMIT = 500
+MAX_BODY = 64 * 1024
 EDITABLE = ("category", "description", "department", "satisfaction")
+TEXT_FIELDS = ("category", "description", "department")
+# Days a query may start from: converting a day far outside them to UTC overflows.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2200, 12, 31)
+_LIMIT = re.compile(r"[0-9]{1,9}")  # ASCII only: "²".isdigit() is True, int("²") fails
+_TICKET_NUMBER = re.compile(r"[0-9A-Za-z]{1,16}-[0-9]{8}-[0-9]{6,9}")
+_STATUSES = tuple(status.value for status in TicketStatus)
 
 
 def _limit(request: web.Request, default: int = 50) -> int:
-    text = request.query.get("limit", str(default))
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    text = query_text(request, "limit")
+    if text is None:
+        return default
+    if not _LIMIT.fullmatch(text) or not 1 <= int(text) <= MAX_LIMIT:
         raise json_error(400, f"limit is a number from 1 to {MAX_LIMIT}")
     return int(text)
 
 
 def _day(request: web.Request, name: str) -> date | None:
-    text = request.query.get(name)
+    text = query_text(request, name)
     if not text:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise json_error(400, f"{name} is a day, YYYY-MM-DD") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise json_error(400, f"{name} is a day from {FIRST_DAY} to {LAST_DAY}")
+    return day
+
+
+def _caller_digits(request: web.Request) -> str | None:
+    caller = query_text(request, "caller")
+    return normalise_number(caller).digits if caller else None
 
 
 def sees_every_call(user: User) -> bool:
     return user.role in HEARS_EVERY_CALL
+
+
+def sees_ticket(user: User, ticket: Ticket) -> bool:
+    """Supervisors see every ticket; an agent those of their phones and those nobody owns."""
+    return sees_every_call(user) or ticket.owner_agent in (None, *user.phones)
+
+
+def ticket_changes(body: object) -> tuple[TicketEdit | None, TicketStatus | None]:
+    """A PATCH body checked whole, before anything is written: the field edit and the status.
+
+    Text fields are text or null (null: leave as it is); satisfaction is a whole score from 1 to
+    5 (JSON ``true`` and ``3.5`` are not scores, though Python would take them for one).
+    """
+    if not isinstance(body, dict) or not body:
+        raise json_error(400, "send a JSON object with the fields to change")
+    unknown = set(body) - {*EDITABLE, "status"}
+    if unknown:
+        shown = ", ".join(sorted(name[:40] for name in unknown))
+        raise json_error(400, f"fields that cannot be changed here: {shown}")
+    for name in TEXT_FIELDS:
+        if not isinstance(body.get(name), str | None):
+            raise json_error(400, f"{name} is text (or null to leave it as it is)")
+    satisfaction = body.get("satisfaction")
+    if satisfaction is not None and (type(satisfaction) is not int or not 1 <= satisfaction <= 5):
+        raise json_error(400, "satisfaction is a whole score from 1 to 5")
+    edit = None
+    if any(name in body for name in EDITABLE):
+        edit = TicketEdit(*(body.get(name) for name in EDITABLE))
+        try:
+            edit.changes()
+        except TicketError as error:
+            raise json_error(400, str(error)) from None
+    status = None
+    if "status" in body:
+        if body["status"] not in _STATUSES:
+            raise json_error(400, "status is one of " + ", ".join(_STATUSES))
+        status = TicketStatus(body["status"])
+    return edit, status
 
 
 def calls_query(
@@ -88,32 +150,39 @@ class PanelApi:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/api/v1/stats", self.get_stats, name="stats")
-        app.router.add_get("/api/v1/tickets", self.list_tickets, name="tickets")
-        app.router.add_get("/api/v1/tickets/{number}", self.get_ticket, name="ticket")
-        app.router.add_patch("/api/v1/tickets/{number}", self.patch_ticket, name="ticket-edit")
-        app.router.add_get("/api/v1/calls", self.list_calls, name="calls")
+        routes = app.router
+        routes.add_get("/api/v1/stats", json_refusals(self.get_stats), name="stats")
+        routes.add_get("/api/v1/tickets", json_refusals(self.list_tickets), name="tickets")
+        routes.add_get("/api/v1/tickets/{number}", json_refusals(self.get_ticket), name="ticket")
+        routes.add_patch(
+            "/api/v1/tickets/{number}", json_refusals(self.patch_ticket), name="ticket-edit"
+        )
+        routes.add_get("/api/v1/calls", json_refusals(self.list_calls), name="calls")
 
     async def get_stats(self, request: web.Request) -> web.Response:
+        user = current_user(request)
         snapshot = await self.stats()
         if snapshot is None:
             return web.json_response({"error": "no statistics yet"}, status=503)
+        if not sees_every_call(user):
+            snapshot = without_callers(snapshot)
         return web.json_response(snapshot, dumps=_dumps)
 
     async def list_tickets(self, request: web.Request) -> web.Response:
-        current_user(request)
-        status = request.query.get("status")
-        if status is not None and status not in {s.value for s in TicketStatus}:
-            raise json_error(400, "status is one of " + ", ".join(s.value for s in TicketStatus))
-        caller = request.query.get("caller")
+        user = current_user(request)
+        status = query_text(request, "status")
+        if status is not None and status not in _STATUSES:
+            raise json_error(400, "status is one of " + ", ".join(_STATUSES))
+        caller_digits = _caller_digits(request)
         since = _day(request, "since")
         overdue = request.query.get("overdue") == "true"
         limit = _limit(request)
         found = await self.tickets.list(
             status=TicketStatus(status) if status else None,
-            caller_digits=normalise_number(caller).digits if caller else None,
+            caller_digits=caller_digits,
             opened_from=datetime.combine(since, time(), self.zone) if since else None,
             only_open=request.query.get("open") == "true" or overdue,
+            owners_or_nobody=None if sees_every_call(user) else user.phones,
             limit=100_000 if overdue else limit,
         )
         now = self.clock()
@@ -122,15 +191,22 @@ class PanelApi:
             rows = [(t, r) for t, r in rows if r.on_time is False][:limit]
         return web.json_response([ticket_json(t, r, self.zone) for t, r in rows], dumps=_dumps)
 
-    async def _ticket(self, number: str) -> Ticket:
-        try:
-            return await self.tickets.get(number)
-        except TicketError:
-            raise json_error(404, "no such ticket") from None
+    async def _ticket(self, request: web.Request, user: User) -> Ticket:
+        """The ticket the path names, if this user may see it (else the same 404 as unknown)."""
+        number = request.match_info["number"]
+        if _TICKET_NUMBER.fullmatch(number):
+            try:
+                ticket = await self.tickets.get(number)
+            except TicketError:
+                pass
+            else:
+                if sees_ticket(user, ticket):
+                    return ticket
+        raise json_error(404, "no such ticket")
 
     async def get_ticket(self, request: web.Request) -> web.Response:
         user = current_user(request)
-        ticket = await self._ticket(request.match_info["number"])
+        ticket = await self._ticket(request, user)
         document = ticket_json(ticket, self.sla(ticket, self.clock()), self.zone)
         calls = await self.tickets.calls_of(ticket.number)
         recordings = await self.units(lambda c: recordings_of(c, ticket=ticket.number))
@@ -155,46 +231,30 @@ class PanelApi:
 
     async def patch_ticket(self, request: web.Request) -> web.Response:
         user = current_user(request)
-        ticket = await self._ticket(request.match_info["number"])
+        ticket = await self._ticket(request, user)
         if not sees_every_call(user) and ticket.owner_agent not in (None, user.agent_interface):
             raise json_error(403, "agents change only their own tickets, or unsigned ones")
-        try:
-            body = await request.json()
-        except ValueError:
-            raise json_error(400, "send a JSON object") from None
-        if not isinstance(body, dict) or not body:
-            raise json_error(400, "send a JSON object with the fields to change")
-        unknown = set(body) - {*EDITABLE, "status"}
-        if unknown:
-            raise json_error(
-                400, f"fields that cannot be changed here: {', '.join(sorted(unknown))}"
-            )
+        edit, status = ticket_changes(await read_json(request, max_bytes=MAX_BODY))
         now = self.clock()
         try:
-            if any(name in body for name in EDITABLE):
-                ticket = await self.tickets.edit(
-                    ticket.number, TicketEdit(*(body.get(name) for name in EDITABLE)), now
-                )
-            if "status" in body:
-                ticket = await self.tickets.set_status(
-                    ticket.number, TicketStatus(body["status"]), now
-                )
-        except (TicketError, ValueError, TypeError) as error:
+            ticket = await self.tickets.update(ticket.number, edit, status, now)
+        except TicketError as error:
             raise json_error(400, str(error)) from None
         return web.json_response(ticket_json(ticket, self.sla(ticket, now), self.zone))
 
     async def list_calls(self, request: web.Request) -> web.Response:
         user = current_user(request)
         since = _day(request, "since")
-        caller = request.query.get("caller")
-        agent = request.query.get("agent") if sees_every_call(user) else user.agent_interface
+        caller_digits = _caller_digits(request)
+        wanted = query_text(request, "agent")
+        agent = wanted if sees_every_call(user) else user.agent_interface
         limit = _limit(request)
         rows = await self.units(
             lambda connection: calls_query(
                 connection,
                 agent=agent,
                 since=datetime.combine(since, time(), self.zone) if since else None,
-                caller_digits=normalise_number(caller).digits if caller else None,
+                caller_digits=caller_digits,
                 limit=limit,
             )
         )

@@ -16,7 +16,7 @@ from web.live import LiveHub
 from web.metrics import Metrics
 from web.recordings import RecordingPlayback
 from web.sessions import LoginThrottle, SessionCodec
-from web.users import Authenticator
+from web.users import Authenticator, User
 
 HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -26,10 +26,20 @@ STATIC_DIR = Path(__file__).with_name("static")
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """No login: says whether AMI, the database and the bus are up (503 when one is not)."""
+    """Whether AMI, the database, the bus and FastAGI are up (503 when one is not).
+
+    Anyone may ask (load balancers and monitors have no login), so without one the answer is
+    only ``ok`` and each vital part's ``up``: paths, error texts and counters tell an outsider
+    how the hotline is built and how busy it is. A logged-in user gets the whole report.
+    """
     report = await request.app[HEALTH_PROBE]()
-    healthy = all(report[part]["up"] for part in VITAL_PARTS if part in report)
-    return web.json_response({"ok": healthy, **report}, status=200 if healthy else 503)
+    vital = [part for part in VITAL_PARTS if part in report]
+    healthy = all(report[part]["up"] for part in vital)
+    status = 200 if healthy else 503
+    if isinstance(request.get(auth.USER), User):
+        return web.json_response({"ok": healthy, **report}, status=status)
+    shown = {part: {"up": bool(report[part]["up"])} for part in vital}
+    return web.json_response({"ok": healthy, **shown}, status=status)
 
 
 @dataclass

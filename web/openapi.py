@@ -137,7 +137,8 @@ DOCUMENT: dict[str, Any] = {
     "paths": {
         "/healthz": {
             "get": {
-                "summary": "whether AMI, the database, the bus and FastAGI are up",
+                "summary": "whether AMI, the database, the bus and FastAGI are up (the full "
+                "report with their counters after a login)",
                 "security": [],
                 "responses": {
                     "200": _json({"type": "object"}, "all vital parts up"),
@@ -199,13 +200,14 @@ DOCUMENT: dict[str, Any] = {
         },
         "/api/v1/stats": {
             "get": {
-                "summary": "live statistics: the shape of `hotline replay --json`, plus seq and at",
+                "summary": "live statistics: the shape of `hotline replay --json`, plus seq and "
+                "at (agents: without other agents' callers)",
                 "responses": {"200": _json({"type": "object"}), **_refused(401, 503)},
             }
         },
         "/api/v1/tickets": {
             "get": {
-                "summary": "tickets, newest first",
+                "summary": "tickets, newest first (agents: their phones' and unsigned ones)",
                 "parameters": [
                     _query("status", "only this status", {"type": "string"}),
                     _query("open", "only open tickets", {"enum": ["true", "false"]}),
@@ -224,7 +226,8 @@ DOCUMENT: dict[str, Any] = {
         },
         "/api/v1/tickets/{number}": {
             "get": {
-                "summary": "one ticket with its SLA clocks, calls and recordings",
+                "summary": "one ticket with its SLA clocks, calls and recordings "
+                "(agents: their phones' tickets and unsigned ones)",
                 "parameters": [_TICKET_NUMBER],
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Ticket"}),
@@ -232,12 +235,13 @@ DOCUMENT: dict[str, Any] = {
                 },
             },
             "patch": {
-                "summary": "change a ticket's status or fields (agents: their own tickets)",
+                "summary": "change a ticket's status and fields together, or nothing "
+                "(agents: their own tickets; at most 64 KiB of JSON)",
                 "parameters": [_TICKET_NUMBER],
                 "requestBody": _body({"$ref": "#/components/schemas/TicketEdit"}),
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Ticket"}),
-                    **_refused(400, 401, 403, 404),
+                    **_refused(400, 401, 403, 404, 413),
                 },
             },
         },
