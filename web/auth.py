@@ -1,22 +1,31 @@
 """Login, logout and the middleware that says who each request is, before any handler runs.
 
-A request is someone when it carries a valid session cookie, or HTTP Basic credentials (scripts,
+A request is someone when it carries a live session cookie, or HTTP Basic credentials (scripts,
 ``curl``). Routes are closed unless their name is in ``PUBLIC_ROUTES``: an API route answers 401,
-a page sends the browser to the login page. Requests that change state with a cookie must carry
-the session's CSRF token; Basic requests cannot be forged by another site, so they need none.
+a page sends the browser to the login page.
+
+Every password check, the login form's and HTTP Basic's alike, goes through one ``LoginThrottle``
+(see ``web.sessions``). Every state-changing request must come from the panel's own origin (or
+from no browser at all: no ``Origin``, no cross-site ``Sec-Fetch-Site``), so another site can
+neither log a browser in as someone else nor make a Basic-authenticated browser change anything;
+cookie requests must also carry the session's CSRF token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from yarl import URL
 
+from web.bodies import read_json
 from web.errors import json_error
 from web.sessions import (
     COOKIE_NAME,
     CSRF_HEADER,
+    Blocked,
     LoginThrottle,
     Session,
     SessionCodec,
@@ -38,6 +47,9 @@ SESSION = web.RequestKey("session", object)  # the Session of a cookie, or None
 PUBLIC_ROUTES = frozenset(
     {"healthz", "metrics", "login", "login-page", "static", "recording-audio"}
 )
+# Public routes that never ask who is calling: no session read, no password check for them.
+# /healthz asks (a logged-in caller gets the whole report) but answers anyone.
+ANONYMOUS_ROUTES = PUBLIC_ROUTES - {"recording-audio", "healthz"}
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_LOGIN_BODY = 4096
 
@@ -52,27 +64,115 @@ def current_user(request: web.Request) -> User:
     return user
 
 
-def _refuse(request: web.Request, status: int, error: str) -> web.StreamResponse:
+def same_origin(request: web.Request) -> bool:
+    """Whether a request comes from the panel's own pages, or from no browser at all.
+
+    ``Origin`` must name this server (scheme, host, port; https also counts when the panel is
+    served with secure cookies, i.e. behind a TLS proxy). Without it, a browser's
+    ``Sec-Fetch-Site: cross-site`` is refused; with neither header it is a script, allowed.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return request.headers.get("Sec-Fetch-Site", "").lower() != "cross-site"
+    try:
+        sent = URL(origin)
+        schemes = {request.scheme, "https"} if request.app[SECURE_COOKIES] else {request.scheme}
+        own = [URL(f"{scheme}://{request.host}") for scheme in schemes]
+    except ValueError:
+        return False
+    if not sent.is_absolute() or sent.host is None or sent.path not in ("", "/"):
+        return False
+    return any(
+        (sent.scheme, sent.host.lower(), sent.port)
+        == (mine.scheme, (mine.host or "").lower(), mine.port)
+        for mine in own
+    )
+
+
+def _is_upgrade(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def _refuse(
+    request: web.Request, status: int, error: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The refusal of a request; a refused WebSocket upgrade also closes its connection."""
     if request.path.startswith("/api/"):
-        return web.json_response({"error": error}, status=status)
-    if status == 401:
+        response = web.json_response({"error": error}, status=status, headers=headers)
+    elif status == 401:
         raise web.HTTPFound("/login")
-    return web.Response(status=status, text=error)
+    else:
+        response = web.Response(status=status, text=error, headers=headers)
+    if _is_upgrade(request):
+        response.force_close()
+    return response
+
+
+def _too_many(request: web.Request, blocked: Blocked) -> web.Response:
+    retry = {"Retry-After": str(int(blocked.retry_after) + 1)}
+    return _refuse(request, 429, "too many failed logins; try again later", retry)
+
+
+async def authenticate(
+    request: web.Request, username: str, password: str, how: str
+) -> User | Blocked | None:
+    """Check a password through the login throttle: the user, None, or ``Blocked`` (then the
+    password was not checked at all). A failure is logged, whatever ``how`` it came."""
+    remote = request.remote or "?"
+    attempt = request.app[THROTTLE].reserve(remote, username, password)
+    if isinstance(attempt, Blocked):
+        return attempt
+    user: User | None = None
+    try:
+        if attempt.delay > 0:  # a name many have guessed at: slowed down, never locked out
+            await asyncio.sleep(attempt.delay)
+        user = await request.app[AUTHENTICATOR].check(username, password)
+    finally:  # an attempt given up half way counts as failed: it did not show the password
+        if user is not None:
+            attempt.succeeded()
+        elif attempt.failed():
+            log.warning("failed %s for %r from %s", how, username[:64], remote)
+    return user
+
+
+async def still_signed_in(request: web.Request) -> User | None:
+    """The caller of a long request as they are now: None once their session has ended (logout,
+    new password, role or phones, removal) or their Basic password no longer works."""
+    session = request.get(SESSION)
+    if isinstance(session, Session):
+        return session.user if await request.app[SESSIONS].alive(session) else None
+    credentials = basic_credentials(request.headers.get("Authorization"))
+    if credentials is None:
+        return None
+    return await request.app[AUTHENTICATOR].check(*credentials)
 
 
 @web.middleware
 async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    session: Session | None = request.app[SESSIONS].read(request.cookies.get(COOKIE_NAME))
+    request[SESSION] = None
+    request[USER] = None
+    if request.method not in SAFE_METHODS and not same_origin(request):
+        return _refuse(request, 403, "cross-site request refused")
+    route = request.match_info.route.name
+    if route in ANONYMOUS_ROUTES or request.match_info.http_exception is not None:
+        return await handler(request)
+    session = await request.app[SESSIONS].read(request.cookies.get(COOKIE_NAME))
     user = session.user if session is not None else None
+    blocked: Blocked | None = None
     if user is None:
         credentials = basic_credentials(request.headers.get("Authorization"))
         if credentials is not None:
-            user = await request.app[AUTHENTICATOR].check(*credentials)
+            outcome = await authenticate(request, *credentials, how="HTTP Basic login")
+            if isinstance(outcome, Blocked):
+                blocked = outcome
+            else:
+                user = outcome
     request[SESSION] = session
     request[USER] = user
-    route = request.match_info.route.name
-    if route in PUBLIC_ROUTES or request.match_info.http_exception is not None:
+    if route in PUBLIC_ROUTES:
         return await handler(request)
+    if blocked is not None:
+        return _too_many(request, blocked)
     if user is None:
         return _refuse(request, 401, "login required")
     if (
@@ -85,44 +185,35 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
 
 
 async def login(request: web.Request) -> web.Response:
-    """``POST /api/v1/login`` with ``{"username", "password"}``: a session cookie, or 401/429."""
-    if request.content_length is not None and request.content_length > MAX_LOGIN_BODY:
-        return web.json_response({"error": "request too large"}, status=413)
-    try:
-        body = await request.json()
-        username, password = body["username"], body["password"]
-        if not isinstance(username, str) or not isinstance(password, str):
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
+    """``POST /api/v1/login`` with ``{"username", "password"}`` as ``application/json`` (a form
+    another site can post is refused): a session cookie, or 401/429."""
+    if request.content_type != "application/json":
+        return web.json_response({"error": "send the login as application/json"}, status=415)
+    body = await read_json(request, max_bytes=MAX_LOGIN_BODY, max_depth=4)
+    username = body.get("username") if isinstance(body, dict) else None
+    password = body.get("password") if isinstance(body, dict) else None
+    if not isinstance(username, str) or not isinstance(password, str):
         return web.json_response(
             {"error": 'send JSON {"username": "...", "password": "..."}'}, status=400
         )
     remote = request.remote or "?"
-    throttle = request.app[THROTTLE]
-    wait = throttle.retry_after(remote, username)
-    if wait > 0:
-        return web.json_response(
-            {"error": "too many failed logins; try again later"},
-            status=429,
-            headers={"Retry-After": str(int(wait) + 1)},
-        )
-    user = await request.app[AUTHENTICATOR].check(username, password)
-    if user is None:
-        throttle.failed(remote, username)
-        log.warning("failed login for %r from %s", username[:64], remote)
+    outcome = await authenticate(request, username, password, how="login")
+    if isinstance(outcome, Blocked):
+        return _too_many(request, outcome)
+    if outcome is None:
         return web.json_response({"error": "wrong user name or password"}, status=401)
-    throttle.succeeded(username)
-    session, cookie = request.app[SESSIONS].issue(user)
-    response = web.json_response(session_json(session))
-    _set_session_cookie(request, response, cookie)
-    log.info("%s logged in from %s", user.username, remote)
-    return response
+    session, cookie = await request.app[SESSIONS].issue(outcome)
+    answer = web.json_response(session_json(session))
+    _set_session_cookie(request, answer, cookie)
+    log.info("%s logged in from %s", outcome.username, remote)
+    return answer
 
 
 async def logout(request: web.Request) -> web.Response:
+    """Ends the session for good: its row is deleted, so the cookie is refused even if kept."""
     session = request[SESSION]
     if isinstance(session, Session):
-        request.app[SESSIONS].revoke(session)
+        await request.app[SESSIONS].revoke(session)
     response = web.json_response({"ok": True})
     response.del_cookie(COOKIE_NAME, path="/")
     return response
@@ -148,18 +239,16 @@ def user_json(user: User) -> dict[str, object]:
 
 async def pick_phone(request: web.Request) -> web.Response:
     """``POST /api/v1/session/phone`` ``{"agent": "PJSIP/agent2"}``: work at another of one's
-    phones. The session is issued again for it (the old cookie is revoked)."""
+    phones. The session is issued again for it (the old one ends)."""
     session = request[SESSION]
     if not isinstance(session, Session):
         return web.json_response({"error": "a phone is picked in a browser session"}, status=400)
+    body = await read_json(request, max_bytes=MAX_LOGIN_BODY, max_depth=4)
     try:
-        body = await request.json()
         user = session.user.at_phone(str(body["agent"]))
     except (ValueError, KeyError, TypeError) as error:
         return web.json_response({"error": str(error).strip("'\"")}, status=400)
-    codec = request.app[SESSIONS]
-    codec.revoke(session)
-    new_session, cookie = codec.issue(user)
+    new_session, cookie = await request.app[SESSIONS].reissue(session, user)
     response = web.json_response(session_json(new_session))
     _set_session_cookie(request, response, cookie)
     log.info("%s works at %s", user.username, user.agent_interface)

@@ -3,6 +3,9 @@
 One subscription per bus channel serves every viewer: the hub copies each message into the
 viewers' own bounded queues. A viewer that falls behind is disconnected rather than allowed to
 slow the others; its page reconnects and starts again from a fresh snapshot.
+
+A viewer's login is checked again every ``recheck_seconds`` while the socket is open: a logout,
+a new password or role, or a removed user closes it within that time.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from hotline.bus import Bus
-from web.auth import current_user
-from web.users import HEARS_EVERY_CALL
+from web.auth import current_user, same_origin, still_signed_in
+from web.users import HEARS_EVERY_CALL, User
 
 log = logging.getLogger(__name__)
 
 VIEWER_QUEUE = 256
+RECHECK_SECONDS = 5.0
 CHANNELS = ("stats", "calls")
 # Messages of these channels are about one agent's call: an agent sees only their own.
 PER_AGENT_CHANNELS = frozenset({"calls"})
@@ -52,9 +56,16 @@ def without_callers(message: dict[str, Any]) -> dict[str, Any]:
 
 
 class LiveHub:
-    def __init__(self, bus: Bus, snapshot: Callable[[], Awaitable[dict[str, Any] | None]]) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        snapshot: Callable[[], Awaitable[dict[str, Any] | None]],
+        *,
+        recheck_seconds: float = RECHECK_SECONDS,
+    ) -> None:
         self.bus = bus
         self.snapshot = snapshot
+        self.recheck_seconds = recheck_seconds
         self._viewers: set[asyncio.Queue[Outgoing | None]] = set()
         self._loading: asyncio.Future[dict[str, Any] | None] | None = None
         self.counters = {
@@ -63,6 +74,7 @@ class LiveHub:
             "dropped_slow_viewers": 0,
             "snapshot_loads": 0,
             "snapshot_failures": 0,
+            "closed_ended_sessions": 0,
         }
 
     async def _snapshot_once(self) -> dict[str, Any] | None:
@@ -117,16 +129,19 @@ class LiveHub:
                     queue.get_nowait()
                     queue.put_nowait(None)
 
-    async def live(self, request: web.Request) -> web.WebSocketResponse:
+    async def live(self, request: web.Request) -> web.StreamResponse:
         user = current_user(request)
-        origin = request.headers.get("Origin")
-        if origin is not None and origin.split("://", 1)[-1] != request.host:
-            raise web.HTTPForbidden(text="cross-site WebSocket refused")
+        if not same_origin(request):
+            refused = web.Response(status=403, text="cross-site WebSocket refused")
+            refused.force_close()  # the upgrade is not done: nothing more on this connection
+            return refused
         socket = web.WebSocketResponse(heartbeat=20)
         await socket.prepare(request)
         queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(VIEWER_QUEUE)
         self._viewers.add(queue)
         self.counters["viewers"] = len(self._viewers)
+        reader: asyncio.Task[None] | None = None
+        getter: asyncio.Task[Outgoing | None] | None = None
         try:
             try:
                 snapshot = await self._snapshot_once()
@@ -141,28 +156,57 @@ class LiveHub:
                 first = without_callers(first)
             await socket.send_str(json.dumps(first, ensure_ascii=False, default=str))
             reader = asyncio.create_task(self._read_until_closed(socket))
+            loop = asyncio.get_running_loop()
+            recheck_at = self._next_beat(loop.time())
             while not reader.done():
-                getter = asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
+                if getter is None:
+                    getter = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, reader},
+                    timeout=max(recheck_at - loop.time(), 0.0),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if getter in done:
+                    message, getter = getter.result(), None
+                    if message is None:
+                        break
+                    if sees_calls or message.agent in (None, user.agent_interface):
+                        if not sees_calls and message.text_for_agents is not None:
+                            await socket.send_str(message.text_for_agents)
+                        else:
+                            await socket.send_str(message.text)
+                        self.counters["sent"] += 1
+                elif reader in done:
                     break
-                message = getter.result()
-                if message is None:
-                    break
-                if not sees_calls and message.agent not in (None, user.agent_interface):
-                    continue
-                if not sees_calls and message.text_for_agents is not None:
-                    await socket.send_str(message.text_for_agents)
-                else:
-                    await socket.send_str(message.text)
-                self.counters["sent"] += 1
-            reader.cancel()
+                if loop.time() >= recheck_at:
+                    if not await self._still_viewer(request, user):
+                        self.counters["closed_ended_sessions"] += 1
+                        await socket.close(code=1008, message=b"session ended")
+                        break
+                    recheck_at = self._next_beat(loop.time())
         finally:
+            for task in (reader, getter):
+                if task is not None:
+                    task.cancel()
             self._viewers.discard(queue)
             self.counters["viewers"] = len(self._viewers)
             await socket.close()
         return socket
+
+    def _next_beat(self, now: float) -> float:
+        """Every socket rechecks on the same beat, so their checks share one query."""
+        return (now // self.recheck_seconds + 1) * self.recheck_seconds
+
+    @staticmethod
+    async def _still_viewer(request: web.Request, user: User) -> bool:
+        """Whether the socket's viewer is still logged in as who they were when it opened. A
+        database that cannot answer right now keeps the socket: the next check will ask again."""
+        try:
+            now = await still_signed_in(request)
+        except Exception as error:
+            log.warning("live viewer's session could not be checked: %s", error)
+            return True
+        return now == user
 
     @staticmethod
     async def _read_until_closed(socket: web.WebSocketResponse) -> None:

@@ -2,9 +2,14 @@
 
 Roles decide what a person may hear: ``admin`` and ``supervisor`` every recording, ``agent`` only
 the calls they took themselves (their softphone's interface, e.g. ``PJSIP/agent1``). Passwords are
-kept as scrypt hashes; checking one costs tens of milliseconds, so it runs in a worker thread and a
-successful check is remembered for a minute (an audio element sends many Range requests), so a
-changed password or a removed user is refused at most a minute later.
+kept as scrypt hashes; checking one costs tens of milliseconds, so it runs in a worker thread. A
+successful check is remembered for a minute (an audio element sends many Range requests) together
+with the stored hash it matched: each request still reads the user's row, and a changed password or
+a removed user is refused at once, without scrypt.
+
+Browser sessions are rows of ``web_sessions`` (``web.sessions`` reads and writes them). They live
+here, beside the users, because changing or removing a user ends that user's sessions in the same
+transaction, whichever process does it (the panel, or ``hotline users`` from a shell).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import hmac
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +62,22 @@ class UserRow(Base):
     role: Mapped[str] = mapped_column(String(16))
     agent_interfaces: Mapped[str] = mapped_column(String(400), default="")  # "PJSIP/a,PJSIP/b"
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WebSessionRow(Base):
+    """One logged-in browser. The key is a hash of the session id: the table alone (a backup, a
+    read-only look at the database) does not give anyone a cookie's id."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    agent_interface: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    phones: Mapped[str] = mapped_column(String(400), default="")  # "PJSIP/a,PJSIP/b"
+    csrf: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +148,21 @@ def _user_id(connection: Connection, username: object) -> int | None:
     return connection.execute(select(table.c.id).where(table.c.username == username)).scalar()
 
 
+def end_sessions(connection: Connection, username: object) -> int:
+    """Log the user out of every browser; how many sessions ended."""
+    table = WebSessionRow.__table__
+    return connection.execute(delete(table).where(table.c.username == username)).rowcount
+
+
 def save_user(connection: Connection, values: dict[str, object]) -> bool:
-    """Add the user, or replace role, interface and password of an existing one; True if new."""
+    """Add the user, or replace role, interface and password of an existing one; True if new.
+
+    Their sessions end in the same transaction: a session carries the role and phones it was
+    issued with, and whoever set a new password wants the old one's holders out now.
+    """
     table = UserRow.__table__
     found = _user_id(connection, values["username"])
+    end_sessions(connection, values["username"])
     if found is None:
         connection.execute(insert(table).values(**values))
         return True
@@ -139,7 +172,9 @@ def save_user(connection: Connection, values: dict[str, object]) -> bool:
 
 
 def remove_user(connection: Connection, username: str) -> bool:
+    """Remove the user and end their sessions; True if there was such a user."""
     table = UserRow.__table__
+    end_sessions(connection, username)
     return connection.execute(delete(table).where(table.c.username == username)).rowcount > 0
 
 
@@ -162,39 +197,61 @@ def _credentials(connection: Connection, username: str) -> tuple[User, str] | No
     return _user(row), row.password_hash
 
 
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    at: float
+    password_hash: str  # the stored hash the password matched: a new one means check again
+
+
 class Authenticator:
-    """Checks a user name and password against the users table, off the event loop."""
+    """Checks a user name and password against the users table, off the event loop.
+
+    A good password is remembered for ``remember_seconds`` (at most ``remember_max`` of them,
+    the least recently used forgotten first), keyed by a keyed digest of it, never the password.
+    A remembered one still costs a read of the user's row: it is accepted only while the row
+    holds the same hash, so a new password, a new role or a removal takes effect at once.
+    """
 
     def __init__(
         self,
         units: Transactions,
         *,
         remember_seconds: float = 60.0,
+        remember_max: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.units = units
         self.remember_seconds = remember_seconds
+        self.remember_max = remember_max
         self.clock = clock
-        self._recent: dict[tuple[str, bytes], tuple[float, User]] = {}
-        self._checking: dict[tuple[str, bytes], asyncio.Future[User | None]] = {}
+        self._key = secrets.token_bytes(32)
+        self._recent: OrderedDict[tuple[str, bytes], _Remembered] = OrderedDict()
+        self._checking: dict[tuple[str, bytes], asyncio.Future[tuple[User, str] | None]] = {}
 
     async def check(self, username: str, password: str) -> User | None:
-        token = (username, hashlib.sha256(password.encode()).digest())
+        token = (username, hmac.digest(self._key, password.encode(), "sha256"))
         remembered = self._recent.get(token)
-        if remembered is not None and self.clock() - remembered[0] < self.remember_seconds:
-            return remembered[1]
+        if remembered is not None and self.clock() - remembered.at < self.remember_seconds:
+            found = await self.units(lambda connection: _credentials(connection, username))
+            if found is not None and hmac.compare_digest(found[1], remembered.password_hash):
+                self._recent.move_to_end(token)
+                return found[0]  # as the row says now: a new role or phone shows at once
+        self._recent.pop(token, None)
         pending = self._checking.get(token)
         if pending is None:  # the same first login many times at once costs one scrypt
             pending = self._checking[token] = asyncio.ensure_future(self._check(username, password))
             pending.add_done_callback(lambda _: self._checking.pop(token, None))
-        user = await asyncio.shield(pending)
-        if user is not None:
-            if len(self._recent) > 1000:
-                self._recent.clear()
-            self._recent[token] = (self.clock(), user)
+        checked = await asyncio.shield(pending)
+        if checked is None:
+            return None
+        user, stored = checked
+        self._recent[token] = _Remembered(self.clock(), stored)
+        self._recent.move_to_end(token)
+        while len(self._recent) > self.remember_max:
+            self._recent.popitem(last=False)
         return user
 
-    async def _check(self, username: str, password: str) -> User | None:
+    async def _check(self, username: str, password: str) -> tuple[User, str] | None:
         found = await self.units(lambda connection: _credentials(connection, username))
         if found is None:
             await asyncio.to_thread(password_matches, password, _dummy_hash())  # same cost
@@ -202,7 +259,7 @@ class Authenticator:
         user, stored = found
         if not await asyncio.to_thread(password_matches, password, stored):
             return None
-        return user
+        return user, stored
 
 
 @functools.cache
@@ -235,7 +292,19 @@ def _add_if_missing(connection: Connection, values: dict[str, object]) -> bool:
 async def ensure_first_admin(units: Transactions, username: str, password: str) -> bool:
     """``HOTLINE_ADMIN_USER``/``_PASSWORD``: create that admin unless the name exists (an
     existing user keeps the password set with ``hotline users``); True if created."""
-    values = await user_values(username, Role.ADMIN, (), password)
+    return await add_user_if_missing(units, username, Role.ADMIN, password)
+
+
+async def add_user_if_missing(
+    units: Transactions,
+    username: str,
+    role: Role,
+    password: str,
+    phones: Sequence[str] = (),
+) -> bool:
+    """Create the user unless the name exists; an existing one keeps its role, password and
+    phones (``hotline demo`` on a database somebody already uses). True if created."""
+    values = await user_values(username, role, phones, password)
     return await units(lambda connection: _add_if_missing(connection, values))
 
 
