@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import AsyncIterator
@@ -86,6 +87,7 @@ class Panel:
     units: Transactions
     store_root: Path
     recording_id: int
+    playback: RecordingPlayback
 
     async def audits(self) -> list[dict[str, object]]:
         return await self.units(lambda connection: access_log(connection))
@@ -134,15 +136,16 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
         return 1
 
     recording_id = await units(seed)
+    playback = RecordingPlayback(units, store, clock=lambda: AT)
     parts = WebParts(
         _healthy,
-        SessionCodec(None),
+        SessionCodec(None, units),
         Authenticator(units),
-        playback=RecordingPlayback(units, store, clock=lambda: AT),
+        playback=playback,
     )
     client = TestClient(TestServer(create_app(parts)))
     await client.start_server()
-    yield Panel(client, units, tmp_path / "store", recording_id)
+    yield Panel(client, units, tmp_path / "store", recording_id, playback)
     await client.close()
     await units.close()
     await engine.dispose()
@@ -209,9 +212,10 @@ async def test_refusals_send_no_audio_and_are_audited(panel: Panel) -> None:
     assert refused.headers["Content-Range"] == f"bytes */{len(AUDIO)}"
 
     outcomes = [(a["username"], a["outcome"]) for a in reversed(await panel.audits())]
-    assert outcomes[:8] == [
-        ("", 401), ("", 401), ("", 401), ("zhao", 403),
-        ("wang", 404), ("wang", 404), ("wang", 404), ("li", 416),
+    # The three 401s (and the fourth above) come from one address within a minute: one row
+    # now, their count later (see test_an_anonymous_flood_writes_a_row_a_minute_per_address).
+    assert outcomes[:6] == [
+        ("", 401), ("zhao", 403), ("wang", 404), ("wang", 404), ("wang", 404), ("li", 416),
     ]  # fmt: skip
 
 
@@ -221,3 +225,86 @@ async def test_a_file_gone_from_the_store_is_a_404_not_a_crash(panel: Panel) -> 
     response = await panel.client.get(AUDIO_URL.format(panel.recording_id), headers=auth("wang"))
     assert response.status == 404
     assert (await panel.audits())[0]["byte_range"] == "missing"
+
+
+HUGE = "9" * 5000  # past the 4,300 digits int() takes
+
+
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        (f"bytes=0-{HUGE}", (0, 999)),  # to the end, like any last byte past it
+        (f"bytes=990-{HUGE}", (990, 999)),
+        (f"bytes=-{HUGE}", (0, 999)),  # a suffix longer than the file: all of it
+        (f"bytes={'0' * 5000}5-9", (5, 9)),  # leading zeros are no size
+        (f"bytes={'9' * 19}-3", None),  # last before first: malformed, the whole file
+    ],
+)
+def test_absurdly_long_positions_count_as_past_the_end(
+    header: str, expected: tuple[int, int] | None
+) -> None:
+    assert byte_range(header, 1000) == expected
+
+
+@pytest.mark.parametrize("header", [f"bytes={HUGE}-", f"bytes={HUGE}-{HUGE}"])
+def test_an_absurdly_long_first_position_cannot_be_satisfied(header: str) -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        byte_range(header, 1000)
+
+
+async def test_a_range_of_thousands_of_digits_is_not_a_server_error(panel: Panel) -> None:
+    url = AUDIO_URL.format(panel.recording_id)
+    response = await panel.client.get(url, headers={**auth("li"), "Range": f"bytes=0-{HUGE}"})
+    assert (response.status, await response.read()) == (206, AUDIO)
+    assert response.headers["Content-Range"] == f"bytes 0-{len(AUDIO) - 1}/{len(AUDIO)}"
+    beyond = await panel.client.get(url, headers={**auth("li"), "Range": f"bytes={HUGE}-"})
+    assert beyond.status == 416
+    assert [a["outcome"] for a in reversed(await panel.audits())] == [206, 416]
+
+
+async def test_an_anonymous_flood_writes_a_row_a_minute_per_address(panel: Panel) -> None:
+    url = AUDIO_URL.format(panel.recording_id)
+    for _ in range(500):
+        response = await panel.client.get(url)
+        assert response.status == 401
+        await response.release()
+    rows = await panel.audits()
+    assert [(a["username"], a["outcome"], a["byte_range"]) for a in rows] == [("", 401, "401 x 1")]
+    assert rows[0]["remote"] == "127.0.0.1"
+    assert rows[0]["requested_id"] == str(panel.recording_id)
+    assert rows[0]["at"].replace(tzinfo=UTC) == AT
+    assert panel.playback.counters["anonymous_refused"] == 500
+    assert panel.playback.counters["anonymous_folded"] == 499
+
+    # Logged-in users are still written one row a request, flood or not.
+    for _ in range(2):
+        assert (await panel.client.get(url, headers=auth("li"))).status == 200
+    assert [a["outcome"] for a in reversed(await panel.audits())] == [401, 200, 200]
+
+
+async def test_the_folded_count_is_written_when_the_window_ends(panel: Panel) -> None:
+    panel.playback.anonymous_window = 0.3
+    url = AUDIO_URL.format(panel.recording_id)
+    for recording in (panel.recording_id, 999, *[panel.recording_id] * 28, 4242):
+        assert (await panel.client.get(AUDIO_URL.format(recording))).status == 401
+    assert len(await panel.audits()) == 1
+    for _ in range(100):  # the window ends 0.3 s after the first refusal
+        await asyncio.sleep(0.02)
+        if len(await panel.audits()) == 2:
+            break
+    folded = (await panel.audits())[0]
+    assert (folded["byte_range"], folded["outcome"]) == ("401 x 30", 401)
+    assert folded["remote"] == "127.0.0.1"
+    assert folded["requested_id"] == "4242"  # the last one asked for
+    await asyncio.sleep(0.5)  # a quiet window: nothing more is written
+    assert len(await panel.audits()) == 2
+    assert (await panel.client.get(url)).status == 401  # written at once again
+    assert [a["byte_range"] for a in await panel.audits()] == ["401 x 1", "401 x 30", "401 x 1"]
+
+
+async def test_counts_still_folded_at_shutdown_are_written(panel: Panel) -> None:
+    url = AUDIO_URL.format(panel.recording_id)
+    for _ in range(10):
+        assert (await panel.client.get(url)).status == 401
+    await panel.client.close()
+    assert [a["byte_range"] for a in await panel.audits()] == ["401 x 9", "401 x 1"]
