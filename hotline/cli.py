@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("path", metavar="PATH", type=Path, help="the transcript")
     replay.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
-    commands.add_parser(
+    agi = commands.add_parser(
         "agi",
         help="run only the routing FastAGI server, in its own process",
         description=(
@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
             "database; free agents from the statistics snapshot that 'hotline run' keeps in Redis."
         ),
     )
+    # 'hotline run' starts its routing process with the link it talks over; not for people.
+    agi.add_argument("--link-fd", type=int, help=argparse.SUPPRESS)
 
     from hotline import manage, recordings_cli
 
@@ -130,6 +132,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
             replay_path=args.replay,
             replay_speed=args.speed,
             demo=args.command == "demo",
+            config_path=Path(args.config) if args.config else None,
         ),
         settings,
     )
@@ -177,7 +180,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 def _agi(settings: Settings, args: argparse.Namespace) -> int:
     from hotline.service import serve_agi
 
-    return _serve_until_stopped(serve_agi(settings), settings)
+    return _serve_until_stopped(serve_agi(settings, link_fd=args.link_fd), settings)
 
 
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:

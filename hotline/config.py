@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -56,6 +57,16 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     web_host: str = "127.0.0.1"
     web_port: int = Field(8080, ge=0, le=65535)
+    # The web port's guard (web/guard.py): seconds a client has to send a request's headers, seconds
+    # a connection may stay idle between requests, and how many connections may be open per
+    # client address (per /64 for IPv6) and in all. Behind a reverse proxy every client has the
+    # proxy's address: raise the per-address cap there. The total (a 1,500-seat centre keeps a
+    # live socket open per agent desk) is held under half the process's open-file limit, which
+    # ``hotline run`` raises to its hard limit at start, leaving the rest to the database.
+    web_header_timeout: float = Field(10.0, gt=0, le=300)
+    web_idle_timeout: float = Field(30.0, gt=0, le=3600)
+    web_max_connections_per_address: int = Field(128, ge=1, le=1_000_000)
+    web_max_connections: int = Field(4096, ge=1, le=1_000_000)
     # Recordings: the store (a local or mounted folder) and Asterisk's MixMonitor spool, as this
     # host sees it (the dialplan's HOTLINE_RECORDINGS_SPOOL).
     recordings_dir: Path = Path("./var/recordings")
@@ -75,6 +86,9 @@ class Settings(BaseSettings):
     emergency_queue: str = Field("emergency", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     emergency_numbers: tuple[str, ...] = ("110", "119", "120", "122")
     routing_budget_ms: float = Field(50.0, gt=0, le=2000)
+    # Where FastAGI routing runs: "process" (its own child process, so nothing the web side or
+    # the AMI ingest does can stall a call's route) or "inline" (in the bridge's own loop).
+    routing_process: Literal["process", "inline"] = "process"
     # Tickets: number prefix, how long an open ticket is reused, the 12345 SLA clocks.
     ticket_prefix: str = Field("12345", pattern=r"^[0-9A-Za-z]{1,16}$")
     ticket_match_days: int = Field(7, ge=1, le=365)
@@ -165,6 +179,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _web_caps(self) -> Settings:
+        if self.web_max_connections_per_address > self.web_max_connections:
+            raise ValueError(
+                f"web_max_connections_per_address ({self.web_max_connections_per_address}) is "
+                f"more than web_max_connections ({self.web_max_connections})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _signed_webhook(self) -> Settings:
         if self.webhook_url and not self.webhook_secret.get_secret_value():
             raise ValueError("webhook_url needs webhook_secret (events are HMAC-signed)")
@@ -208,7 +231,24 @@ class Settings(BaseSettings):
         shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
         if self.redis_url:
             shown["redis_url"] = make_url(self.redis_url).render_as_string(hide_password=True)
+        if self.webhook_url:
+            shown["webhook_url"] = masked_url(self.webhook_url)
         return shown
+
+
+def masked_url(url: str) -> str:
+    """``url`` fit for a log: user and password, query and fragment become ``***``.
+
+    Help desks hand out webhook URLs with the access token in the query (``?token=...``) or
+    as ``user:password@``; ``https://h/p?token=abc`` shows as ``https://h/p?***``.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    host = parts.netloc.rpartition("@")[2]
+    shown = f"{parts.scheme}://{'***@' if '@' in parts.netloc else ''}{host}{parts.path}"
+    return shown + ("?***" if parts.query else "") + ("#***" if parts.fragment else "")
 
 
 def _flatten_toml(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import secrets
 import signal
 import time
@@ -33,6 +34,7 @@ from ami.replay import ReplayClock, read_transcript, replay
 from hotline.bus import Bus, create_bus
 from hotline.config import Settings
 from hotline.domain import build_router, routing_rules, sla_policy, working_calendar
+from hotline.routing_process import COUNTERS_EVERY_SECONDS, ParentLink, RoutingProcess
 from hotline.storage import (
     Transactions,
     create_engine,
@@ -58,11 +60,12 @@ from tickets.webhook import WebhookSender
 from web.agent_actions import AgentActions
 from web.api import PanelApi
 from web.app import WebParts, create_app
+from web.guard import ConnectionLimits, GuardedSite, start_guarded_site
 from web.live import LiveHub
 from web.metrics import Metrics
 from web.recordings import RecordingPlayback
 from web.sessions import SessionCodec
-from web.users import Authenticator, Role, ensure_first_admin, set_password
+from web.users import Authenticator, Role, add_user_if_missing, ensure_first_admin
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +82,10 @@ class Bridge:
     settings: Settings
     engine: AsyncEngine
     units: Transactions
+    reads: Transactions  # read-only units for the web side's look-ups
     bus: Bus
     queues: QueueService
-    agi: FastAgiServer
+    agi: FastAgiServer | RoutingProcess
     ami: AmiClient | None
     replay_path: Path | None
     replay_clock: ReplayClock | None
@@ -93,6 +97,12 @@ class Bridge:
     webhook: WebhookSender | None = None
     routing_counters: Counter[str] = field(default_factory=Counter)
     web: WebParts = field(init=False)
+    web_site: GuardedSite | None = None  # the web port, once it listens
+
+    def _agi_health(self) -> dict[str, Any]:
+        if isinstance(self.agi, RoutingProcess):
+            return self.agi.health()
+        return {"up": True, "port": self.agi.port, "process": "inline", **self.agi.counters}
 
     async def health(self) -> dict[str, Any]:
         if self.ami is not None:
@@ -115,12 +125,15 @@ class Bridge:
             "ami": ami,
             "database": database,
             "bus": {"up": await self.bus.ping()},
-            "agi": {"up": True, "port": self.agi.port, **self.agi.counters},
+            "agi": self._agi_health(),
             "journal": {"pending_writes": self.queues.pending_writes, **self.queues.counters},
             "routing": dict(self.routing_counters),
             "tickets": dict(self.tickets.counters),
             "recordings": dict(self.recordings.counters),
             **({"live": dict(self.web.live.counters)} if self.web.live else {}),
+            **({"web": dict(self.web_site.counters)} if self.web_site else {}),
+            **({"playback": dict(self.web.playback.counters)} if self.web.playback else {}),
+            "sessions": dict(self.web.sessions.counters),
             **({"webhook": dict(self.webhook.counters)} if self.webhook else {}),
         }
 
@@ -170,7 +183,11 @@ def build_route_server(
 
 
 def build_bridge(
-    settings: Settings, *, replay_path: Path | None = None, replay_speed: float = 1.0
+    settings: Settings,
+    *,
+    replay_path: Path | None = None,
+    replay_speed: float = 1.0,
+    config_path: Path | None = None,
 ) -> Bridge:
     """Wire the real adapters. Nothing connects here; ``run_bridge`` starts them in order."""
     if replay_path is None and not settings.ami_secret.get_secret_value():
@@ -182,6 +199,7 @@ def build_bridge(
     pipeline = build_pipeline(settings, clock)
     sessions = session_factory(engine)
     units = transactions_for(engine)
+    reads = transactions_for(engine, read_only=True)
     ticket_store = TicketStore(sessions, settings.zone, settings.ticket_prefix, units)
     tickets = TicketService(
         ticket_store,
@@ -205,15 +223,25 @@ def build_bridge(
         queue_log=settings.queue_log if replay_path is None else None,
     )
     routing_counters: Counter[str] = Counter()
-    agi = build_route_server(
-        settings,
-        engine,
-        units,
-        queues.free_agents,
-        on_routed=queues.on_routed,
-        counters=routing_counters,
-        clock=clock,
-    )
+    agi: FastAgiServer | RoutingProcess
+    if settings.routing_process == "process":
+        agi = RoutingProcess(
+            free_agents=queues.free_agents,
+            on_routed=queues.on_routed,
+            routing_counters=routing_counters,
+            port=settings.agi_port,
+            config_path=config_path,
+        )
+    else:
+        agi = build_route_server(
+            settings,
+            engine,
+            units,
+            queues.free_agents,
+            on_routed=queues.on_routed,
+            counters=routing_counters,
+            clock=clock,
+        )
     ami = None
     if replay_path is None:
         ami = AmiClient(
@@ -234,6 +262,7 @@ def build_bridge(
         settings=settings,
         engine=engine,
         units=units,
+        reads=reads,
         bus=bus,
         queues=queues,
         agi=agi,
@@ -254,7 +283,7 @@ def build_bridge(
 
 def build_web(bridge: Bridge, clock: Callable[[], datetime]) -> WebParts:
     """The panel's parts over the bridge's database, bus, tickets and recordings."""
-    settings, units, bus = bridge.settings, bridge.units, bridge.bus
+    settings, units, reads, bus = bridge.settings, bridge.units, bridge.reads, bridge.bus
     policy, calendar, zone = sla_policy(settings), working_calendar(settings), settings.zone
 
     async def stats() -> dict[str, Any] | None:
@@ -265,13 +294,13 @@ def build_web(bridge: Bridge, clock: Callable[[], datetime]) -> WebParts:
         log.warning("no HOTLINE_SESSION_SECRET: web logins end when this process stops")
     return WebParts(
         health=bridge.health,
-        sessions=SessionCodec(secret or None),
-        authenticator=Authenticator(units),
+        sessions=SessionCodec(secret or None, units, reads=reads),
+        authenticator=Authenticator(reads),
         secure_cookies=settings.secure_cookies,
         playback=RecordingPlayback(units, bridge.store),
         api=PanelApi(
             bridge.ticket_store,
-            units,
+            reads,  # the API's own look-ups only read; ticket changes go through the store
             zone,
             lambda ticket, now: sla_report(ticket.clock_facts(), now, policy, calendar, zone),
             stats,
@@ -281,6 +310,20 @@ def build_web(bridge: Bridge, clock: Callable[[], datetime]) -> WebParts:
         metrics=Metrics(bridge.health, stats, settings.metrics_token.get_secret_value()),
         agent_actions=AgentActions(bridge.ami),
     )
+
+
+def raise_file_limit() -> None:
+    """Soft open-file limit up to the hard one: each web viewer, FastAGI call and database file
+    is a descriptor, and the usual soft limit (1,024) would cap the web side at 512."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as error:
+            log.warning("open-file limit stays at %d: %s", soft, error)
+            return
+        log.info("open-file limit raised from %d to %d", soft, wanted)
 
 
 def settle_heap() -> None:
@@ -331,6 +374,7 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then shut down in reverse order, writing pending calls."""
     settings = bridge.settings
     log.info("starting with %s", settings.redacted())
+    raise_file_limit()
     await upgrade_database(settings.database_url)
     if settings.admin_user and await ensure_first_admin(
         bridge.units, settings.admin_user, settings.admin_password.get_secret_value()
@@ -357,8 +401,14 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
     await bridge.agi.start()
     runner = web.AppRunner(create_app(bridge.web), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.web_host, settings.web_port)
-    await site.start()
+    limits = ConnectionLimits(
+        header_timeout=settings.web_header_timeout,
+        idle_timeout=settings.web_idle_timeout,
+        per_address=settings.web_max_connections_per_address,
+        total=settings.web_max_connections,
+    )
+    site = await start_guarded_site(runner, settings.web_host, settings.web_port, limits)
+    bridge.web_site = site
     log.info("web listening on http://%s:%s", settings.web_host, settings.web_port)
     settle_heap()
     if bridge.ami is not None:
@@ -387,11 +437,17 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
                 await task
         await bridge.bus.close()
         await bridge.units.close()
+        await bridge.reads.close()
         await bridge.engine.dispose()
 
 
 async def serve(
-    settings: Settings, *, replay_path: Path | None, replay_speed: float, demo: bool = False
+    settings: Settings,
+    *,
+    replay_path: Path | None,
+    replay_speed: float,
+    demo: bool = False,
+    config_path: Path | None = None,
 ) -> None:
     """``hotline run`` (and ``hotline demo``: always a replay, plus a demo login) until SIGINT
     or SIGTERM."""
@@ -401,25 +457,48 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     if demo:
         replay_path = replay_path or DEMO_SESSION
-    bridge = build_bridge(settings, replay_path=replay_path, replay_speed=replay_speed)
+    bridge = build_bridge(
+        settings, replay_path=replay_path, replay_speed=replay_speed, config_path=config_path
+    )
     if demo:
         await upgrade_database(settings.database_url)
         password = secrets.token_urlsafe(9)
-        await set_password(bridge.units, DEMO_USER, Role.SUPERVISOR, password)
-        await set_password(bridge.units, DEMO_AGENT, Role.AGENT, password, DEMO_AGENT_PHONES)
-        print(
-            f"hotline demo: open http://{settings.web_host}:{settings.web_port}/ and log in as "
-            f"{DEMO_USER} / {password} (or as agent {DEMO_AGENT}, same password)",
-            flush=True,
+        supervisor_new = await add_user_if_missing(
+            bridge.units, DEMO_USER, Role.SUPERVISOR, password
         )
+        agent_new = await add_user_if_missing(
+            bridge.units, DEMO_AGENT, Role.AGENT, password, DEMO_AGENT_PHONES
+        )
+        print(demo_invitation(settings, password, supervisor_new, agent_new), flush=True)
     await run_bridge(bridge, stop)
 
 
-async def serve_agi(settings: Settings) -> None:
+def demo_invitation(
+    settings: Settings, password: str, supervisor_new: bool, agent_new: bool
+) -> str:
+    """What ``hotline demo`` prints: the login it made, or that existing users were kept."""
+    address = f"http://{settings.web_host}:{settings.web_port}/"
+    if supervisor_new:
+        agent = "same password" if agent_new else "their own password, kept"
+        return (
+            f"hotline demo: open {address} and log in as {DEMO_USER} / {password} "
+            f"(or as agent {DEMO_AGENT}, {agent})"
+        )
+    agent = f"; or as agent {DEMO_AGENT} / {password}" if agent_new else ""
+    return (
+        f"hotline demo: open {address} and log in as {DEMO_USER} with the password it already "
+        f"has (users of this database are kept; 'hotline users add {DEMO_USER} --role "
+        f"supervisor' sets a new one){agent}"
+    )
+
+
+async def serve_agi(settings: Settings, *, link_fd: int | None = None) -> None:
     """``hotline agi``: the routing FastAGI server alone, in its own process.
 
     Nothing else runs in this process, so nothing else can stall routing. It reads and writes
-    tickets in the shared database and sees free agents in the statistics snapshot that
+    tickets in the shared database. Started by ``hotline run`` (``link_fd``), it learns the free
+    agents from its parent and reports each route back over the link, and it stops when its
+    parent does. Started on its own, it sees free agents in the statistics snapshot that
     ``hotline run`` keeps on the bus (with an in-process bus it cannot see them: then an open
     ticket's owner is always tried and the dialplan's device-state check decides).
     """
@@ -427,24 +506,38 @@ async def serve_agi(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await upgrade_database(settings.database_url)
+    raise_file_limit()
+    link = await ParentLink.open(link_fd) if link_fd is not None else None
+    if link is None:  # under hotline run, the parent has brought the schema up to date
+        await upgrade_database(settings.database_url)
     engine = create_engine(settings.database_url)
     bus = create_bus(settings.redis_url)
-    availability = SnapshotAvailability(lambda: bus.load_snapshot(SNAPSHOT_KEY))
     counters: Counter[str] = Counter()
+    background: list[asyncio.Task[Any]] = []
+    free_agents: FreeAgents
+    if link is not None:
+        free_agents = link.free_agents
+        on_routed: Callable[[str, Any], None] = link.routed
+    else:
+        availability = SnapshotAvailability(lambda: bus.load_snapshot(SNAPSHOT_KEY))
+        background.append(asyncio.create_task(availability.run(), name="agent-availability"))
+        free_agents = availability
 
-    def on_routed(uniqueid: str, decision: Any) -> None:
-        log.info("routed %s: %s", uniqueid, decision.channel_variables())
+        def on_routed(uniqueid: str, decision: Any) -> None:
+            log.info("routed %s: %s", uniqueid, decision.channel_variables())
 
     units = transactions_for(engine)
     agi = build_route_server(
-        settings, engine, units, availability, on_routed=on_routed, counters=counters
+        settings, engine, units, free_agents, on_routed=on_routed, counters=counters
     )
-    background = [
-        asyncio.create_task(availability.run(), name="agent-availability"),
-        asyncio.create_task(units.run_checkpoints(), name="wal-checkpoints"),
-    ]
+    background.append(asyncio.create_task(units.run_checkpoints(), name="wal-checkpoints"))
     await agi.start()
+    if link is not None:
+        link.listening(agi.port)
+        background.append(asyncio.create_task(_follow_parent(link, stop), name="parent-link"))
+        background.append(
+            asyncio.create_task(_report_to_parent(link, agi, counters), name="parent-report")
+        )
     settle_heap()
     try:
         await stop.wait()
@@ -456,5 +549,20 @@ async def serve_agi(settings: Settings) -> None:
                 await task
         await units.close()
         log.info("FastAGI stopped: %s, routing %s", dict(agi.counters), dict(counters))
+        if link is not None:
+            link.close()
         await bus.close()
         await engine.dispose()
+
+
+async def _follow_parent(link: ParentLink, stop: asyncio.Event) -> None:
+    """The routing process ends with ``hotline run``: it never holds the port for nobody."""
+    await link.follow()
+    log.info("hotline run has gone away: the routing process stops")
+    stop.set()
+
+
+async def _report_to_parent(link: ParentLink, agi: FastAgiServer, counters: Counter[str]) -> None:
+    while True:
+        link.report(dict(agi.counters), dict(counters))
+        await asyncio.sleep(COUNTERS_EVERY_SECONDS)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -153,6 +154,33 @@ class Transactions(Protocol):
 
 
 MAX_BATCH_UNITS = 16
+WRITE_LOCK_WAIT_SECONDS = 5.0  # as busy_timeout=5000 elsewhere
+FIRST_RETRY_SECONDS, LONGEST_RETRY_SECONDS = 0.0002, 0.002
+
+
+def begin_immediate(connection: Connection) -> None:
+    """``BEGIN IMMEDIATE``, retried every 0.2 to 2 ms while another process holds the lock.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20 ms between tries: with routing in one
+    process and the journal in another, a unit that met a lock held for 3 ms waited 8 and one
+    held for 20 ms waited 33, past the routing budget. Short tries take the lock within about
+    2 ms of its release; the connection's ``busy_timeout`` is 0, so a try never sleeps inside
+    SQLite.
+    """
+    driver = connection.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the SQLite connection is closed")
+    deadline = time.monotonic() + WRITE_LOCK_WAIT_SECONDS
+    pause = FIRST_RETRY_SECONDS
+    while True:
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, LONGEST_RETRY_SECONDS)
 
 
 @dataclass(slots=True)
@@ -189,9 +217,16 @@ class ThreadTransactions:
     or past ``start_by``) is not run at all. Automatic WAL checkpoints are off on
     this connection (one could stall a unit for 100 ms); ``checkpoint`` runs a passive one from
     another thread, and ``run_checkpoints`` does so every few seconds.
+
+    ``read_only`` units (the web side's look-ups: sessions, lists) run on a thread and connection
+    of their own in a deferred transaction with ``query_only`` on: in WAL mode they never take
+    the write lock, so they never make routing (often in another process, waiting on SQLite's
+    sleeping busy handler) wait, and they never queue behind writes.
     """
 
-    def __init__(self, url: str, max_batch: int = MAX_BATCH_UNITS) -> None:
+    def __init__(
+        self, url: str, max_batch: int = MAX_BATCH_UNITS, *, read_only: bool = False
+    ) -> None:
         sync_url = make_url(url).set(drivername="sqlite")
         threads = {"check_same_thread": False}  # each engine is used by one thread at a time
         self._engine = sa_create_engine(sync_url, poolclass=StaticPool, connect_args=threads)
@@ -199,11 +234,20 @@ class ThreadTransactions:
             self._engine,
             "connect",
             lambda connection, record: (
-                _sqlite_pragmas(connection, record, "wal_autocheckpoint=0"),
+                _sqlite_pragmas(
+                    connection,
+                    record,
+                    "wal_autocheckpoint=0",
+                    *(("query_only=ON",) if read_only else ("busy_timeout=0",)),
+                ),
                 setattr(connection, "isolation_level", None),
             ),
         )
-        event.listen(self._engine, "begin", lambda c: c.exec_driver_sql("BEGIN IMMEDIATE"))
+        if read_only:
+            event.listen(self._engine, "begin", lambda c: c.exec_driver_sql("BEGIN DEFERRED"))
+        else:
+            event.listen(self._engine, "begin", begin_immediate)
+        self._thread_name = "sqlite-reads" if read_only else "sqlite-units"
         self._checkpoints = sa_create_engine(sync_url, poolclass=StaticPool, connect_args=threads)
         self._max_batch = max_batch
         self._pending: queue.SimpleQueue[_PendingUnit | None] = queue.SimpleQueue()
@@ -212,7 +256,9 @@ class ThreadTransactions:
 
     async def __call__(self, work: Callable[[Connection], T], start_by: float | None = None) -> T:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="sqlite-units", daemon=True)
+            self._thread = threading.Thread(
+                target=self._serve, name=self._thread_name, daemon=True
+            )
             self._thread.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -313,10 +359,14 @@ class AsyncTransactions:
         return None
 
 
-def transactions_for(engine: AsyncEngine) -> ThreadTransactions | AsyncTransactions:
+def transactions_for(
+    engine: AsyncEngine, *, read_only: bool = False
+) -> ThreadTransactions | AsyncTransactions:
+    """Units of work on ``engine``. ``read_only`` units must not write (SQLite refuses it); on
+    SQLite they never hold the write lock that routing needs."""
     url = engine.url.render_as_string(hide_password=False)
     if _sqlite_file(url) is not None:
-        return ThreadTransactions(url)
+        return ThreadTransactions(url, read_only=read_only)
     return AsyncTransactions(engine)
 
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port, port_open
+from tests.health import MONITOR_ENV, read_health
 
 AGI_PORT = 4573  # what asterisk-conf/extensions.conf asks for
 
@@ -29,12 +27,7 @@ class RunningBridge:
     log_path: Path
 
     def health(self) -> dict:
-        url = f"http://127.0.0.1:{self.web_port}/healthz"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as error:
-            return json.load(error)
+        return read_health(self.web_port)[1]
 
     def call_row(self, caller: str, timeout: float = 20) -> sqlite3.Row:
         deadline = time.monotonic() + timeout
@@ -90,7 +83,11 @@ class RunningBridge:
 def hotline_env(database: Path, **extra_env: str) -> dict[str, str]:
     """The environment of a ``hotline`` process of the test: only the given HOTLINE_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
-    return env | {"HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{database}", **extra_env}
+    return env | {
+        "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        **MONITOR_ENV,
+        **extra_env,
+    }
 
 
 def hotline_command(database: Path, *args: str, **extra_env: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tests.health import MONITOR_ENV, read_health
 
 
 def hotline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -28,6 +28,7 @@ def hotline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/hotline.db",
         "HOTLINE_WEB_PORT": str(free_port()),
         "HOTLINE_AGI_PORT": str(free_port()),
+        **MONITOR_ENV,
         **extra,
     }
     return env
@@ -62,7 +63,7 @@ def test_db_upgrade(tmp_path: Path) -> None:
     result = hotline("db", "upgrade", env=hotline_env(tmp_path))
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(tmp_path / "hotline.db") as db:
-        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0006",)
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0007",)
         assert db.execute("SELECT count(*) FROM calls").fetchone() == (0,)
 
 
@@ -86,12 +87,7 @@ def running(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[di
 
 
 def health(env: dict[str, str]) -> tuple[int, dict]:
-    url = f"http://127.0.0.1:{env['HOTLINE_WEB_PORT']}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
+    return read_health(int(env["HOTLINE_WEB_PORT"]))
 
 
 def wait_for(check, seconds: float = 20):  # type: ignore[no-untyped-def]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 
-from hotline.storage import create_engine, session_factory, upgrade_database
+from hotline.storage import create_engine, session_factory, transactions_for, upgrade_database
 from queue_stats.calls import CallOutcome, CallRecord
 from queue_stats.journal import CallJournal
 
@@ -45,7 +49,7 @@ async def exercise_journal(url: str) -> None:
             tables = await connection.run_sync(lambda c: inspect(c).get_table_names())
             version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
         assert "calls" in tables
-        assert version == "0006"
+        assert version == "0007"
         assert {"recordings", "recording_access"} <= set(tables)
         journal = CallJournal(session_factory(engine))
         await journal.record(CALL)
@@ -84,3 +88,69 @@ async def test_unfinished_calls_are_refused(tmp_path: Path) -> None:
 @pytest.mark.postgres
 async def test_journal_on_real_postgresql(postgres_url: str) -> None:
     await exercise_journal(postgres_url)
+
+
+async def test_read_only_units_never_hold_the_write_lock(tmp_path: Path) -> None:
+    """While the web side reads, another process (routing) takes the write lock at once; a
+    read-only unit that tries to write is refused."""
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+    await upgrade_database(url)
+    engine = create_engine(url)
+    reads = transactions_for(engine, read_only=True)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_read(connection: Connection) -> int:
+        count = connection.execute(text("SELECT count(*) FROM calls")).scalar_one()
+        inside.set()
+        release.wait(5)
+        return int(count)
+
+    reading = asyncio.ensure_future(reads(slow_read))
+    await asyncio.to_thread(inside.wait, 5)
+    other = sqlite3.connect(tmp_path / "hotline.db", timeout=0, isolation_level=None)
+    started = time.monotonic()
+    other.execute("BEGIN IMMEDIATE")  # would raise "database is locked" at once if held
+    other.execute("ROLLBACK")
+    other.close()
+    assert time.monotonic() - started < 0.5
+    release.set()
+    assert await reading == 0
+    with pytest.raises(Exception, match="readonly"):
+        await reads(lambda c: c.execute(text("DELETE FROM calls")))
+    await reads.close()
+    await engine.dispose()
+
+
+async def test_a_unit_takes_the_write_lock_soon_after_another_process_lets_go(
+    tmp_path: Path,
+) -> None:
+    """Another process (the journal, when routing runs apart) holds the lock 40 ms: the unit
+    starts within a few ms of its release, not at SQLite's next sleeping retry (53 ms)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+    await upgrade_database(url)
+    engine = create_engine(url)
+    units = transactions_for(engine)
+    await units(lambda c: c.execute(text("SELECT 1")))  # the thread and connection are up
+    lateness = []
+    for _ in range(5):
+        other = sqlite3.connect(
+            tmp_path / "hotline.db", isolation_level=None, check_same_thread=False
+        )
+        other.execute("BEGIN IMMEDIATE")
+        released_at: list[float] = []
+
+        def let_go(other: sqlite3.Connection = other, released_at: list = released_at) -> None:
+            time.sleep(0.04)
+            released_at.append(time.monotonic())
+            other.execute("ROLLBACK")
+
+        holder = threading.Thread(target=let_go)
+        holder.start()
+        started = await units(lambda c: time.monotonic())
+        holder.join()
+        other.close()
+        lateness.append(started - released_at[0])
+    await units.close()
+    await engine.dispose()
+    assert sorted(lateness)[2] < 0.006, lateness
