@@ -14,7 +14,11 @@ accepted connection is watched from its first moment:
   returns: a WebSocket or a long recording download lives as long as its handler does.
 * it takes a place under two caps, per client address (per /64 for IPv6, which an attacker gets
   whole) and in total; a connection over a cap is closed at once, counted and, at most every
-  ``LOG_EVERY_SECONDS``, logged.
+  ``LOG_EVERY_SECONDS``, logged. When the total is reached, the connection that has waited
+  longest without a request under way (connected or idle, no headers yet) is closed to make
+  room, so a flood of idle connections cannot keep a monitor or a supervisor out until the
+  header deadline clears it; only when every connection is busy with a request is the newcomer
+  refused.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ COUNTER_NAMES = (
     "refused_total",
     "closed_header_timeout",
     "closed_idle_timeout",
+    "evicted_for_room",
     "anomalies",
 )
 
@@ -153,6 +158,8 @@ class _Guard:
         self.counters = counters
         self.per_address: Counter[str] = Counter()
         self.by_handler: dict[web.RequestHandler, GuardedConnection] = {}
+        # Connections with no request under way, the longest waiting first: evicted for room.
+        self.waiting: dict[GuardedConnection, None] = {}
         self.cap_log = _CapLog()
 
     def protocol(self) -> GuardedConnection:
@@ -161,14 +168,22 @@ class _Guard:
 
     def admit(self, address: str) -> str | None:
         """The cap that refuses a new connection from ``address``, or None if it may stay."""
-        if self.counters["open"] >= self.limits.total:
-            return "total"
         if self.per_address[address] >= self.limits.per_address:
             return "per_address"
+        if self.counters["open"] >= self.limits.total and not self._evict_longest_waiting():
+            return "total"
         self.counters["open"] += 1
         self.counters["accepted"] += 1
         self.per_address[address] += 1
         return None
+
+    def _evict_longest_waiting(self) -> bool:
+        """Close the connection that has waited longest without a request; False if none."""
+        for connection in self.waiting:
+            connection.evict()
+            self.counters["evicted_for_room"] += 1
+            return True
+        return False
 
     def release(self, address: str) -> None:
         self.counters["open"] -= 1
@@ -210,6 +225,7 @@ class GuardedConnection(asyncio.Protocol):
             transport.abort()
             return
         self._arm(self.guard.limits.header_timeout)
+        self.guard.waiting[self] = None
         self.handler = self.guard.server()  # aiohttp's RequestHandler for this connection
         self.guard.by_handler[self.handler] = self
         self.handler.connection_made(transport)
@@ -218,9 +234,7 @@ class GuardedConnection(asyncio.Protocol):
         if self.handler is None:  # refused: aiohttp never saw it
             return
         if self.phase is not Phase.CLOSED:
-            self.phase = Phase.CLOSED
-            self._disarm()
-            self.guard.release(self.address)
+            self._close_books()
         self.guard.by_handler.pop(self.handler, None)
         self.handler.connection_lost(exc)
 
@@ -242,6 +256,19 @@ class GuardedConnection(asyncio.Protocol):
         if self.handler is not None:
             self.handler.resume_writing()
 
+    def _close_books(self) -> None:
+        """Give back this connection's place under the caps (once; it is closed or closing)."""
+        self.phase = Phase.CLOSED
+        self._disarm()
+        self.guard.waiting.pop(self, None)
+        self.guard.release(self.address)
+
+    def evict(self) -> None:
+        """Closed for a newcomer's room: its place is free at once, before the close is done."""
+        self._close_books()
+        if self.transport is not None:
+            self.transport.abort()
+
     def happened(self, event: Event) -> None:
         """Move to the next phase; entering a timed phase starts its clock."""
         if self.phase is Phase.CLOSED:
@@ -254,6 +281,11 @@ class GuardedConnection(asyncio.Protocol):
         if following is self.phase:
             return
         self.phase = following
+        if following is Phase.REQUEST:
+            self.guard.waiting.pop(self, None)
+        else:  # waiting again, and now the newest to wait
+            self.guard.waiting.pop(self, None)
+            self.guard.waiting[self] = None
         if following is Phase.HEADERS:
             self._arm(self.guard.limits.header_timeout)
         elif following is Phase.IDLE:

@@ -293,7 +293,9 @@ async def test_the_per_address_cap_refuses_at_once_and_logs_once(
             other.close()
 
 
-async def test_the_total_cap_refuses_whatever_the_address() -> None:
+async def test_at_the_total_cap_the_longest_idle_connection_makes_room() -> None:
+    """A flood of idle connections fills the total cap: a newcomer (a monitor, a supervisor)
+    still gets its answer, and the connection that waited longest without a request goes."""
     limits = ConnectionLimits(header_timeout=5.0, idle_timeout=5.0, per_address=3, total=5)
     async with guarded(limits) as site:
         held = []
@@ -302,15 +304,48 @@ async def test_the_total_cap_refuses_whatever_the_address() -> None:
                 held.append(
                     await asyncio.open_connection("127.0.0.1", site.port, local_addr=(host, 0))
                 )
+                admitted = len(held)
+                await until(lambda n=admitted: site.counters["open"] == n, what="admitted in turn")
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", site.port, local_addr=("127.0.0.3", 0)
+        )
+        writer.write(REQUEST)
+        status = await asyncio.wait_for(reader.readline(), 2)
+        assert status.startswith(b"HTTP/1.1 200"), status
+        oldest = await seconds_until_closed(held[0][0], 1.0)
+        assert oldest is not None and oldest < 0.5, oldest
+        assert await seconds_until_closed(held[1][0], 0.2) is None  # only the oldest went
+        assert site.counters["evicted_for_room"] == 1
+        assert (site.counters["refused_total"], site.counters["open"]) == (0, 5)
+        for _, other in [*held, (reader, writer)]:
+            other.close()
+
+
+async def test_the_total_cap_refuses_when_every_connection_is_busy() -> None:
+    """Connections in the middle of a request (a WebSocket, a download) are never evicted: then
+    the newcomer is refused at once, whatever its address."""
+    limits = ConnectionLimits(header_timeout=5.0, idle_timeout=5.0, per_address=3, total=5)
+    async with guarded(limits) as site:
+        sockets = []
+        for host, count in (("127.0.0.1", 3), ("127.0.0.2", 2)):
+            connector = aiohttp.TCPConnector(local_addr=(host, 0), force_close=True)
+            client = aiohttp.ClientSession(connector=connector)
+            for _ in range(count):
+                sockets.append((client, await client.ws_connect(f"http://127.0.0.1:{site.port}/ws")))
         await until(lambda: site.counters["open"] == 5, what="5 open")
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", site.port, local_addr=("127.0.0.3", 0)
         )
         wait = await seconds_until_closed(reader, 2.0)
         assert wait is not None and wait < 0.5, wait
-        assert (site.counters["refused_total"], site.counters["refused_per_address"]) == (1, 0)
-        for _, other in [*held, (reader, writer)]:
-            other.close()
+        assert (site.counters["refused_total"], site.counters["evicted_for_room"]) == (1, 0)
+        for _, socket in sockets:
+            await socket.send_str("still here")
+            assert (await socket.receive_str(timeout=2)) == "echo still here"
+            await socket.close()
+        for client in {client for client, _ in sockets}:
+            await client.close()
+        writer.close()
 
 
 HOLDER = """
