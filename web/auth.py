@@ -32,7 +32,7 @@ from web.sessions import (
     basic_credentials,
     csrf_matches,
 )
-from web.users import Authenticator, User
+from web.users import Authenticator, User, UserError
 
 log = logging.getLogger(__name__)
 
@@ -244,10 +244,13 @@ async def pick_phone(request: web.Request) -> web.Response:
     if not isinstance(session, Session):
         return web.json_response({"error": "a phone is picked in a browser session"}, status=400)
     body = await read_json(request, max_bytes=MAX_LOGIN_BODY, max_depth=4)
+    agent = body.get("agent") if isinstance(body, dict) else None
+    if not isinstance(agent, str):
+        return web.json_response({"error": 'send JSON {"agent": "PJSIP/..."}'}, status=400)
     try:
-        user = session.user.at_phone(str(body["agent"]))
-    except (ValueError, KeyError, TypeError) as error:
-        return web.json_response({"error": str(error).strip("'\"")}, status=400)
+        user = session.user.at_phone(agent)
+    except UserError as error:  # our own words: which phone is not theirs
+        return web.json_response({"error": str(error)}, status=400)
     new_session, cookie = await request.app[SESSIONS].reissue(session, user)
     response = web.json_response(session_json(new_session))
     _set_session_cookie(request, response, cookie)

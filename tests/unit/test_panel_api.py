@@ -702,6 +702,10 @@ async def test_an_agent_picks_another_of_their_phones_and_only_theirs(panel: Pan
         "/api/v1/session/phone", json={"agent": "PJSIP/agent2"}, headers=csrf
     )
     assert refused.status == 400 and "not one of li's phones" in (await refused.json())["error"]
+    for body in ([1], {"agent": 7}, "agent"):  # the answer names what to send, never Python
+        odd = await panel.client.post("/api/v1/session/phone", json=body, headers=csrf)
+        expected = {"error": 'send JSON {"agent": "PJSIP/..."}'}
+        assert (odd.status, await odd.json()) == (400, expected)
     moved = await panel.client.post(
         "/api/v1/session/phone", json={"agent": "PJSIP/agent3"}, headers=csrf
     )
