@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import resource
@@ -314,6 +315,7 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path, replay: P
         "HOTLINE_RECORDINGS_DIR": str(workdir / "recordings"),
         "HOTLINE_RECORDINGS_SPOOL": str(workdir / "spool"),
         "HOTLINE_LOG_LEVEL": "WARNING",
+        **({"PYTHONPATH": str(args.checkout)} if args.checkout else {}),
     }
     adding = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "hotline.cli", "users", "add", USER, "--role", "supervisor",
@@ -422,6 +424,8 @@ def verdict(result: RunResult) -> str:
 
 async def main_async(args: argparse.Namespace) -> int:
     limit = raise_file_limit()
+    if args.checkout:
+        print(f"hotline of checkout {args.checkout.name}")
     print(
         f"route latency beside a loaded web port: {args.viewers} viewers + {args.slowloris} "
         f"slowloris, {args.rate:g} routes/s for {args.seconds:g} s per phase, session replayed "
@@ -430,7 +434,17 @@ async def main_async(args: argparse.Namespace) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="route-beside-web-") as tmp:
         workdir = Path(tmp)
-        replay = looped_transcript(DEMO_SESSION, args.passes, workdir / "looped.ami").path
+        one = looped_transcript(DEMO_SESSION, 1, workdir / "one.ami")
+        # The panel must have figures to push through both phases, the viewers' connecting and
+        # the start-up included: replay for the whole run and a minute more.
+        wanted_seconds = (2 * args.seconds + 90) * args.speed
+        passes = args.passes or math.ceil(wanted_seconds / max(one.session_seconds, 1.0))
+        looped = looped_transcript(DEMO_SESSION, passes, workdir / "looped.ami")
+        replay = looped.path
+        print(
+            f"replay: {passes} passes of the recorded session, "
+            f"{looped.replay_seconds(args.speed):.0f} s at {args.speed:g}x"
+        )
         for mode in args.modes.split(","):
             result = await run_mode(mode, args, workdir, replay)
             print_run(result)
@@ -448,8 +462,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="routes per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--speed", type=float, default=20.0, help="replay speed of the session")
-    parser.add_argument("--passes", type=int, default=4, help="copies of the session replayed")
+    parser.add_argument(
+        "--passes", type=int, default=0, help="copies of the session replayed (0: long enough)"
+    )
     parser.add_argument("--modes", default="process,inline", help="routing modes to run")
+    parser.add_argument(
+        "--checkout", type=Path, help="run the hotline of this checkout (an earlier commit)"
+    )
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cookie", help=argparse.SUPPRESS)
