@@ -214,8 +214,8 @@ def build_bridge(
         observers.append(CtiNotifier(webhook))
     queues = QueueService(
         pipeline,
-        CallJournal(sessions),
-        HourlyStore(sessions),
+        CallJournal(sessions, units),
+        HourlyStore(sessions, units),
         bus,
         clock=clock,
         observers=observers,

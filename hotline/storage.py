@@ -24,7 +24,7 @@ from sqlalchemy import Connection, MetaData, StaticPool, event, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -128,6 +128,28 @@ def _sqlite_value(value: Any) -> Any:
 def parsed_datetime(value: datetime | str) -> datetime:
     """A datetime column's value from ``HotStatement.rows``: text on SQLite, parsed elsewhere."""
     return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def orm_unit(work: Callable[[Session], T]) -> Callable[[Connection], T]:
+    """``work`` with an ORM session, as a unit of work for ``Transactions``.
+
+    Why: an async ORM session's transaction goes back to the event loop between statements, so
+    on SQLite it holds the file's write lock for as long as the loop is late. Under a busy web
+    side (2,000 viewers) that was hundreds of milliseconds, and routing in the other process
+    waited on it and fell back. As a unit the whole transaction runs on the database thread. The
+    session keeps to a savepoint of its own (group commit puts several units in one
+    transaction): committed when ``work`` returns, rolled back when it raises.
+    """
+
+    def unit(connection: Connection) -> T:
+        with Session(
+            bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        ) as session:
+            result = work(session)
+            session.commit()
+            return result
+
+    return unit
 
 
 class UnitExpired(TimeoutError):

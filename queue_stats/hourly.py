@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Integer, String, UniqueConstraint, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from hotline.storage import Base
+from hotline.storage import AsyncTransactions, Base, Transactions, orm_unit
 from queue_stats.stats import QueueCounters
 
 COUNTER_FIELDS = tuple(QueueCounters.__slots__)
@@ -38,16 +38,19 @@ def _utc(value: datetime) -> datetime:
 
 
 class HourlyStore:
-    def __init__(self, sessions: async_sessionmaker) -> None:
+    def __init__(self, sessions: async_sessionmaker, units: Transactions | None = None) -> None:
+        """``units`` write the buckets (see ``CallJournal``); the sessions serve the reads."""
         self._sessions = sessions
+        self._units = units or AsyncTransactions(sessions.kw["bind"])
 
     async def save(self, buckets: list[tuple[str, datetime, QueueCounters]]) -> None:
         """Upsert each bucket's totals (the core hands over totals, so a retry is harmless)."""
         if not buckets:
             return
-        async with self._sessions.begin() as session:
+
+        def saving(session: Session) -> None:
             for queue, hour, counters in buckets:
-                row = await session.scalar(
+                row = session.scalar(
                     select(QueueHourRow).where(
                         QueueHourRow.queue == queue, QueueHourRow.hour_start == hour
                     )
@@ -57,6 +60,8 @@ class HourlyStore:
                     session.add(row)
                 for name in COUNTER_FIELDS:
                     setattr(row, name, getattr(counters, name))
+
+        await self._units(orm_unit(saving))
 
     async def since(self, start: datetime) -> list[tuple[str, datetime, QueueCounters]]:
         async with self._sessions() as session:

@@ -11,9 +11,9 @@ from datetime import datetime
 
 from sqlalchemy import DateTime, Integer, String, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from hotline.storage import Base, utc
+from hotline.storage import AsyncTransactions, Base, Transactions, orm_unit, utc
 from queue_stats.calls import CallRecord
 
 
@@ -68,21 +68,27 @@ _COPIED_FIELDS = (
 class CallJournal:
     """Writes finished calls and reads them back; the only code that touches table ``calls``."""
 
-    def __init__(self, sessions: async_sessionmaker) -> None:
+    def __init__(self, sessions: async_sessionmaker, units: Transactions | None = None) -> None:
+        """``units`` write the rows (the bridge's: on SQLite a whole write stays on the database
+        thread, see ``orm_unit``); the sessions serve the reads."""
         self._sessions = sessions
+        self._units = units or AsyncTransactions(sessions.kw["bind"])
 
     async def record(self, call: CallRecord) -> None:
         if call.outcome is None:
             raise ValueError(f"call {call.uniqueid} has not ended")
         values = {name: getattr(call, name) for name in _COPIED_FIELDS}
         values["outcome"] = call.outcome.value
-        async with self._sessions.begin() as session:
-            row = await session.scalar(select(CallRow).where(CallRow.uniqueid == call.uniqueid))
+
+        def recording(session: Session) -> None:
+            row = session.scalar(select(CallRow).where(CallRow.uniqueid == call.uniqueid))
             if row is None:
                 session.add(CallRow(uniqueid=call.uniqueid, **values))
             else:
                 for name, value in values.items():
                     setattr(row, name, value)
+
+        await self._units(orm_unit(recording))
 
     async def span(self) -> tuple[datetime, datetime] | None:
         """When the oldest and the newest journalled calls began; ``None`` for a new journal."""

@@ -27,13 +27,14 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from hotline.storage import (
     AsyncTransactions,
     Base,
     HotStatement,
     Transactions,
+    orm_unit,
     parsed_datetime,
     utc,
 )
@@ -279,8 +280,9 @@ class TicketStore:
         an unowned one becomes the answering agent's.
         """
         at = utc(at)
-        async with self._sessions.begin() as session:
-            row = await self._row(session, number, lock=True)
+
+        def signing(session: Session) -> bool:
+            row = _locked_row(session, number)
             status = TicketStatus(row.status)
             if row.owner_agent is None:
                 row.owner_agent = agent[:128]
@@ -290,6 +292,8 @@ class TicketStore:
             _apply(row, move(status, TicketStatus.SIGNED, at, _stamps(row)))
             return True
 
+        return await self._units(orm_unit(signing))
+
     async def request_callback(self, number: str, at: datetime) -> bool:
         """The caller hung up unanswered: start the callback clock.
 
@@ -297,8 +301,9 @@ class TicketStore:
         status and only gets the callback clock (unless a callback is already pending).
         """
         at = utc(at)
-        async with self._sessions.begin() as session:
-            row = await self._row(session, number, lock=True)
+
+        def asking(session: Session) -> bool:
+            row = _locked_row(session, number)
             status = TicketStatus(row.status)
             if TicketStatus.CALLBACK in _allowed(status):
                 _apply(row, move(status, TicketStatus.CALLBACK, at, _stamps(row)))
@@ -311,6 +316,8 @@ class TicketStore:
                 row.updated_at = at
                 return True
             return False
+
+        return await self._units(orm_unit(asking))
 
     # -- people's side --------------------------------------------------------------------------
 
@@ -327,15 +334,19 @@ class TicketStore:
         field) leaves the ticket exactly as it was, the fields included."""
         changes = edit.changes() if edit is not None else None
         at = utc(at)
-        async with self._sessions.begin() as session:
-            row = await self._row(session, number, lock=True)
+
+        def updating(session: Session) -> Ticket:
+            row = _locked_row(session, number)
             if changes is not None:
                 _apply(row, {**changes, "updated_at": at})
             if wanted is not None:
                 _apply(row, move(TicketStatus(row.status), wanted, at, _stamps(row)))
                 if wanted is TicketStatus.CONTACTED and row.callback_requested_at is not None:
                     row.called_back_at = row.called_back_at or at
+            session.flush()
             return Ticket.from_row(row)
+
+        return await self._units(orm_unit(updating))
 
     async def get(self, number: str) -> Ticket:
         async with self._sessions() as session:
@@ -383,11 +394,8 @@ class TicketStore:
         async with self._sessions() as session:
             return int(await session.scalar(select(func.count()).select_from(TicketRow)) or 0)
 
-    async def _row(self, session: AsyncSession, number: str, lock: bool = False) -> TicketRow:
-        query = select(TicketRow).where(TicketRow.number == number)
-        if lock:
-            query = query.with_for_update()
-        row = await session.scalar(query)
+    async def _row(self, session: AsyncSession, number: str) -> TicketRow:
+        row = await session.scalar(select(TicketRow).where(TicketRow.number == number))
         if row is None:
             raise TicketError(f"no ticket {number[:40]!r}")
         return row
@@ -427,6 +435,14 @@ def _next_serial(connection: Connection, day: str) -> int:
 
 def _allowed(status: TicketStatus) -> frozenset[TicketStatus]:
     return ALLOWED_MOVES[status]
+
+
+def _locked_row(session: Session, number: str) -> TicketRow:
+    """The ticket's row, locked until the unit ends (PostgreSQL; SQLite's unit holds the lock)."""
+    row = session.scalar(select(TicketRow).where(TicketRow.number == number).with_for_update())
+    if row is None:
+        raise TicketError(f"no ticket {number[:40]!r}")
+    return row
 
 
 def _stamps(row: TicketRow) -> dict[str, datetime | None]:
