@@ -31,7 +31,9 @@ async def read_json(request: web.Request, *, max_bytes: int, max_depth: int = 32
     if announced is not None and announced > max_bytes:
         raise json_error(413, f"request too large (at most {max_bytes} bytes)")
     raw = bytearray()
-    while chunk := await request.content.readany():
+    # read(n), not readany(): readany() hands over all that is buffered (hundreds of KB of a
+    # chunked upload), and a refusal's traceback keeps it until the cyclic GC runs.
+    while chunk := await request.content.read(max_bytes + 1 - len(raw)):
         raw += chunk
         if len(raw) > max_bytes:
             raise json_error(413, f"request too large (at most {max_bytes} bytes)")

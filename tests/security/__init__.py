@@ -1,0 +1,1 @@
+"""Attacks on a running ``hotline run`` process, played over loopback as an attacker plays them."""
