@@ -303,12 +303,39 @@ async def full_health(port: int, cookie: str) -> dict[str, Any]:
         return dict(await answer.json())
 
 
+@contextlib.asynccontextmanager
+async def database_for(mode: str, args: argparse.Namespace, workdir: Path) -> Any:
+    """SQLite in the work folder, or a new database on the PostgreSQL server of ``--postgres``
+    (dropped afterwards)."""
+    if not args.postgres:
+        yield f"sqlite+aiosqlite:///{workdir / f'{mode}.db'}"
+        return
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(args.postgres)
+    name = f"route_beside_web_{mode}_{os.getpid()}"
+    admin = await asyncpg.connect(server.set(drivername="postgresql").render_as_string(False))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield server.set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 async def run_mode(mode: str, args: argparse.Namespace, workdir: Path, replay: Path) -> RunResult:
+    async with database_for(mode, args, workdir) as database_url:
+        return await run_mode_on(mode, args, workdir, replay, database_url)
+
+
+async def run_mode_on(
+    mode: str, args: argparse.Namespace, workdir: Path, replay: Path, database_url: str
+) -> RunResult:
     web_port, agi_port = free_port(), free_port()
-    database = workdir / f"{mode}.db"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")},
-        "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "HOTLINE_DATABASE_URL": database_url,
         "HOTLINE_ROUTING_PROCESS": mode,
         "HOTLINE_WEB_PORT": str(web_port),
         "HOTLINE_AGI_PORT": str(agi_port),
@@ -468,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="process,inline", help="routing modes to run")
     parser.add_argument(
         "--checkout", type=Path, help="run the hotline of this checkout (an earlier commit)"
+    )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="a PostgreSQL server (postgresql://user@host/db) to make each run's database on",
     )
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
