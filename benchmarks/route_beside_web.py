@@ -171,8 +171,8 @@ async def viewer(
     session: aiohttp.ClientSession, url: str, cookie: str, stop: asyncio.Event, tally: dict
 ) -> None:
     try:
-        async with session.ws_connect(
-            url, headers={"Cookie": cookie}, heartbeat=None, autoping=True
+        async with session.ws_connect(  # offering permessage-deflate, as browsers do
+            url, headers={"Cookie": cookie}, heartbeat=None, autoping=True, compress=15
         ) as socket_:
             tally["connected"] += 1
             reader = asyncio.ensure_future(_read_all(socket_, tally))

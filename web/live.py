@@ -168,7 +168,9 @@ class LiveHub:
             refused = web.Response(status=403, text="cross-site WebSocket refused")
             refused.force_close()  # the upgrade is not done: nothing more on this connection
             return refused
-        socket = web.WebSocketResponse(heartbeat=20)
+        # No permessage-deflate, though every browser offers it: each change would be deflated
+        # once per viewer (2,000 times), and the deltas are small JSON on the office network.
+        socket = web.WebSocketResponse(heartbeat=20, compress=False)
         await socket.prepare(request)
         queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(VIEWER_QUEUE)
         self._viewers[queue] = Viewer(request, user)

@@ -336,6 +336,16 @@ async def test_live_socket_sends_the_snapshot_then_changes_and_only_own_calls_to
     ]
 
 
+async def test_live_socket_declines_compression_a_browser_offers(panel: Panel) -> None:
+    """Deflating each change once per viewer would cost the web side a core at 2,000 viewers."""
+    await panel.bus.store_snapshot(SNAPSHOT_KEY, SNAPSHOT)
+    await panel.login("wang")
+    async with panel.client.ws_connect("/api/v1/live", compress=15) as socket:
+        assert (await socket.receive_json(timeout=5))["type"] == "snapshot"
+        assert socket.compress == 0
+        assert "Sec-WebSocket-Extensions" not in socket._response.headers
+
+
 async def test_live_socket_refuses_other_sites(panel: Panel) -> None:
     await panel.login("wang")
     response = await panel.client.get(
