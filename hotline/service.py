@@ -370,8 +370,11 @@ async def _replay_session(bridge: Bridge, messages: list[AmiMessage]) -> None:
     log.info("replay finished: %d AMI messages, %s", count, dict(bridge.queues.counters))
 
 
-async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set, then shut down in reverse order, writing pending calls."""
+async def run_bridge(
+    bridge: Bridge, stop: asyncio.Event, on_listening: Callable[[], None] | None = None
+) -> None:
+    """Run until ``stop`` is set, then shut down in reverse order, writing pending calls.
+    ``on_listening`` is called once FastAGI and the web port accept connections."""
     settings = bridge.settings
     log.info("starting with %s", settings.redacted())
     raise_file_limit()
@@ -410,6 +413,8 @@ async def run_bridge(bridge: Bridge, stop: asyncio.Event) -> None:
     site = await start_guarded_site(runner, settings.web_host, settings.web_port, limits)
     bridge.web_site = site
     log.info("web listening on http://%s:%s", settings.web_host, settings.web_port)
+    if on_listening is not None:
+        on_listening()
     settle_heap()
     if bridge.ami is not None:
         await bridge.ami.start()
@@ -469,7 +474,10 @@ async def serve(
         agent_new = await add_user_if_missing(
             bridge.units, DEMO_AGENT, Role.AGENT, password, DEMO_AGENT_PHONES
         )
-        print(demo_invitation(settings, password, supervisor_new, agent_new), flush=True)
+        invitation = demo_invitation(settings, password, supervisor_new, agent_new)
+        # Said once the address it gives answers: a browser opened on it at once gets the page.
+        await run_bridge(bridge, stop, on_listening=lambda: print(invitation, flush=True))
+        return
     await run_bridge(bridge, stop)
 
 

@@ -407,6 +407,35 @@ _UNIQUEIDS = itertools.count(1)
 _CALLERS = itertools.count(1)
 
 
+class Highest:
+    """The highest value ``read`` gave while a block ran, sampled every ``every`` seconds
+    (``async with Highest(hotline.rss_kb, 0.05) as memory: ...``, then ``memory.value``)."""
+
+    def __init__(self, read: Callable[[], int], every: float, most_seconds: float = 100) -> None:
+        self._read = read
+        self._every = every
+        self._samples = int(most_seconds / every)
+        self._done = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+        self.value = read()
+
+    async def __aenter__(self) -> Highest:
+        self._watcher = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._done.set()
+        if self._watcher is not None:
+            await self._watcher
+
+    async def _watch(self) -> None:
+        for _ in range(self._samples):
+            self.value = max(self.value, self._read())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), self._every)
+                return
+
+
 def fresh_caller() -> str:
     """A caller number no test has routed yet: routing opens a new ticket for it."""
     return f"139{next(_CALLERS):08d}"

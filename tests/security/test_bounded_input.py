@@ -15,6 +15,7 @@ import pytest
 
 from tests.security.conftest import (
     SUPERVISOR,
+    Highest,
     Hotline,
     assert_refusal,
     connect_from,
@@ -81,27 +82,14 @@ async def huge_chunked_login(hotline: Hotline, address: str) -> str:
 
 async def huge_login_wave(hotline: Hotline) -> tuple[dict[str, int], int]:
     """100 huge chunked logins at once: how they ended, and the peak RSS (kB) meanwhile."""
-    peak = hotline.rss_kb()
-    done = asyncio.Event()
-
-    async def watch_memory() -> None:
-        nonlocal peak
-        for _ in range(2000):  # 50 ms apart: 100 s at most
-            peak = max(peak, hotline.rss_kb())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), 0.05)
-                return
-
-    watcher = asyncio.create_task(watch_memory())
-    outcomes = await asyncio.gather(
-        *(
-            huge_chunked_login(hotline, HUGE_LOGIN_ADDRESSES[n % len(HUGE_LOGIN_ADDRESSES)])
-            for n in range(HUGE_LOGINS)
+    async with Highest(hotline.rss_kb, every=0.05) as memory:
+        outcomes = await asyncio.gather(
+            *(
+                huge_chunked_login(hotline, HUGE_LOGIN_ADDRESSES[n % len(HUGE_LOGIN_ADDRESSES)])
+                for n in range(HUGE_LOGINS)
+            )
         )
-    )
-    done.set()
-    await watcher
-    return {outcome: outcomes.count(outcome) for outcome in set(outcomes)}, peak
+    return {outcome: outcomes.count(outcome) for outcome in set(outcomes)}, memory.value
 
 
 async def test_chunked_logins_with_megabyte_names_are_cut_off(hotline: Hotline) -> None:

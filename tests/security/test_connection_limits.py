@@ -17,6 +17,7 @@ from tests.security.conftest import (
     HEADER_TIMEOUT,
     PER_ADDRESS,
     SUPERVISOR,
+    Highest,
     Hotline,
     assert_refusal,
     connect_from,
@@ -81,37 +82,28 @@ async def test_idle_and_slowloris_peers_are_cut_at_the_header_deadline(hotline: 
     header deadline, descriptors given back, /healthz and FastAGI routing served meanwhile."""
     fds_before = hotline.open_fds()
     accepted_before = hotline.health()["web"]["accepted"]
-    fds_peak = fds_before
-    done = asyncio.Event()
-
-    async def watch_fds() -> None:
-        nonlocal fds_peak
-        for _ in range(400):  # 25 ms apart: 10 s at most
-            fds_peak = max(fds_peak, hotline.open_fds())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), 0.025)
-                return
-
-    watcher = asyncio.create_task(watch_fds())
-    peers = [
-        *(idle_peer(hotline, IDLE_ADDRESSES[n % len(IDLE_ADDRESSES)]) for n in range(IDLE_PEERS)),
-        *(
-            slowloris_peer(hotline, SLOW_ADDRESSES[n % len(SLOW_ADDRESSES)])
-            for n in range(SLOW_PEERS)
-        ),
-    ]
-    attack = asyncio.gather(*peers)
-    await asyncio.sleep(0.3)  # connected (most of them: the listen backlog is 128), none cut
-    started = time.monotonic()
-    async with web_client() as client, client.get(hotline.url("/healthz")) as response:
-        health_status = response.status
-    health_seconds = time.monotonic() - started
-    started = time.monotonic()
-    route = await route_call(hotline, fresh_caller())
-    route_seconds = time.monotonic() - started
-    lifetimes = await attack
-    done.set()
-    await watcher
+    async with Highest(hotline.open_fds, every=0.025, most_seconds=10) as descriptors:
+        peers = [
+            *(
+                idle_peer(hotline, IDLE_ADDRESSES[n % len(IDLE_ADDRESSES)])
+                for n in range(IDLE_PEERS)
+            ),
+            *(
+                slowloris_peer(hotline, SLOW_ADDRESSES[n % len(SLOW_ADDRESSES)])
+                for n in range(SLOW_PEERS)
+            ),
+        ]
+        attack = asyncio.gather(*peers)
+        await asyncio.sleep(0.3)  # connected (most of them: the listen backlog is 128), none cut
+        started = time.monotonic()
+        async with web_client() as client, client.get(hotline.url("/healthz")) as response:
+            health_status = response.status
+        health_seconds = time.monotonic() - started
+        started = time.monotonic()
+        route = await route_call(hotline, fresh_caller())
+        route_seconds = time.monotonic() - started
+        lifetimes = await attack
+    fds_peak = descriptors.value
     idle, slow = lifetimes[:IDLE_PEERS], lifetimes[IDLE_PEERS:]
     fds_after = await eventually_fds(hotline, fds_before + 5)
     web = hotline.health()["web"]
