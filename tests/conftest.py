@@ -6,7 +6,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -101,3 +101,20 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     async with throwaway_postgres() as url:
         await upgrade_database(url)
         yield url
+
+
+@pytest.fixture
+def password_checks(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """How many scrypt password checks the web side has run so far in this test."""
+    import web.users
+
+    checks = 0
+    real = web.users.password_matches
+
+    def counted(password: str, stored: str) -> bool:
+        nonlocal checks
+        checks += 1
+        return real(password, stored)
+
+    monkeypatch.setattr(web.users, "password_matches", counted)
+    return lambda: checks

@@ -10,7 +10,7 @@ import asyncio
 import base64
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -650,19 +650,8 @@ async def test_viewers_connecting_together_share_one_snapshot_load_and_a_failed_
 
 
 async def test_the_same_first_login_many_times_at_once_is_checked_once(
-    panel: Panel, monkeypatch: pytest.MonkeyPatch
+    panel: Panel, password_checks: Callable[[], int]
 ) -> None:
-    import web.users
-
-    checks = 0
-    real = web.users.password_matches
-
-    def counted(password: str, stored: str) -> bool:
-        nonlocal checks
-        checks += 1
-        return real(password, stored)
-
-    monkeypatch.setattr(web.users, "password_matches", counted)
     token = base64.b64encode(f"wang:{PASSWORD}".encode()).decode()
     answers = await asyncio.gather(
         *(
@@ -671,7 +660,7 @@ async def test_the_same_first_login_many_times_at_once_is_checked_once(
         )
     )
     assert [a.status for a in answers] == [200] * 20
-    assert checks == 1
+    assert password_checks() == 1
 
 
 async def test_agents_do_not_see_whom_other_agents_are_talking_to(panel: Panel) -> None:

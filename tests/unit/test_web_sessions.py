@@ -24,7 +24,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, insert, select
 
-import web.users
 from hotline.bus import InProcessBus
 from hotline.storage import Transactions, create_engine, transactions_for
 from queue_stats.journal import CallRow
@@ -181,26 +180,14 @@ async def from_address(address: str) -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def count_password_checks(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
-    checks = 0
-    real = web.users.password_matches
-
-    def counted(password: str, stored: str) -> bool:
-        nonlocal checks
-        checks += 1
-        return real(password, stored)
-
-    monkeypatch.setattr(web.users, "password_matches", counted)
-    return lambda: checks
 
 
 # --- A. the login throttle ------------------------------------------------------------------
 
 
 async def test_simultaneous_wrong_logins_are_held_to_the_limit(
-    site: Site, monkeypatch: pytest.MonkeyPatch
+    site: Site, password_checks: Callable[[], int]
 ) -> None:
-    checks = count_password_checks(monkeypatch)
     answers = await asyncio.gather(
         *(
             site.client.post("/api/v1/login", json={"username": "wang", "password": f"guess {i}"})
@@ -209,11 +196,11 @@ async def test_simultaneous_wrong_logins_are_held_to_the_limit(
     )
     statuses = [answer.status for answer in answers]
     assert statuses.count(401) == 5 and statuses.count(429) == 95, statuses
-    assert checks() == 5  # the other 95 were refused before any scrypt
+    assert password_checks() == 5  # the other 95 were refused before any scrypt
 
 
 async def test_http_basic_goes_through_the_throttle_and_its_failures_are_logged(
-    site: Site, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    site: Site, password_checks: Callable[[], int], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="web.auth")
     for i in range(5):
@@ -221,7 +208,7 @@ async def test_http_basic_goes_through_the_throttle_and_its_failures_are_logged(
         assert wrong.status == 401
     failures = [r.getMessage() for r in caplog.records if "failed HTTP Basic" in r.getMessage()]
     assert len(failures) == 5 and "'wang'" in failures[0] and "127.0.0.1" in failures[0]
-    checks = count_password_checks(monkeypatch)
+    checked_before = password_checks()
     blocked = await site.client.get("/api/v1/session", headers=basic("wang"))
     assert blocked.status == 429 and 0 < int(blocked.headers["Retry-After"]) <= 301
     assert (await blocked.json())["error"].startswith("too many failed logins")
@@ -229,7 +216,7 @@ async def test_http_basic_goes_through_the_throttle_and_its_failures_are_logged(
         f"/api/v1/recordings/{site.recording_id}/audio", headers=basic("wang")
     )
     assert audio.status == 401  # the public playback route: refused as anonymous
-    assert checks() == 0  # the right password was not even looked at
+    assert password_checks() == checked_before  # the right password was not even looked at
 
 
 async def test_a_stranger_cannot_lock_a_real_user_out(site: Site) -> None:
@@ -473,12 +460,11 @@ async def save_phones(site: Site, phones: str) -> None:
 
 
 async def test_a_remembered_basic_password_stops_at_once_after_a_change_or_removal(
-    site: Site, monkeypatch: pytest.MonkeyPatch
+    site: Site, password_checks: Callable[[], int]
 ) -> None:
-    checks = count_password_checks(monkeypatch)
     for _ in range(3):
         assert (await site.client.get("/api/v1/session", headers=basic("wang"))).status == 200
-    assert checks() == 1  # remembered: later requests read the row, no scrypt
+    assert password_checks() == 1  # remembered: later requests read the row, no scrypt
     await set_password(site.units, "wang", Role.ADMIN, NEW_PASSWORD)
     assert (await site.client.get("/api/v1/session", headers=basic("wang"))).status == 401
     now = await site.client.get("/api/v1/session", headers=basic("wang", NEW_PASSWORD))
