@@ -103,6 +103,8 @@ class RoutingProcess:
         self._watcher: asyncio.Task[None] | None = None
         self._closing = False
         self._listening = asyncio.Event()
+        self._ever_listened = False
+        self.exit_status: int | None = None
         self._last_free_agents: frozenset[str] | None = None
         self.agi_counters: dict[str, Any] = {}
         self.counters: Counter[str] = Counter()
@@ -129,6 +131,11 @@ class RoutingProcess:
         if listening not in done:
             listening.cancel()
             await self.close()
+            if self.exit_status is not None:
+                raise OSError(
+                    f"the routing process exited (status {self.exit_status}) before it listened "
+                    "for FastAGI; see its log above"
+                )
             raise OSError("the routing process did not start listening; see its log above")
 
     async def _spawn(self) -> asyncio.StreamReader:
@@ -169,9 +176,10 @@ class RoutingProcess:
                 with contextlib.suppress(asyncio.CancelledError):
                     await pusher
             code = await self._process.wait() if self._process is not None else None
+            self.exit_status = code
             self._listening.clear()
-            if self._closing:
-                return
+            if self._closing or not self._ever_listened:  # a child that never listened: the
+                return  # start fails at once (a port in use), as FastAGI in the process would
             self.counters["restarts"] += 1
             log.error("routing process exited (%s); starting another in %.1f s", code, backoff)
             await asyncio.sleep(backoff)
@@ -210,6 +218,7 @@ class RoutingProcess:
             self.routing_counters.update(counters.get("routing", {}))
         elif "listening" in message:
             self.port = int(message["listening"])  # the port it got, when asked for port 0
+            self._ever_listened = True
             self.since = time.time()
             self._listening.set()
             log.info("routing process listens for FastAGI on port %s", message["listening"])

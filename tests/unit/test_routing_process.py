@@ -202,3 +202,30 @@ def _alive(pid: int) -> bool:
         return False
     state = next(line for line in status.splitlines() if line.startswith("State:"))
     return "Z" not in state.split()[1]
+
+
+async def test_a_fastagi_port_in_use_stops_the_start_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As FastAGI in the bridge's own process did: a port in use is an error at start, not a
+    child started again and again until a timeout."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+    await upgrade_database(url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("HOTLINE_DATABASE_URL", url)
+        monkeypatch.setenv("HOTLINE_AGI_HOST", "127.0.0.1")
+        monkeypatch.setenv("HOTLINE_AGI_PORT", str(port))
+        process = RoutingProcess(
+            free_agents=frozenset,
+            on_routed=lambda uid, decision: None,
+            routing_counters=Counter(),
+            port=port,
+        )
+        started = time.monotonic()
+        with pytest.raises(OSError, match="exited"):
+            await process.start()
+    assert time.monotonic() - started < 15
+    assert process.counters["restarts"] == 0
