@@ -465,6 +465,7 @@ async def serve(
     bridge = build_bridge(
         settings, replay_path=replay_path, replay_speed=replay_speed, config_path=config_path
     )
+    on_listening: Callable[[], None] | None = None
     if demo:
         await upgrade_database(settings.database_url)
         password = secrets.token_urlsafe(9)
@@ -475,10 +476,13 @@ async def serve(
             bridge.units, DEMO_AGENT, Role.AGENT, password, DEMO_AGENT_PHONES
         )
         invitation = demo_invitation(settings, password, supervisor_new, agent_new)
-        # Said once the address it gives answers: a browser opened on it at once gets the page.
-        await run_bridge(bridge, stop, on_listening=lambda: print(invitation, flush=True))
-        return
-    await run_bridge(bridge, stop)
+
+        def invite() -> None:
+            """Said once the address it gives answers: a browser sent there gets the page."""
+            print(invitation, flush=True)
+
+        on_listening = invite
+    await run_bridge(bridge, stop, on_listening)
 
 
 def demo_invitation(

@@ -200,9 +200,10 @@ class SessionCodec:
             self._alive_batch = (set(), loop.create_future())
             loop.call_later(ALIVE_BATCH_SECONDS, self._ask_alive)
         asked, answer = self._alive_batch
-        asked.add(_id_hash(session.id))
+        id_hash = _id_hash(session.id)
+        asked.add(id_hash)
         ends = await asyncio.shield(answer)
-        end = ends.get(_id_hash(session.id))
+        end = ends.get(id_hash)
         return end is not None and utc(end).timestamp() > self._clock()
 
     def _ask_alive(self) -> None:
