@@ -27,6 +27,26 @@ def machine_cpu_seconds() -> dict[str, float] | None:
     }
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user and system) one process has used so far, or None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (Linux), e.g. ``hotline run``'s routing process."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(v) for v in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return children
+
+
 def fsync_seconds(directory: Path, samples: int = 300, gap: float = 0.005) -> list[float]:
     """Append 4 KB and fsync, ``samples`` times with ``gap`` seconds between: what one durable
     commit costs on this disk at best, before the database does anything. Sorted."""

@@ -52,7 +52,12 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 
-from benchmarks.machine import machine_cpu_seconds  # noqa: E402
+from benchmarks.machine import (  # noqa: E402
+    child_pids,
+    fsync_seconds,
+    machine_cpu_seconds,
+    process_cpu_seconds,
+)
 from benchmarks.panel_fanout import looped_transcript  # noqa: E402
 from hotline.service import DEMO_SESSION  # noqa: E402
 
@@ -131,6 +136,8 @@ class Phase:
     name: str
     latencies: list[float] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    cpu_shares: dict[str, float] = field(default_factory=dict)  # process -> CPU share
+    fsyncs: list[float] = field(default_factory=list)  # the disk's own fsync latency meanwhile
 
     @property
     def fallbacks(self) -> int:
@@ -141,7 +148,48 @@ class Phase:
         return (
             f"{self.name:<26}{len(ms):>7}{percentile(ms, 50):>9.2f}{percentile(ms, 95):>9.2f}"
             f"{percentile(ms, 99):>9.2f}{max(ms):>9.2f}{self.fallbacks:>11}"
+            + "".join(f"{share:>9.0%}" for share in self.cpu_shares.values())
         )
+
+
+class PhaseCpu:
+    """CPU share (one core = 100%) over a phase of each process on the machine's two cores:
+    ``hotline run``'s bridge and routing processes, the load process (viewers and slowloris,
+    loaded phase only) and this one, the FastAGI client that times the routes."""
+
+    def __init__(self, pid: int, load_pid: int | None = None) -> None:
+        children = child_pids(pid)
+        self._pids: dict[str, int | None] = {
+            "bridge": pid,
+            "routing": children[0] if children else None,
+            "load": load_pid,
+            "client": os.getpid(),
+        }
+        self._started = time.monotonic()
+        self._before = {
+            name: None if pid is None else process_cpu_seconds(pid)
+            for name, pid in self._pids.items()
+        }
+
+    def shares(self) -> dict[str, float]:
+        wall = time.monotonic() - self._started
+        shares: dict[str, float] = {}
+        for name, pid in self._pids.items():
+            before = self._before[name]
+            after = None if pid is None else process_cpu_seconds(pid)
+            shares[name] = 0.0
+            if before is not None and after is not None and wall > 0:
+                shares[name] = (after - before) / wall
+        return shares
+
+
+FSYNC_GAP = 0.05
+
+
+async def disk_fsyncs(workdir: Path, seconds: float) -> list[float]:
+    """The disk's fsync latency (4 KB appended, every 50 ms) over a phase: every route commits
+    a ticket with one WAL sync, so a slower disk is a slower route whatever the web side does."""
+    return await asyncio.to_thread(fsync_seconds, workdir, int(seconds / FSYNC_GAP), FSYNC_GAP)
 
 
 async def routes_at(port: int, rate: float, seconds: float, name: str, seed: int) -> Phase:
@@ -236,9 +284,7 @@ async def load(args: argparse.Namespace) -> None:
         for address in VIEWER_ADDRESSES
     ]
     viewers = [
-        asyncio.create_task(
-            viewer(sessions[n % len(sessions)], url, args.cookie, stop, views)
-        )
+        asyncio.create_task(viewer(sessions[n % len(sessions)], url, args.cookie, stop, views))
         for n in range(args.viewers)
     ]
     lorises = [
@@ -288,10 +334,13 @@ async def wait_healthy(port: int, timeout: float = 60) -> None:
 
 
 async def login(port: int) -> str:
-    async with aiohttp.ClientSession() as session, session.post(
-        f"http://127.0.0.1:{port}/api/v1/login",
-        json={"username": USER, "password": PASSWORD},
-    ) as answer:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://127.0.0.1:{port}/api/v1/login",
+            json={"username": USER, "password": PASSWORD},
+        ) as answer,
+    ):
         if answer.status != 200:
             raise RuntimeError(f"login refused: {answer.status} {await answer.text()}")
         cookie = answer.cookies["hotline_session"].value
@@ -299,9 +348,10 @@ async def login(port: int) -> str:
 
 
 async def full_health(port: int, cookie: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, session.get(
-        f"http://127.0.0.1:{port}/healthz", headers={"Cookie": cookie}
-    ) as answer:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/healthz", headers={"Cookie": cookie}) as answer,
+    ):
         return dict(await answer.json())
 
 
@@ -370,7 +420,12 @@ async def run_mode_on(
         await routes_at(agi_port, args.rate, 3, "warm-up", seed=1)
         cpu_before = machine_cpu_seconds()
         wall_before = time.monotonic()
-        idle = await routes_at(agi_port, args.rate, args.seconds, "idle", seed=2)
+        cpu = PhaseCpu(server.pid)
+        idle, fsyncs = await asyncio.gather(
+            routes_at(agi_port, args.rate, args.seconds, "idle", seed=2),
+            disk_fsyncs(workdir, args.seconds),
+        )
+        idle.cpu_shares, idle.fsyncs = cpu.shares(), fsyncs
         loader = await asyncio.create_subprocess_exec(
             sys.executable, str(THIS_FILE), "--load", "--web-port", str(web_port),
             "--cookie", cookie, "--viewers", str(args.viewers), "--slowloris",
@@ -382,9 +437,14 @@ async def run_mode_on(
         ready_line = await asyncio.wait_for(loader.stdout.readline(), 90)
         ready = json.loads(ready_line or b"{}").get("ready", {})
         await asyncio.sleep(2)  # the slowloris peers are connected and dripping
-        loaded = await routes_at(
-            agi_port, args.rate, args.seconds, f"{args.viewers} viewers + slowloris", seed=3
+        cpu = PhaseCpu(server.pid, loader.pid)
+        loaded, fsyncs = await asyncio.gather(
+            routes_at(
+                agi_port, args.rate, args.seconds, f"{args.viewers} viewers + slowloris", seed=3
+            ),
+            disk_fsyncs(workdir, args.seconds),
         )
+        loaded.cpu_shares, loaded.fsyncs = cpu.shares(), fsyncs
         health = await full_health(web_port, cookie)
         loader.send_signal(signal.SIGTERM)
         done_line = await asyncio.wait_for(loader.stdout.readline(), 60)
@@ -416,13 +476,32 @@ async def run_mode_on(
 
 
 def print_run(result: RunResult) -> None:
-    print(f"\nrouting: {result.mode}" + (
-        f"   (hypervisor steal {result.steal_share:.0%})" if result.steal_share is not None else ""
-    ))
+    print(
+        f"\nrouting: {result.mode}"
+        + (
+            f"   (hypervisor steal {result.steal_share:.0%})"
+            if result.steal_share is not None
+            else ""
+        )
+    )
+    cpu_names = "".join(f"{name:>9}" for name in result.idle.cpu_shares)
     print(f"{'phase':<26}{'routes':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-          f"{'fallbacks':>11}")  # fmt: skip
+          f"{'fallbacks':>11}{cpu_names}")  # fmt: skip
     print(result.idle.line())
     print(result.loaded.line())
+    if cpu_names:
+        print(
+            "(CPU shares, 100% = one core: bridge and routing are hotline run's processes, load"
+            " the viewers and slowloris peers, client this process timing the routes)"
+        )
+    print(
+        "the disk meanwhile, fsync of 4 KB every 50 ms: p50/p99 "
+        + ", ".join(
+            f"{label} {percentile(phase.fsyncs, 50) * 1000:.2f}/"
+            f"{percentile(phase.fsyncs, 99) * 1000:.2f} ms"
+            for label, phase in (("idle", result.idle), ("loaded", result.loaded))
+        )
+    )
     viewers = result.load_report.get("viewers", {})
     loris = result.load_report.get("slowloris", {})
     print(

@@ -200,7 +200,7 @@ def build_bridge(
     sessions = session_factory(engine)
     units = transactions_for(engine)
     reads = transactions_for(engine, read_only=True)
-    ticket_store = TicketStore(sessions, settings.zone, settings.ticket_prefix, units)
+    ticket_store = TicketStore(sessions, settings.zone, settings.ticket_prefix, units, reads)
     tickets = TicketService(
         ticket_store,
         bus,

@@ -181,7 +181,9 @@ class TicketEdit:
 
 class TicketStore:
     """Tickets in the database. ``units`` runs the units of work (default: the sessions' engine,
-    one async connection per unit); ORM sessions serve the rest."""
+    one async connection per unit) and ``reads`` the look-ups among them (default: ``units``;
+    on SQLite, read-only units never take the write lock that routing in another process
+    needs); ORM sessions serve the rest."""
 
     def __init__(
         self,
@@ -189,11 +191,13 @@ class TicketStore:
         zone: ZoneInfo,
         prefix: str = "12345",
         units: Transactions | None = None,
+        reads: Transactions | None = None,
     ) -> None:
         self._sessions = sessions
         self._zone = zone
         self._prefix = prefix
         self._units = units or AsyncTransactions(sessions.kw["bind"])
+        self._reads = reads or self._units
 
     # -- routing ------------------------------------------------------------------------------
 
@@ -203,7 +207,7 @@ class TicketStore:
         """The caller's open tickets with activity since ``since``, newest first."""
         if not caller_digits:
             return ()
-        return await self._units(lambda c: self.open_tickets_in(c, caller_digits, since, limit))
+        return await self._reads(lambda c: self.open_tickets_in(c, caller_digits, since, limit))
 
     async def create(
         self,

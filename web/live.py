@@ -1,14 +1,18 @@
 """``WS /api/v1/live``: the statistics snapshot on connect, then every change as it is published.
 
-One subscription per bus channel serves every viewer: the hub copies each message into the
-viewers' own bounded queues. A viewer that falls behind is disconnected rather than allowed to
-slow the others; its page reconnects and starts again from a fresh snapshot.
+One subscription per bus channel serves every viewer.
+
+Each change is framed once (``text_frame``) and the same bytes are written straight to every
+viewer's connection: with 2,000 viewers and 20 changes a second, waking a task per viewer and
+framing each message again was most of the bridge process's CPU, and that CPU was the time its
+database thread waited for Python's GIL while it held SQLite's write lock, which routing (in the
+other process) then waited on. A viewer whose connection buffers more than ``VIEWER_BUFFER_BYTES``
+unread is disconnected rather than allowed to grow memory; its page reconnects and starts again
+from a fresh snapshot.
 
 A viewer's login is checked again every ``recheck_seconds`` while the socket is open: a logout,
 a new password or role, or a removed user closes it within that time. One hub task checks every
-open socket on the same beat (their session checks share one query), and each viewer only waits
-on its own queue: with 2,000 viewers and 20 changes a second, a timer or a task per message and
-viewer was most of the web side's CPU.
+open socket on the same beat (their session checks share one query).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -29,7 +33,7 @@ from web.users import HEARS_EVERY_CALL, User
 
 log = logging.getLogger(__name__)
 
-VIEWER_QUEUE = 256
+VIEWER_BUFFER_BYTES = 512 * 1024  # about 250 board changes unread: the viewer is gone or stuck
 RECHECK_SECONDS = 5.0
 CHANNELS = ("stats", "calls")
 # Messages of these channels are about one agent's call: an agent sees only their own.
@@ -43,15 +47,55 @@ class Outgoing:
     text_for_agents: str | None = None  # the same without other people's callers, if different
 
 
-# What a viewer's queue may hold besides messages: None ends the socket (the hub stops, the
-# viewer fell behind, the browser left); SESSION_ENDED ends it with 1008 "session ended".
-SESSION_ENDED = Outgoing("", None)
+def text_frame(text: str) -> bytes:
+    """``text`` as one unmasked WebSocket text frame (RFC 6455, 5.2), as a server sends it."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, size))
+    elif size < 1 << 16:
+        head = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return head + payload
+
+
+@dataclass(slots=True)
+class Viewer:
+    """One open socket. Until its snapshot is sent, changes wait in ``held`` (so none is lost
+    or sent before the snapshot); then they go straight to its connection."""
+
+    request: web.Request
+    user: User
+    socket: web.WebSocketResponse
+    sees_calls: bool
+    ended: asyncio.Future[int | None]  # the close code to send, None for a plain close
+    held: list[bytes] | None = field(default_factory=list)
+    held_bytes: int = 0
+
+    def frame_for(self, message: Framed) -> bytes | None:
+        if self.sees_calls:
+            return message.frame
+        if message.agent not in (None, self.user.agent_interface):
+            return None
+        return message.frame_for_agents or message.frame
 
 
 @dataclass(frozen=True, slots=True)
-class Viewer:
-    request: web.Request
-    user: User
+class Framed:
+    frame: bytes
+    agent: str | None
+    frame_for_agents: bytes | None
+
+    @classmethod
+    def of(cls, message: Outgoing) -> Framed:
+        hidden = message.text_for_agents
+        return cls(
+            text_frame(message.text), message.agent, None if hidden is None else text_frame(hidden)
+        )
+
+
+SESSION_ENDED = 1008  # the close code of a socket whose login ended
 
 
 def without_callers(message: dict[str, Any]) -> dict[str, Any]:
@@ -76,11 +120,13 @@ class LiveHub:
         snapshot: Callable[[], Awaitable[dict[str, Any] | None]],
         *,
         recheck_seconds: float = RECHECK_SECONDS,
+        buffer_bytes: int = VIEWER_BUFFER_BYTES,
     ) -> None:
         self.bus = bus
         self.snapshot = snapshot
         self.recheck_seconds = recheck_seconds
-        self._viewers: dict[asyncio.Queue[Outgoing | None], Viewer] = {}
+        self.buffer_bytes = buffer_bytes
+        self._viewers: dict[int, Viewer] = {}
         self._loading: asyncio.Future[dict[str, Any] | None] | None = None
         self.counters = {
             "viewers": 0,
@@ -115,8 +161,8 @@ class LiveHub:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for queue in list(self._viewers):
-            self._end(queue, None)
+        for key in list(self._viewers):
+            self._end(key, None)
 
     async def _recheck_viewers(self) -> None:
         """On every beat, whether each open socket's viewer is still signed in as they were."""
@@ -127,17 +173,16 @@ class LiveHub:
             still = await asyncio.gather(
                 *(self._still_viewer(viewer.request, viewer.user) for _, viewer in viewers)
             )
-            for (queue, _viewer), signed_in in zip(viewers, still, strict=True):
-                if not signed_in and queue in self._viewers:
-                    self._end(queue, SESSION_ENDED)
+            for (key, _viewer), signed_in in zip(viewers, still, strict=True):
+                if not signed_in:
+                    self._end(key, SESSION_ENDED)
 
-    def _end(self, queue: asyncio.Queue[Outgoing | None], last: Outgoing | None) -> None:
-        """Make ``last`` the next thing the viewer reads, and take it off the broadcast list."""
-        self._viewers.pop(queue, None)
-        with contextlib.suppress(asyncio.QueueEmpty):
-            while queue.full():
-                queue.get_nowait()
-        queue.put_nowait(last)
+    def _end(self, key: int, code: int | None) -> None:
+        """Send nothing more to this viewer; its handler closes the socket with ``code``."""
+        viewer = self._viewers.pop(key, None)
+        if viewer is not None and not viewer.ended.done():
+            viewer.ended.set_result(code)
+        self.counters["viewers"] = len(self._viewers)
 
     async def _forward(self, channel: str) -> None:
         while True:
@@ -155,12 +200,32 @@ class LiveHub:
             await asyncio.sleep(1.0)
 
     def broadcast(self, message: Outgoing) -> None:
-        for queue in list(self._viewers):
-            try:
-                queue.put_nowait(message)
-            except asyncio.QueueFull:
-                self.counters["dropped_slow_viewers"] += 1
-                self._end(queue, None)
+        """The same frame bytes to every viewer allowed to see them, without waiting on any."""
+        framed = Framed.of(message)
+        for key, viewer in list(self._viewers.items()):
+            frame = viewer.frame_for(framed)
+            if frame is None:
+                continue
+            if viewer.held is not None:
+                viewer.held.append(frame)
+                viewer.held_bytes += len(frame)
+                if viewer.held_bytes > self.buffer_bytes:  # its snapshot is that late
+                    self.counters["dropped_slow_viewers"] += 1
+                    self._end(key, None)
+                continue
+            self._write(key, viewer, frame)
+
+    def _write(self, key: int, viewer: Viewer, frame: bytes) -> None:
+        transport = viewer.request.transport
+        if transport is None or transport.is_closing() or viewer.socket.closed:
+            self._end(key, None)
+            return
+        if transport.get_write_buffer_size() > self.buffer_bytes:
+            self.counters["dropped_slow_viewers"] += 1
+            self._end(key, None)
+            return
+        transport.write(frame)
+        self.counters["sent"] += 1
 
     async def live(self, request: web.Request) -> web.StreamResponse:
         user = current_user(request)
@@ -170,12 +235,15 @@ class LiveHub:
             return refused
         # No permessage-deflate, though every browser offers it: each change would be deflated
         # once per viewer (2,000 times), and the deltas are small JSON on the office network.
+        # The hub writes its own frames, uncompressed, to every viewer.
         socket = web.WebSocketResponse(heartbeat=20, compress=False)
         await socket.prepare(request)
-        queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(VIEWER_QUEUE)
-        self._viewers[queue] = Viewer(request, user)
+        ended: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        viewer = Viewer(request, user, socket, user.role in HEARS_EVERY_CALL, ended)
+        key = id(viewer)
+        self._viewers[key] = viewer
         self.counters["viewers"] = len(self._viewers)
-        reader: asyncio.Task[None] | None = None
+        reader = asyncio.create_task(self._read_until_closed(socket, key))
         try:
             try:
                 snapshot = await self._snapshot_once()
@@ -184,28 +252,22 @@ class LiveHub:
                 log.warning("live snapshot could not be loaded: %s", error)
                 await socket.close(code=1011, message=b"statistics unavailable")
                 return socket
-            sees_calls = user.role in HEARS_EVERY_CALL
             first = {"type": "snapshot", "role": user.role.value, **(snapshot or {})}
-            if not sees_calls:
+            if not viewer.sees_calls:
                 first = without_callers(first)
             await socket.send_str(json.dumps(first, ensure_ascii=False, default=str))
-            reader = asyncio.create_task(self._read_until_closed(socket, queue))
-            while (message := await queue.get()) is not None:
-                if message is SESSION_ENDED:
-                    self.counters["closed_ended_sessions"] += 1
-                    await socket.close(code=1008, message=b"session ended")
+            held, viewer.held = viewer.held or [], None
+            for frame in held:
+                if key not in self._viewers:
                     break
-                if sees_calls or message.agent in (None, user.agent_interface):
-                    if not sees_calls and message.text_for_agents is not None:
-                        await socket.send_str(message.text_for_agents)
-                    else:
-                        await socket.send_str(message.text)
-                    self.counters["sent"] += 1
+                self._write(key, viewer, frame)
+            code = await ended
+            if code == SESSION_ENDED:
+                self.counters["closed_ended_sessions"] += 1
+                await socket.close(code=SESSION_ENDED, message=b"session ended")
         finally:
-            if reader is not None:
-                reader.cancel()
-            self._viewers.pop(queue, None)
-            self.counters["viewers"] = len(self._viewers)
+            reader.cancel()
+            self._end(key, None)
             await socket.close()
         return socket
 
@@ -224,11 +286,9 @@ class LiveHub:
             return True
         return now == user
 
-    async def _read_until_closed(
-        self, socket: web.WebSocketResponse, queue: asyncio.Queue[Outgoing | None]
-    ) -> None:
+    async def _read_until_closed(self, socket: web.WebSocketResponse, key: int) -> None:
         """The page sends nothing that matters; when it goes away, so does its viewer."""
         async for message in socket:
             if message.type == WSMsgType.ERROR:
                 break
-        self._end(queue, None)
+        self._end(key, None)

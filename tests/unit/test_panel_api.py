@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import re
+import socket as sockets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -334,6 +335,82 @@ async def test_live_socket_sends_the_snapshot_then_changes_and_only_own_calls_to
         {"type": "call.finished", "agent": "PJSIP/agent1"},
         {"type": "stats.delta", "seq": 8, "queues": {}},
     ]
+
+
+async def test_changes_published_while_the_snapshot_loads_follow_it_in_order(
+    panel: Panel,
+) -> None:
+    """Changes are written to each viewer's connection as they come, but never before its
+    snapshot: those that come while it loads are held and sent right after it."""
+    release = asyncio.Event()
+
+    async def slow_snapshot() -> dict:
+        await release.wait()
+        return SNAPSHOT
+
+    panel.hub.snapshot = slow_snapshot
+    await panel.login("wang")
+    async with panel.client.ws_connect("/api/v1/live") as socket:
+        await asyncio.sleep(0.1)
+        for seq in range(1, 4):
+            await panel.bus.publish("stats", {"type": "stats.delta", "seq": seq})
+        release.set()
+        got = [await socket.receive_json(timeout=5) for _ in range(4)]
+        await panel.bus.publish("stats", {"type": "stats.delta", "seq": 4})
+        got.append(await socket.receive_json(timeout=5))
+    assert [m["type"] for m in got] == ["snapshot"] + ["stats.delta"] * 4
+    assert [m["seq"] for m in got[1:]] == [1, 2, 3, 4]
+
+
+async def test_the_hubs_own_frames_read_back_whole_at_every_length(panel: Panel) -> None:
+    """Short, 16-bit and 64-bit payload lengths (RFC 6455), and text beyond ASCII."""
+    await panel.bus.store_snapshot(SNAPSHOT_KEY, SNAPSHOT)
+    await panel.login("wang")
+    sizes = (0, 100, 126, 65_535, 65_536, 300_000)
+    async with panel.client.ws_connect("/api/v1/live", max_msg_size=0) as socket:
+        await socket.receive_json(timeout=5)
+        await asyncio.sleep(0.05)
+        for size in sizes:
+            await panel.bus.publish("stats", {"type": "stats.delta", "note": "市" * size})
+        got = [await socket.receive_json(timeout=5) for _ in sizes]
+    assert [len(m["note"]) for m in got] == list(sizes)
+    assert all(set(m["note"]) <= {"市"} for m in got)
+
+
+async def test_a_viewer_that_stops_reading_is_dropped_and_the_others_go_on(panel: Panel) -> None:
+    """Its unread frames pile up in its connection's buffer; past the bound it is closed, so a
+    stuck browser costs at most that much memory, and nobody else waits for it."""
+    await panel.bus.store_snapshot(SNAPSHOT_KEY, SNAPSHOT)
+    panel.hub.buffer_bytes = 256 * 1024
+    token = base64.b64encode(f"wang:{PASSWORD}".encode()).decode()
+    auth = {"Authorization": f"Basic {token}"}
+    url = f"ws://127.0.0.1:{panel.client.port}/api/v1/live"
+    stuck = sockets.socket()
+    stuck.setsockopt(sockets.SOL_SOCKET, sockets.SO_RCVBUF, 4096)  # before connecting: no window
+    stuck.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(stuck, ("127.0.0.1", panel.client.port))
+    reader, writer = await asyncio.open_connection(sock=stuck)
+    writer.write(
+        (
+            f"GET /api/v1/live HTTP/1.1\r\nHost: 127.0.0.1:{panel.client.port}\r\n"
+            f"Authorization: {auth['Authorization']}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    assert (await reader.readline()).startswith(b"HTTP/1.1 101")
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, headers=auth) as other:
+        await other.receive_json(timeout=5)
+        await asyncio.sleep(0.05)
+        big = {"type": "stats.delta", "note": "x" * 30_000}
+        # 12 MB to each viewer, more than the kernel's own socket buffers take; the stuck one
+        # reads none of it.
+        for seq in range(400):
+            await panel.bus.publish("stats", {**big, "seq": seq})
+            assert (await other.receive_json(timeout=5))["seq"] == seq
+        assert panel.hub.counters["dropped_slow_viewers"] == 1
+        assert panel.hub.counters["viewers"] == 1
+    writer.close()
 
 
 async def test_live_socket_declines_compression_a_browser_offers(panel: Panel) -> None:
