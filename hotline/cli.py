@@ -76,10 +76,11 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser(
         "replay",
-        help="replay an AMI transcript and print the queue and agent statistics",
+        help="replay an AMI or ESL transcript and print the queue and agent statistics",
         description=(
-            "Feed a raw AMI wire transcript (\\r\\n line ends, as on the socket) through the "
-            "same pipeline as the live connection and print today's statistics at its end."
+            "Feed a raw AMI wire transcript (\\r\\n line ends, as on the socket), or a FreeSWITCH "
+            "Event Socket transcript (.esl, or .esl.gz), through the same pipeline as a live "
+            "connection and print the statistics at its end."
         ),
     )
     replay.add_argument("path", metavar="PATH", type=Path, help="the transcript")
@@ -155,20 +156,33 @@ def _serve_until_stopped(service: Coroutine[Any, Any, None], settings: Settings)
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from ami.codec import AmiProtocolError
     from ami.replay import ReplayClock
+    from esl.callcenter import EslEventError
+    from esl.codec import EslProtocolError
+    from esl.replay import EslClock, is_esl_transcript, replay_esl_file
     from hotline.service import build_pipeline
     from queue_stats.pipeline import format_table, replay_file
 
     if not args.path.is_file():
         print(f"hotline: no transcript at {args.path}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    clock = ReplayClock()
-    pipeline = build_pipeline(settings, clock.current)
-    try:
-        calls = replay_file(args.path, pipeline, clock)
-    except AmiProtocolError as error:
-        print(f"hotline: {args.path} is not an AMI transcript: {error}", file=sys.stderr)
-        return 1
-    snapshot = pipeline.stats.snapshot(clock.current())
+    if is_esl_transcript(args.path):
+        esl_clock = EslClock()
+        pipeline = build_pipeline(settings, esl_clock.current)
+        try:
+            calls = replay_esl_file(args.path, pipeline, esl_clock)
+        except (EslProtocolError, EslEventError) as error:
+            print(f"hotline: {args.path}: unreadable ESL transcript: {error}", file=sys.stderr)
+            return 1
+        snapshot = pipeline.stats.snapshot(esl_clock.current())
+    else:
+        clock = ReplayClock()
+        pipeline = build_pipeline(settings, clock.current)
+        try:
+            calls = replay_file(args.path, pipeline, clock)
+        except AmiProtocolError as error:
+            print(f"hotline: {args.path} is not an AMI transcript: {error}", file=sys.stderr)
+            return 1
+        snapshot = pipeline.stats.snapshot(clock.current())
     if args.json:
         print(json.dumps(snapshot, ensure_ascii=False))
     else:

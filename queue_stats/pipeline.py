@@ -22,6 +22,7 @@ from ami.events import (
     CallerJoinedQueue,
     DialAnswered,
     DialStarted,
+    DomainEvent,
     parse_event,
 )
 from ami.replay import ReplayClock, read_transcript
@@ -162,6 +163,10 @@ class EventPipeline:
             return PipelineResult()
         if event is None:
             return PipelineResult()
+        return self.on_event(event)
+
+    def on_event(self, event: DomainEvent) -> PipelineResult:
+        """One call-center fact, whichever PBX it came from (AMI parsed, or ESL translated)."""
         self.counters["events"] += 1
         finished = self.tracker.handle(event)
         changed = self.stats.handle(event)
