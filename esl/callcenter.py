@@ -38,6 +38,10 @@ from ami.events import (
     CallerLeftQueue,
     ChannelHungUp,
     DomainEvent,
+    MemberAdded,
+    MemberPaused,
+    MemberRemoved,
+    MemberStatus,
     QueueExited,
 )
 from esl.codec import EslEvent
@@ -45,6 +49,12 @@ from esl.codec import EslEvent
 CALLCENTER_SUBCLASS = "callcenter::info"
 CALLER_CANCELLED_RING = "ORIGINATOR_CANCEL"
 MAX_REMEMBERED_MEMBERS = 10_000
+# Agent states (agent-state-change, and the "state" column of agent lists) as the device states
+# the statistics know from Asterisk: in use, ringing, or free.
+DEVICE_IN_USE, DEVICE_RINGING, DEVICE_FREE = 2, 6, 1
+DEVICE_OF_STATE = {"In a queue call": DEVICE_IN_USE, "Receiving": DEVICE_RINGING}
+PAUSED_STATUS = "On Break"
+LOGGED_OUT_STATUS = "Logged Out"
 # member-queue-end's CC-Cancel-Reason, as the status Asterisk's dialplan sees (QUEUESTATUS).
 EXIT_STATUS = {"TIMEOUT": "TIMEOUT", "EXIT_WITH_KEY": "EXITWITHKEY", "NO_AGENT_TIMEOUT": "TIMEOUT"}
 
@@ -90,7 +100,21 @@ class CallcenterTranslator:
     def __init__(self) -> None:
         self._members: dict[str, str] = {}  # member session uuid -> its queue, while waiting
         self._held_hangups: dict[str, ChannelHungUp] = {}
+        # Agents' queues: from the tiers at a resync, and from each offer (mod_callcenter
+        # sends no event when a tier is added or removed). Their status: Available, On Break...
+        self._agent_queues: dict[str, set[str]] = {}
+        self._agent_status: dict[str, str] = {}
         self.counters: Counter[str] = Counter()
+
+    def adopt_present(
+        self, tiers: dict[str, set[str]], statuses: dict[str, str], waiting: dict[str, str]
+    ) -> None:
+        """At a resync: each agent's queues (tiers) and status, and the callers waiting (session
+        -> queue), as FreeSWITCH lists them now; what was learnt before the resync is dropped."""
+        self._agent_queues = {agent: set(queues) for agent, queues in tiers.items()}
+        self._agent_status = dict(statuses)
+        self._members = dict(waiting)
+        self._held_hangups = {s: h for s, h in self._held_hangups.items() if s in waiting}
 
     def translate(self, event: EslEvent) -> list[DomainEvent]:
         name = event.name
@@ -152,7 +176,39 @@ class CallcenterTranslator:
         at, session, linked = self._ids(event)
         agent = _required(event, "CC-Agent")
         queue = _required(event, "CC-Queue")
-        return [AgentCalled(at, session, linked, "", queue, agent, agent, "")]
+        facts: list[DomainEvent] = []
+        queues = self._agent_queues.setdefault(agent, set())
+        if queue not in queues:  # a tier we had not seen: the agent serves this queue
+            queues.add(queue)
+            paused = self._agent_status.get(agent) == PAUSED_STATUS
+            facts.append(MemberAdded(at, queue, agent, agent, paused, PAUSED_STATUS * paused))
+        facts.append(AgentCalled(at, session, linked, "", queue, agent, agent, ""))
+        return facts
+
+    def _status_changed(self, event: EslEvent) -> list[DomainEvent]:
+        """Available, On Break (a pause, its reason the status) or Logged Out, in every queue."""
+        at, agent = event_time(event), _required(event, "CC-Agent")
+        status = event.get("CC-Agent-Status")
+        self._agent_status[agent] = status
+        queues = sorted(self._agent_queues.get(agent, ()))
+        if status == LOGGED_OUT_STATUS:
+            self._agent_queues.pop(agent, None)
+            return [MemberRemoved(at, queue, agent, agent) for queue in queues]
+        paused = status == PAUSED_STATUS
+        reason = status if paused else ""
+        return [MemberPaused(at, queue, agent, agent, paused, reason) for queue in queues]
+
+    def _state_changed(self, event: EslEvent) -> list[DomainEvent]:
+        """Waiting, Receiving (ringing), In a queue call: the agent's phone, in every queue."""
+        at, agent = event_time(event), _required(event, "CC-Agent")
+        state = event.get("CC-Agent-State")
+        device = DEVICE_OF_STATE.get(state, DEVICE_FREE)
+        paused = self._agent_status.get(agent) == PAUSED_STATUS
+        reason = PAUSED_STATUS if paused else ""
+        return [
+            MemberStatus(at, queue, agent, agent, device, paused, reason, device == DEVICE_IN_USE)
+            for queue in sorted(self._agent_queues.get(agent, ()))
+        ]
 
     def _bridged(self, event: EslEvent) -> list[DomainEvent]:
         at, session, linked = self._ids(event)
@@ -245,4 +301,6 @@ class CallcenterTranslator:
         "bridge-agent-end": _bridge_ended,
         "bridge-agent-fail": _not_answered,
         "member-queue-end": _left,
+        "agent-status-change": _status_changed,
+        "agent-state-change": _state_changed,
     }

@@ -20,9 +20,12 @@ from ami.events import (
     AgentConnected,
     AmiEventError,
     CallerJoinedQueue,
+    CallerReported,
     DialAnswered,
     DialStarted,
     DomainEvent,
+    MemberReported,
+    QueueReported,
     parse_event,
 )
 from ami.replay import ReplayClock, read_transcript
@@ -126,6 +129,16 @@ def _remember(
     table[key] = caller
     if len(table) > limit:  # completions that never came: forget the oldest
         del table[next(iter(table))]
+
+
+@dataclass(frozen=True, slots=True)
+class PresentState:
+    """What a PBX reports at a resync: its queues, agents in them, callers waiting, channels."""
+
+    queues: list[QueueReported] = field(default_factory=list)
+    members: list[MemberReported] = field(default_factory=list)
+    callers: list[CallerReported] = field(default_factory=list)
+    channels: set[str] = field(default_factory=set)
 
 
 class EventPipeline:

@@ -18,13 +18,14 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ami.codec import AmiMessage
 from ami.events import (
     AmiEventError,
     CallerReported,
     ChannelReported,
+    DomainEvent,
     MemberReported,
     QueueReported,
     parse_event,
@@ -34,11 +35,12 @@ from ivr_bypass.decision import RoutingDecision
 from queue_stats.calls import CallOutcome, CallRecord, Routing
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
-from queue_stats.pipeline import EventPipeline, RingingAgent
+from queue_stats.pipeline import EventPipeline, PresentState, RingingAgent
 from queue_stats.queue_log import Recovery, read_entries, recover_calls
 from queue_stats.stats import AgentState
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CALLS_CHANNEL = "calls"
 STATS_CHANNEL = "stats"
@@ -145,7 +147,7 @@ class QueueService:
         self._link_ticket = link_ticket
         self._finished: asyncio.Queue[CallRecord] = asyncio.Queue()
         self._changed = asyncio.Event()
-        self._resync_buffer: deque[AmiMessage] | None = None
+        self._resync_buffer: deque[AmiMessage | DomainEvent] | None = None
         self._published: dict[str, Any] = {}
         self._sequence = 0
         self.counters: Counter[str] = Counter()
@@ -172,8 +174,20 @@ class QueueService:
             return
         self._apply(message)
 
-    def _apply(self, message: AmiMessage) -> None:
-        result = self.pipeline.on_ami_message(message, self._clock())
+    def on_fact(self, fact: DomainEvent) -> None:
+        """A call-center fact from a PBX other than over AMI (FreeSWITCH's Event Socket)."""
+        if self._resync_buffer is not None:
+            if len(self._resync_buffer) == MAX_RESYNC_BUFFER:
+                self.counters["resync_buffer_overflow"] += 1
+            self._resync_buffer.append(fact)
+            return
+        self._apply(fact)
+
+    def _apply(self, message: AmiMessage | DomainEvent) -> None:
+        if isinstance(message, AmiMessage):
+            result = self.pipeline.on_ami_message(message, self._clock())
+        else:
+            result = self.pipeline.on_event(message)
         if result.offered_call is not None:
             self._notify("call_offered", result.offered_call)
         if result.answered_call is not None:
@@ -242,17 +256,16 @@ class QueueService:
 
     async def resync(self, ami: ActionSender) -> None:
         """Ask Asterisk for the present (queues, members, callers, channels) and adopt it."""
-        self.begin_resync()
-        try:
+
+        async def ask() -> tuple[Any, Any]:
             status = await ami.send_action("QueueStatus")
             await ami.send_action("QueueSummary")
-            channels = await ami.send_action("CoreShowChannels")
-        except Exception as error:
-            log.warning("resync failed (%s); live events go on unsynchronised", error)
-            self.counters["resync_failures"] += 1
-            self._end_resync()
-            return
-        at = self._clock()
+            return status, await ami.send_action("CoreShowChannels")
+
+        await self.resync_from(ask, self._asterisk_present)
+
+    def _asterisk_present(self, answers: tuple[Any, Any], at: datetime) -> PresentState:
+        status, channels = answers
         events = []
         for message in _listed(status) + _listed(channels):
             try:
@@ -263,16 +276,37 @@ class QueueService:
                 continue
             if event is not None:
                 events.append(event)
-        queues = [e for e in events if isinstance(e, QueueReported)]
-        members = [e for e in events if isinstance(e, MemberReported)]
-        callers = [e for e in events if isinstance(e, CallerReported)]
-        present = {e.uniqueid for e in events if isinstance(e, ChannelReported)}
+        return PresentState(
+            queues=[e for e in events if isinstance(e, QueueReported)],
+            members=[e for e in events if isinstance(e, MemberReported)],
+            callers=[e for e in events if isinstance(e, CallerReported)],
+            channels={e.uniqueid for e in events if isinstance(e, ChannelReported)},
+        )
+
+    async def resync_from(
+        self,
+        ask: Callable[[], Awaitable[T]],
+        read: Callable[[T, datetime], PresentState],
+    ) -> None:
+        """Make live state equal to what the PBX reports: ``ask`` fetches its answers (live
+        events are buffered meanwhile), ``read`` turns them into the present state."""
+        self.begin_resync()
+        try:
+            answers = await ask()
+        except Exception as error:
+            log.warning("resync failed (%s); live events go on unsynchronised", error)
+            self.counters["resync_failures"] += 1
+            self._end_resync()
+            return
+        at = self._clock()
+        present = read(answers, at)
+        queues, members, callers = present.queues, present.members, present.callers
         absent_since = self.pipeline.stats.last_event_at
         self.pipeline.stats.resync(at, queues, members, callers)
         tracker = self.pipeline.tracker
         for caller in callers:
             tracker.handle(caller)
-        closed = tracker.resync(present, at)
+        closed = tracker.resync(present.channels, at)
         if self._queue_log is not None:
             closed = await self._recover_absence(closed, absent_since, at)
         for call in closed:
@@ -283,7 +317,7 @@ class QueueService:
             len(queues),
             len(members),
             len(callers),
-            len(present),
+            len(present.channels),
         )
         self._end_resync()
         self.pipeline.stats.settle_resync()
