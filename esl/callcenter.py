@@ -104,7 +104,32 @@ class CallcenterTranslator:
         # sends no event when a tier is added or removed). Their status: Available, On Break...
         self._agent_queues: dict[str, set[str]] = {}
         self._agent_status: dict[str, str] = {}
+        self._pause_reasons: dict[str, str] = {}  # given from the panel; FreeSWITCH keeps none
         self.counters: Counter[str] = Counter()
+
+    def pause_reason(self, agent: str, reason: str) -> None:
+        """The reason to show with this agent's next break (FreeSWITCH's status has none)."""
+        self._pause_reasons[agent] = reason
+
+    def tier_changed(self, queue: str, agent: str, added: bool, at: datetime) -> list[DomainEvent]:
+        """A tier FreeSWITCH accepted (``tier add``/``del``): it sends no event of its own."""
+        queues = self._agent_queues.setdefault(agent, set())
+        if added:
+            if queue in queues:
+                return []
+            queues.add(queue)
+            reason = self._reason_of(agent)
+            return [MemberAdded(at, queue, agent, agent, bool(reason), reason)]
+        if queue not in queues:
+            return []
+        queues.discard(queue)
+        return [MemberRemoved(at, queue, agent, agent)]
+
+    def _reason_of(self, agent: str) -> str:
+        """The pause reason to show, or "" when the agent is not on a break."""
+        if self._agent_status.get(agent) != PAUSED_STATUS:
+            return ""
+        return self._pause_reasons.get(agent) or PAUSED_STATUS
 
     def adopt_present(
         self, tiers: dict[str, set[str]], statuses: dict[str, str], waiting: dict[str, str]
@@ -180,8 +205,8 @@ class CallcenterTranslator:
         queues = self._agent_queues.setdefault(agent, set())
         if queue not in queues:  # a tier we had not seen: the agent serves this queue
             queues.add(queue)
-            paused = self._agent_status.get(agent) == PAUSED_STATUS
-            facts.append(MemberAdded(at, queue, agent, agent, paused, PAUSED_STATUS * paused))
+            reason = self._reason_of(agent)
+            facts.append(MemberAdded(at, queue, agent, agent, bool(reason), reason))
         facts.append(AgentCalled(at, session, linked, "", queue, agent, agent, ""))
         return facts
 
@@ -194,19 +219,19 @@ class CallcenterTranslator:
         if status == LOGGED_OUT_STATUS:
             self._agent_queues.pop(agent, None)
             return [MemberRemoved(at, queue, agent, agent) for queue in queues]
-        paused = status == PAUSED_STATUS
-        reason = status if paused else ""
-        return [MemberPaused(at, queue, agent, agent, paused, reason) for queue in queues]
+        if status != PAUSED_STATUS:
+            self._pause_reasons.pop(agent, None)
+        reason = self._reason_of(agent)
+        return [MemberPaused(at, queue, agent, agent, bool(reason), reason) for queue in queues]
 
     def _state_changed(self, event: EslEvent) -> list[DomainEvent]:
         """Waiting, Receiving (ringing), In a queue call: the agent's phone, in every queue."""
         at, agent = event_time(event), _required(event, "CC-Agent")
         state = event.get("CC-Agent-State")
         device = DEVICE_OF_STATE.get(state, DEVICE_FREE)
-        paused = self._agent_status.get(agent) == PAUSED_STATUS
-        reason = PAUSED_STATUS if paused else ""
+        reason, busy = self._reason_of(agent), device == DEVICE_IN_USE
         return [
-            MemberStatus(at, queue, agent, agent, device, paused, reason, device == DEVICE_IN_USE)
+            MemberStatus(at, queue, agent, agent, device, bool(reason), reason, busy)
             for queue in sorted(self._agent_queues.get(agent, ()))
         ]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from ami.events import DomainEvent
@@ -43,9 +43,11 @@ class FreeswitchFeed:
         sink: FactSink,
         api: Callable[[str], Awaitable[str]],
         translator: CallcenterTranslator | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sink = sink
         self._api = api
+        self._clock = clock
         self.translator = translator or CallcenterTranslator()
         self._resyncing: asyncio.Task[None] | None = None
         self.counters: dict[str, int] = {"malformed_events": 0, "resyncs_started": 0}
@@ -73,6 +75,14 @@ class FreeswitchFeed:
         present, roster = read_answers(answers, at)
         self.translator.adopt_present(roster.tiers, roster.statuses, roster.waiting)
         return present
+
+    def tier_changed(self, queue: str, agent: str, added: bool) -> None:
+        """A tier added or removed from the panel and accepted (FreeSWITCH tells nobody)."""
+        for fact in self.translator.tier_changed(queue, agent, added, self._clock()):
+            self._sink.on_fact(fact)
+
+    def pause_reason(self, agent: str, reason: str) -> None:
+        self.translator.pause_reason(agent, reason)
 
     async def resynced(self) -> None:
         """Wait for the resync of the last login (tests, and an orderly shutdown)."""

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     ami_secret: SecretStr = SecretStr("")
     ami_action_timeout: float = Field(5.0, gt=0, le=120)
     ami_max_backoff: float = Field(30.0, ge=0.5, le=600)
+    # FreeSWITCH's Event Socket (mod_event_socket, inbound): used when the password is set.
+    esl_host: str = "127.0.0.1"
+    esl_port: int = Field(8021, ge=1, le=65535)
+    esl_password: SecretStr = SecretStr("")
+    esl_command_timeout: float = Field(5.0, gt=0, le=120)
+    esl_max_backoff: float = Field(30.0, ge=0.5, le=600)
     agi_host: str = "127.0.0.1"
     agi_port: int = Field(4573, ge=1, le=65535)
     agi_read_timeout: float = Field(5.0, gt=0, le=60)
@@ -225,6 +231,7 @@ class Settings(BaseSettings):
         """The settings as a dict fit for a log line: secrets and passwords masked."""
         shown = self.model_dump(mode="json")
         shown["ami_secret"] = "***" if self.ami_secret.get_secret_value() else ""
+        shown["esl_password"] = "***" if self.esl_password.get_secret_value() else ""
         shown["webhook_secret"] = "***" if self.webhook_secret.get_secret_value() else ""
         for name in ("session_secret", "metrics_token", "admin_password"):
             shown[name] = "***" if getattr(self, name).get_secret_value() else ""

@@ -28,9 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agi.routing import route_handler
 from agi.server import FastAgiServer
+from ami.agent_control import AmiAgentControl
 from ami.client import AmiClient
 from ami.codec import AmiMessage
 from ami.replay import ReplayClock, read_transcript, replay
+from esl.agent_control import EslAgentControl
+from esl.client import EslClient
+from esl.feed import FreeswitchFeed
 from hotline.bus import Bus, create_bus
 from hotline.config import Settings
 from hotline.domain import build_router, routing_rules, sla_policy, working_calendar
@@ -44,6 +48,7 @@ from hotline.storage import (
 )
 from ivr_bypass.decision import fallback_decision
 from ivr_bypass.router import FreeAgents, SnapshotAvailability
+from pbx.control import AgentControl
 from queue_stats.calls import CallTracker
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
@@ -96,6 +101,8 @@ class Bridge:
     ticket_store: TicketStore
     webhook: WebhookSender | None = None
     routing_counters: Counter[str] = field(default_factory=Counter)
+    esl: EslClient | None = None  # FreeSWITCH's Event Socket, when configured
+    agent_control: AgentControl | None = None
     web: WebParts = field(init=False)
     web_site: GuardedSite | None = None  # the web port, once it listens
 
@@ -113,8 +120,16 @@ class Bridge:
             }
             if not self.ami.connected:
                 ami["problem"] = self.ami.last_problem
-        else:
+        elif self.esl is None:
             ami = {"up": True, "mode": "replay", "source": str(self.replay_path)}
+        pbx: dict[str, Any] = {}
+        if self.esl is not None:
+            pbx["esl"] = {
+                "up": self.esl.connected,
+                "since": self.esl.state_since,
+                "reconnects": self.esl.reconnects,
+                **({} if self.esl.connected else {"problem": self.esl.last_problem}),
+            }
         try:
             async with self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
@@ -122,7 +137,8 @@ class Bridge:
         except Exception as error:  # reported to the probe, not raised
             database = {"up": False, "problem": type(error).__name__}
         return {
-            "ami": ami,
+            **({"ami": ami} if self.ami is not None or self.esl is None else {}),
+            **pbx,
             "database": database,
             "bus": {"up": await self.bus.ping()},
             "agi": self._agi_health(),
@@ -190,7 +206,8 @@ def build_bridge(
     config_path: Path | None = None,
 ) -> Bridge:
     """Wire the real adapters. Nothing connects here; ``run_bridge`` starts them in order."""
-    if replay_path is None and not settings.ami_secret.get_secret_value():
+    freeswitch = bool(settings.esl_password.get_secret_value())
+    if replay_path is None and not settings.ami_secret.get_secret_value() and not freeswitch:
         replay_path = DEMO_SESSION
     engine = create_engine(settings.database_url)
     bus = create_bus(settings.redis_url)
@@ -242,8 +259,10 @@ def build_bridge(
             counters=routing_counters,
             clock=clock,
         )
-    ami = None
-    if replay_path is None:
+    ami, esl, control = None, None, None
+    if replay_path is None and freeswitch:
+        esl, control = _freeswitch(settings, queues, clock)
+    if replay_path is None and settings.ami_secret.get_secret_value():
         ami = AmiClient(
             host=settings.ami_host,
             port=settings.ami_port,
@@ -256,6 +275,7 @@ def build_bridge(
         )
     if ami is not None:
         _watch_ami(ami, queues)
+        control = AmiAgentControl(ami)
     store = DirectoryStore(settings.recordings_dir)
     recordings = RecordingIngest(settings.recordings_spool, store, units)
     bridge = Bridge(
@@ -276,9 +296,40 @@ def build_bridge(
         ticket_store=ticket_store,
         webhook=webhook,
         routing_counters=routing_counters,
+        esl=esl,
+        agent_control=control,
     )
     bridge.web = build_web(bridge, clock)
     return bridge
+
+
+def _freeswitch(
+    settings: Settings, queues: QueueService, clock: Callable[[], datetime]
+) -> tuple[EslClient, EslAgentControl]:
+    """FreeSWITCH's inbound Event Socket feeding the queue service, resynced at each login."""
+    clients: list[EslClient] = []
+
+    async def api(command: str) -> str:
+        return await clients[0].api(command)
+
+    feed = FreeswitchFeed(queues, api, clock=clock)
+    client = EslClient(
+        host=settings.esl_host,
+        port=settings.esl_port,
+        password=settings.esl_password.get_secret_value(),
+        sink=feed.on_event,
+        command_timeout=settings.esl_command_timeout,
+        max_backoff=settings.esl_max_backoff,
+    )
+    clients.append(client)
+
+    def on_login() -> None:
+        queues.set_pbx_state(True, client.state_since)
+        feed.on_login()
+
+    client.on_login = on_login
+    client.on_down = lambda problem: queues.set_pbx_state(False, client.state_since, problem)
+    return client, EslAgentControl(api, feed)
 
 
 def build_web(bridge: Bridge, clock: Callable[[], datetime]) -> WebParts:
@@ -308,7 +359,7 @@ def build_web(bridge: Bridge, clock: Callable[[], datetime]) -> WebParts:
         ),
         live=LiveHub(bus, stats),
         metrics=Metrics(bridge.health, stats, settings.metrics_token.get_secret_value()),
-        agent_actions=AgentActions(bridge.ami),
+        agent_actions=AgentActions(bridge.agent_control),
     )
 
 
@@ -418,7 +469,9 @@ async def run_bridge(
     settle_heap()
     if bridge.ami is not None:
         await bridge.ami.start()
-    else:
+    if bridge.esl is not None:
+        await bridge.esl.start()
+    if bridge.ami is None and bridge.esl is None:
         tasks.append(asyncio.create_task(_replay_session(bridge, messages), name="replay"))
     try:
         await stop.wait()
@@ -426,6 +479,8 @@ async def run_bridge(
         log.info("stopping")
         if bridge.ami is not None:
             await bridge.ami.close()
+        if bridge.esl is not None:
+            await bridge.esl.close()
         await bridge.agi.close()
         await runner.cleanup()
         if not await bridge.queues.drain(timeout=10):

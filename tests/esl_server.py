@@ -195,6 +195,8 @@ class RecordedFreeswitch:
                 if q == queue
             ]
             return "\n".join([MEMBERS_HEADER, *rows, "+OK"]) + "\n"
+        if command.startswith(("callcenter_config agent set status ", "callcenter_config tier ")):
+            return "+OK\n"  # as FreeSWITCH accepts a status or tier change
         if command == "show channels as json":
             rows = [{"uuid": uuid_} for uuid_ in sorted(self._channels)]
             listing = {"row_count": len(rows), **({"rows": rows} if rows else {})}

@@ -1,39 +1,38 @@
-"""What an agent does to their own queue membership from the panel, sent to Asterisk over AMI.
+"""What an agent does to their own queue membership from the panel, sent to the PBX.
 
-``POST /api/v1/agent/pause`` (``{"paused": true, "reason": "lunch"}``) is AMI ``QueuePause``;
-``POST /api/v1/agent/queues`` (``{"queue": "hotline", "member": true}``) is ``QueueAdd`` or
-``QueueRemove``. An agent acts on their own interface; a supervisor or admin may name one with
-``"agent"``. Asterisk's answer decides: its refusal is a 409 with its message; no PBX (a replay)
-or a PBX that is down is a 503. The panel sees the result as Asterisk's own events come back.
+``POST /api/v1/agent/pause`` (``{"paused": true, "reason": "lunch"}``) pauses or unpauses (AMI
+``QueuePause``; FreeSWITCH's agent status ``On Break``/``Available``); ``POST /api/v1/agent/queues``
+(``{"queue": "hotline", "member": true}``) logs in to a queue or out of it (``QueueAdd`` or
+``QueueRemove``; a tier added or deleted). An agent acts on their own interface; a supervisor or
+admin may name one with ``"agent"``. The PBX's answer decides: its refusal is a 409 with its
+message; no PBX (a replay) or a PBX that is down is a 503. The panel sees the result as the
+PBX's own events come back.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from collections.abc import Awaitable
+from typing import Any
 
 from aiohttp import web
 
-from ami.actions import AmiAction, queue_add, queue_pause, queue_remove
-from ami.client import AmiActionFailed, AmiActionTimeout, AmiNotConnected
+from pbx.control import AgentControl, PbxRefused, PbxUnavailable
 from web.auth import current_user
 from web.bodies import read_json
 from web.errors import json_error
 from web.users import HEARS_EVERY_CALL, User
 
 _QUEUE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_INTERFACE = re.compile(r"PJSIP/[A-Za-z0-9_]{1,40}")
+# An Asterisk interface, or a FreeSWITCH mod_callcenter agent name.
+_INTERFACE = re.compile(r"PJSIP/[A-Za-z0-9_]{1,40}|[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
 MAX_REASON = 64
 MAX_BODY = 4096
 
 
-class ActionSender(Protocol):
-    async def send(self, action: AmiAction) -> Any: ...
-
-
 class AgentActions:
-    def __init__(self, ami: ActionSender | None) -> None:
-        self.ami = ami
+    def __init__(self, control: AgentControl | None) -> None:
+        self.control = control
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/api/v1/agent/pause", self.pause, name="agent-pause")
@@ -57,17 +56,21 @@ class AgentActions:
         if user.role not in HEARS_EVERY_CALL:
             raise json_error(403, "agents act only on their own phone")
         if not isinstance(named, str) or not _INTERFACE.fullmatch(named):
-            raise json_error(400, "agent is an interface like PJSIP/agent1")
+            raise json_error(400, "agent is an interface like PJSIP/agent1, or an agent's name")
         return named
 
-    async def _send(self, action: AmiAction) -> None:
-        if self.ami is None:
+    def _control(self) -> AgentControl:
+        if self.control is None:
             raise json_error(503, "no PBX is connected (this is a replay)")
+        return self.control
+
+    @staticmethod
+    async def _send(action: Awaitable[None]) -> None:
         try:
-            await self.ami.send(action)
-        except AmiActionFailed as error:  # Asterisk said no (e.g. not a member of that queue)
+            await action
+        except PbxRefused as error:  # the PBX said no (e.g. not a member of that queue)
             raise json_error(409, str(error)) from None
-        except (AmiNotConnected, AmiActionTimeout) as error:
+        except PbxUnavailable as error:
             raise json_error(503, str(error)) from None
 
     async def pause(self, request: web.Request) -> web.Response:
@@ -80,7 +83,7 @@ class AgentActions:
             raise json_error(400, "paused is true or false")
         if not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable():
             raise json_error(400, f"reason is plain text of at most {MAX_REASON} characters")
-        await self._send(queue_pause(interface, paused, reason if paused else ""))
+        await self._send(self._control().pause(interface, paused, reason))
         return web.json_response({"agent": interface, "paused": paused, "reason": reason})
 
     async def membership(self, request: web.Request) -> web.Response:
@@ -92,5 +95,7 @@ class AgentActions:
             raise json_error(400, "queue is a queue name")
         if not isinstance(member, bool):
             raise json_error(400, "member is true (log in to the queue) or false (log out)")
-        await self._send(queue_add(queue, interface) if member else queue_remove(queue, interface))
+        control = self._control()
+        change = control.join if member else control.leave
+        await self._send(change(queue, interface))
         return web.json_response({"agent": interface, "queue": queue, "member": member})

@@ -21,12 +21,13 @@ from web.users import Authenticator, User
 HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
 
 HEALTH_PROBE = web.AppKey("health_probe", HealthProbe)
-VITAL_PARTS = ("ami", "database", "bus", "agi")
+VITAL_PARTS = ("ami", "esl", "database", "bus", "agi")
 STATIC_DIR = Path(__file__).with_name("static")
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Whether AMI, the database, the bus and FastAGI are up (503 when one is not).
+    """Whether the PBX link (AMI or the Event Socket), the database, the bus and FastAGI are up
+    (503 when one is not).
 
     Anyone may ask (load balancers and monitors have no login), so without one the answer is
     only ``ok`` and each vital part's ``up``: paths, error texts and counters tell an outsider

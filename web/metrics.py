@@ -49,8 +49,9 @@ def prometheus_text(health: Mapping[str, Any], stats: Mapping[str, Any] | None) 
         lines.append(f"# TYPE {name} gauge")
         lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
 
-    ami = health.get("ami", {})
-    family("hotline_pbx_up", "1 when the AMI connection is up", [("", float(bool(ami.get("up"))))])
+    links = [health[name] for name in ("ami", "esl") if name in health]
+    up = float(bool(links) and all(bool(link.get("up")) for link in links))
+    family("hotline_pbx_up", "1 when the PBX connection (AMI or Event Socket) is up", [("", up)])
     for section in ("database", "bus"):
         if section in health:
             up = float(bool(health[section].get("up")))

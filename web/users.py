@@ -44,7 +44,8 @@ class Role(StrEnum):
 HEARS_EVERY_CALL = frozenset({Role.ADMIN, Role.SUPERVISOR})
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_INTERFACE = re.compile(r"PJSIP/[A-Za-z0-9_]{1,40}")
+# An Asterisk softphone (PJSIP/agent1), or a FreeSWITCH mod_callcenter agent (agent1, 1001@default).
+_INTERFACE = re.compile(r"PJSIP/[A-Za-z0-9_]{1,40}|[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
 MIN_PASSWORD_LENGTH = 8
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -133,10 +134,13 @@ def check_new_user(username: str, role: str, phones: Sequence[str], password: st
     if role not in {r.value for r in Role}:
         raise UserError(f"role must be one of {', '.join(r.value for r in Role)}: {role!r}")
     if role == Role.AGENT and not phones:
-        raise UserError("an agent needs --agent, their softphone's interface (PJSIP/agent1)")
+        raise UserError(
+            "an agent needs --agent: their softphone's interface (PJSIP/agent1) on Asterisk,"
+            " or their agent name on FreeSWITCH"
+        )
     for phone in phones:
         if not _INTERFACE.fullmatch(phone):
-            raise UserError(f"not an agent interface (PJSIP/<id>): {phone[:70]!r}")
+            raise UserError(f"not an agent interface (PJSIP/<id>) or agent name: {phone[:70]!r}")
     if len(phones) > 8:
         raise UserError("at most 8 phones per user")
     if len(password) < MIN_PASSWORD_LENGTH:

@@ -209,3 +209,52 @@ async def test_the_watchdog_drops_a_session_gone_silent(services) -> None:  # ty
         assert freeswitch.commands[0][2:] == [*RESYNC, "api status"]
         assert queues.counters["resyncs"] == 1
         await connected.client.close()
+
+
+async def test_agent_control_on_freeswitch_commands_refusals_and_the_tiers_it_reports() -> None:
+    from ami.events import MemberAdded, MemberRemoved
+    from esl.agent_control import EslAgentControl
+    from pbx.control import PbxRefused, PbxUnavailable
+
+    sent: list[str] = []
+    refused = EslCommandFailed("tier: -ERR Invalid Agent!")
+    answers: dict[str, Exception] = {"callcenter_config tier add hotline ghost 1 1": refused}
+
+    async def api(command: str) -> str:
+        sent.append(command)
+        if command in answers:
+            raise answers[command]
+        return "+OK\n"
+
+    class Sink:
+        facts: list = []  # noqa: RUF012
+
+        def on_fact(self, fact) -> None:  # type: ignore[no-untyped-def]
+            self.facts.append(fact)
+
+        def begin_resync(self) -> None: ...
+
+        async def resync_from(self, ask, read) -> None: ...  # type: ignore[no-untyped-def]
+
+    sink = Sink()
+    feed = FreeswitchFeed(sink, api)
+    control = EslAgentControl(api, feed)
+    await control.pause("agent1", True, "lunch")
+    await control.join("hotline", "agent1")
+    await control.leave("hotline", "agent1")
+    await control.pause("agent1", False, "")
+    assert sent == [
+        "callcenter_config agent set status agent1 'On Break'",
+        "callcenter_config tier add hotline agent1 1 1",
+        "callcenter_config tier del hotline agent1",
+        "callcenter_config agent set status agent1 'Available'",
+    ]
+    assert [type(f) for f in sink.facts] == [MemberAdded, MemberRemoved]
+    with pytest.raises(PbxRefused, match="Invalid Agent"):
+        await control.join("hotline", "ghost")
+    with pytest.raises(PbxRefused, match="agent name"):
+        await control.pause("agent1 'Available'", True, "")
+    answers["callcenter_config agent set status agent2 'On Break'"] = EslNotConnected("down")
+    with pytest.raises(PbxUnavailable):
+        await control.pause("agent2", True, "")
+    assert len(sink.facts) == 2  # refused changes tell the core nothing

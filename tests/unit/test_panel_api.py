@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert
 
+from ami.agent_control import AmiAgentControl
 from ami.client import AmiActionFailed
 from hotline.bus import InProcessBus
 from hotline.storage import create_engine, session_factory, transactions_for
@@ -147,7 +148,7 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
         api=api,
         live=hub,
         metrics=Metrics(health, stats),
-        agent_actions=AgentActions(ami),
+        agent_actions=AgentActions(AmiAgentControl(ami)),
     )
     client = TestClient(TestServer(create_app(parts)))
     await client.start_server()

@@ -1,0 +1,1 @@
+"""What every PBX adapter offers the features, whichever PBX is behind it."""

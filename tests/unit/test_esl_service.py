@@ -1,0 +1,99 @@
+"""``hotline run`` on FreeSWITCH: the whole service, its Event Socket connected to FreeSWITCH's
+side of a recorded session on loopback. The panel's figures equal FreeSWITCH's CDR, /healthz
+reports the link, and the panel's pause and queue buttons become mod_callcenter commands."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.esl_server import PASSWORD, RecordedFreeswitch
+from tests.health import MONITOR_AUTHORIZATION, MONITOR_ENV
+from tests.unit.test_esl_client import AGENT_FIGURES, QUEUE_FIGURES, expected
+from tests.unit.test_routing_process import free_port
+
+
+async def test_hotline_run_on_freeswitch(tmp_path: Path) -> None:
+    async with RecordedFreeswitch("basic-queue") as freeswitch:
+        web_port = free_port()
+        env = {
+            **os.environ,
+            "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}",
+            "HOTLINE_AGI_PORT": str(free_port()),
+            "HOTLINE_WEB_PORT": str(web_port),
+            "HOTLINE_RECORDINGS_DIR": str(tmp_path / "recordings"),
+            "HOTLINE_RECORDINGS_SPOOL": str(tmp_path / "spool"),
+            "HOTLINE_AMI_SECRET": "",
+            "HOTLINE_REDIS_URL": "",
+            "HOTLINE_ESL_HOST": "127.0.0.1",
+            "HOTLINE_ESL_PORT": str(freeswitch.port),
+            "HOTLINE_ESL_PASSWORD": PASSWORD,
+            **MONITOR_ENV,
+        }
+        log = (tmp_path / "run.log").open("wb")
+        run = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hotline.cli", "run",
+            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{web_port}"
+        monitor = {"Authorization": MONITOR_AUTHORIZATION}
+        try:
+            async with aiohttp.ClientSession(headers=monitor) as web:
+                stats = await _settled_stats(web, base, freeswitch, run, tmp_path)
+                queues = {n: {k: q[k] for k in QUEUE_FIGURES} for n, q in stats["queues"].items()}
+                agents = {n: {k: a[k] for k in AGENT_FIGURES} for n, a in stats["agents"].items()}
+                assert (queues, agents) == expected("basic-queue")
+
+                async with web.get(f"{base}/healthz") as answer:
+                    health = await answer.json()
+                assert answer.status == 200 and health["esl"]["up"] is True
+                assert "ami" not in health
+
+                pause = {"agent": "agent1", "paused": True, "reason": "lunch"}
+                async with web.post(f"{base}/api/v1/agent/pause", json=pause) as answer:
+                    assert answer.status == 200, await answer.text()
+                queue = {"agent": "agent1", "queue": "enterprise", "member": True}
+                async with web.post(f"{base}/api/v1/agent/queues", json=queue) as answer:
+                    assert answer.status == 200, await answer.text()
+                bad = {"agent": "agent1 x", "paused": True}
+                async with web.post(f"{base}/api/v1/agent/pause", json=bad) as answer:
+                    assert answer.status == 400  # a space would split FreeSWITCH's command
+        finally:
+            run.terminate()
+            await asyncio.wait_for(run.wait(), 30)
+            log.close()
+    sent = freeswitch.commands[-1]
+    assert "api callcenter_config agent set status agent1 'On Break'" in sent
+    assert "api callcenter_config tier add enterprise agent1 1 1" in sent
+    assert run.returncode == 0, (tmp_path / "run.log").read_text()
+
+
+async def _settled_stats(
+    web: aiohttp.ClientSession,
+    base: str,
+    freeswitch: RecordedFreeswitch,
+    run: asyncio.subprocess.Process,
+    tmp_path: Path,
+) -> dict:
+    """The panel's statistics once every recorded event was sent and they stopped changing."""
+    deadline = time.monotonic() + 60
+    last = None
+    while time.monotonic() < deadline:
+        assert run.returncode is None, (tmp_path / "run.log").read_text()
+        try:
+            async with web.get(f"{base}/api/v1/stats") as answer:
+                if answer.status == 200:
+                    stats = await answer.json()
+                    if freeswitch.all_sent and stats == last:
+                        return stats
+                    last = stats
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.5)
+    raise AssertionError("the statistics did not settle: " + (tmp_path / "run.log").read_text())
