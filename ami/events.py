@@ -44,6 +44,21 @@ class ChannelHungUp(ChannelEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class HangupRequested(ChannelEvent):
+    """Something asked Asterisk to hang the channel up: ``HangupRequest`` (its far end, such as
+    the caller's BYE) or ``SoftHangupRequest`` (``soft``: the dialplan, a bridge, an operator).
+
+    A caller who hangs up while queued is asked to *before* app_queue reports
+    ``QueueCallerAbandon``; one who timed out is not (the channel goes on in the dialplan).
+    On a dialplan without our ``HotlineQueueResult`` that order is what tells the two apart.
+    ``cause`` is the Q.850 cause for ``HangupRequest`` and the soft-hangup flags otherwise.
+    """
+
+    cause: int
+    soft: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CallerJoinedQueue(ChannelEvent):
     queue: str
     caller_number: str
@@ -210,8 +225,9 @@ class QueueExited(ChannelEvent):
     """The dialplan's ``UserEvent(HotlineQueueResult)`` after ``Queue()`` returned.
 
     Asterisk reports a caller who timed out of a queue with ``QueueCallerAbandon`` like one who
-    hung up; only ``QUEUESTATUS`` (``TIMEOUT``, ``LEAVEEMPTY``, ``JOINEMPTY``...) tells them
-    apart, so the dialplan publishes it. A caller who hung up never reaches this step.
+    hung up; ``QUEUESTATUS`` (``TIMEOUT``, ``LEAVEEMPTY``, ``JOINEMPTY``...) says which, so our
+    dialplan publishes it (another dialplan leaves the bridge only ``HangupRequested`` to go
+    by). A caller who hung up never reaches this step.
     """
 
     queue: str
@@ -231,6 +247,7 @@ class PbxBooted:
 DomainEvent = (
     ChannelCreated
     | ChannelHungUp
+    | HangupRequested
     | CallerJoinedQueue
     | CallerLeftQueue
     | CallerAbandoned
@@ -340,6 +357,14 @@ def _newchannel(m: Mapping[str, str], at: datetime) -> ChannelCreated:
 
 def _hangup(m: Mapping[str, str], at: datetime) -> ChannelHungUp:
     return ChannelHungUp(at, *_ids(m), _number(m, "Cause", default=0), m.get("Cause-txt", ""))
+
+
+def _hangup_request(m: Mapping[str, str], at: datetime) -> HangupRequested:
+    return HangupRequested(at, *_ids(m), _number(m, "Cause", default=0), soft=False)
+
+
+def _soft_hangup_request(m: Mapping[str, str], at: datetime) -> HangupRequested:
+    return HangupRequested(at, *_ids(m), _number(m, "Cause", default=0), soft=True)
 
 
 def _caller_join(m: Mapping[str, str], at: datetime) -> CallerJoinedQueue:
@@ -518,6 +543,8 @@ EventParser = Callable[[Mapping[str, str], datetime], DomainEvent | None]
 EVENT_PARSERS: dict[str, EventParser] = {
     "Newchannel": _newchannel,
     "Hangup": _hangup,
+    "HangupRequest": _hangup_request,
+    "SoftHangupRequest": _soft_hangup_request,
     "QueueCallerJoin": _caller_join,
     "QueueCallerLeave": _caller_leave,
     "QueueCallerAbandon": _caller_abandon,

@@ -38,6 +38,7 @@ from ami.events import (
     CallerLeftQueue,
     ChannelHungUp,
     DomainEvent,
+    HangupRequested,
     MemberAdded,
     MemberPaused,
     MemberRemoved,
@@ -309,8 +310,10 @@ class CallcenterTranslator:
         if event.get("CC-Cause") == "Cancel":
             reason = event.get("CC-Cancel-Reason")
             status = EXIT_STATUS.get(reason)
-            if status is None:  # BREAK_OUT: the caller hung up
+            if status is None:  # BREAK_OUT: the caller hung up, as Asterisk's order would say
                 hold = _seconds_between(event, "CC-Member-Joined-Time", "CC-Member-Leaving-Time")
+                cause = held.cause if held is not None else 0
+                facts.append(HangupRequested(at, session, linked, "", cause, soft=False))
                 facts.append(CallerAbandoned(at, session, linked, "", queue, hold, 0, 0))
             else:
                 facts.append(CallerLeftQueue(at, session, linked, "", queue))

@@ -4,6 +4,11 @@ A call is a caller's channel: it starts when Asterisk creates the channel in an 
 (or, if the bridge was not watching then, when it joins a queue) and ends at that channel's
 ``Hangup``. Hold and talk seconds come from Asterisk's own ``HoldTime``/``TalkTime`` so the journal
 agrees with ``queue_log`` and ``QueueStatus``. No I/O happens here; memory holds live calls only.
+
+Asterisk 22 sends ``QueueCallerAbandon`` for a caller who hung up and for one who timed out.
+For a caller our dialplan queued, its ``HotlineQueueResult`` (``QueueExited``) says which: sent
+when ``Queue()`` returns, never after a hang-up. For a caller another dialplan queued, AMI's order
+does (see ``timed_out_in_queue``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from ami.events import (
     ChannelHungUp,
     DialAnswered,
     DomainEvent,
+    HangupRequested,
+    PbxBooted,
     QueueExited,
 )
 
@@ -84,6 +91,26 @@ class CallRecord:
     """Who told the bridge of this call: ``ami`` live, or ``queue_log`` after an absence."""
 
 
+def timed_out_in_queue(unrequested: bool, requests_heard: bool) -> bool:
+    """Whether a ``QueueCallerAbandon`` was a timeout, on a dialplan that does not say.
+
+    A caller who hangs up while waiting is asked to (``HangupRequest``; ``SoftHangupRequest``
+    when hung up from the CLI) before app_queue's ``QueueCallerAbandon``; a caller who timed out
+    is not, and goes on in the dialplan. ``unrequested``: a caller seen waiting, queued by a
+    dialplan without our user event, and no request came first. That absence means something
+    only on a login known to deliver ``HangupRequest`` (manager.conf may filter it out): one was
+    heard since the login began. Until then it stays an abandon, as Asterisk's ``Abandoned``.
+    The limit: AMI's Hangup action and a Redirect of a waiting caller send no request first, so
+    such a caller counts as timed out where queue_log says ABANDON.
+    """
+    return unrequested and requests_heard
+
+
+def _waiting_in_queue(fields: dict[str, Any]) -> bool:
+    entered, left = fields.get("entered_queue_at"), fields.get("left_queue_at")
+    return entered is not None and (left is None or left < entered)
+
+
 def _asterisk_seconds(start: datetime | None, end: datetime | None) -> int | None:
     """app_queue's TalkTime is ``time(NULL) - callstart``: whole epoch seconds subtracted. The
     caller's Hangup can come before AgentComplete (the agent hung up); the estimate then
@@ -111,6 +138,13 @@ class CallTracker:
         # Live calls as plain field dicts (cheap to update); frozen into CallRecord at the end.
         self._calls: dict[str, dict[str, Any]] = {}
         self._pending_routings: OrderedDict[str, Routing] = OrderedDict()
+        # Live calls only: callers our dialplan queued (it reports why Queue() returned), callers
+        # waiting in a queue whose channel was asked to hang up, and callers who left a queue
+        # unrequested (``timed_out_in_queue``) before any request was heard (their Hangup decides).
+        self._reported_by_dialplan: set[str] = set()
+        self._hangup_requested: set[str] = set()
+        self._unrequested_abandons: set[str] = set()
+        self._requests_heard = False
         self.anomalies: Counter[str] = Counter()
         self._handlers: dict[type, Callable[[Any], list[CallRecord] | None]] = {
             ChannelCreated: self._on_channel_created,
@@ -123,6 +157,8 @@ class CallTracker:
             AgentCompleted: self._on_agent_completed,
             DialAnswered: self._on_dial_answered,
             ChannelHungUp: self._on_hangup,
+            HangupRequested: self._on_hangup_requested,
+            PbxBooted: self._on_pbx_booted,
         }
 
     @property
@@ -153,6 +189,7 @@ class CallTracker:
         finished = []
         for uniqueid in gone:
             fields = self._calls.pop(uniqueid)
+            self._forget(uniqueid)
             self.anomalies["call-ended-while-disconnected"] += 1
             fields["outcome"] = fields.get("outcome") or CallOutcome.UNKNOWN
             finished.append(CallRecord(**fields))
@@ -185,13 +222,40 @@ class CallTracker:
         self._update(event.uniqueid, "left", left_queue_at=event.at)
 
     def _on_caller_abandoned(self, event: CallerAbandoned) -> None:
+        uniqueid = event.uniqueid
+        fields = self._calls.get(uniqueid)
+        # A call not seen waiting leaves nothing but Asterisk's word; our dialplan's user event
+        # corrects it for a timeout.
+        unrequested = (
+            fields is not None
+            and _waiting_in_queue(fields)
+            and uniqueid not in self._hangup_requested
+            and uniqueid not in self._reported_by_dialplan
+        )
+        self._hangup_requested.discard(uniqueid)
+        timed_out = timed_out_in_queue(unrequested, self._requests_heard)
+        if unrequested and not timed_out:
+            self._unrequested_abandons.add(uniqueid)
+        else:
+            self._unrequested_abandons.discard(uniqueid)
         self._update(
-            event.uniqueid,
+            uniqueid,
             "abandon",
-            outcome=CallOutcome.ABANDONED,
+            outcome=CallOutcome.TIMEOUT if timed_out else CallOutcome.ABANDONED,
             hold_seconds=event.hold_seconds,
             left_queue_at=event.at,
         )
+
+    def _on_hangup_requested(self, event: HangupRequested) -> None:
+        if not event.soft:
+            self._requests_heard = True
+        fields = self._calls.get(event.uniqueid)
+        if fields is not None and _waiting_in_queue(fields):
+            self._hangup_requested.add(event.uniqueid)
+
+    def _on_pbx_booted(self, event: PbxBooted) -> None:
+        """A new login may come through a manager account that filters hang-up requests."""
+        self._requests_heard = False
 
     def _on_queue_exited(self, event: QueueExited) -> None:
         if event.status == "TIMEOUT":
@@ -267,6 +331,8 @@ class CallTracker:
             )
         fields["queue"] = event.queue
         fields["entered_queue_at"] = event.at
+        if any(event.route):  # HOTLINE_ROUTE: queued by our dialplan, which reports the exit
+            self._reported_by_dialplan.add(event.uniqueid)
         self._adopt_route(event.uniqueid, event.route)
 
     def _on_dial_answered(self, event: DialAnswered) -> None:
@@ -299,6 +365,14 @@ class CallTracker:
         if fields is None:
             return []
         outcome = fields.get("outcome")
+        unrequested = event.uniqueid in self._unrequested_abandons
+        self._forget(event.uniqueid)
+        # A hang-up request heard since the abandon (its own, later in the dialplan, or another
+        # channel's) shows that this login delivers them: none before it means a timeout.
+        if outcome is CallOutcome.ABANDONED and timed_out_in_queue(
+            unrequested, self._requests_heard
+        ):
+            outcome = CallOutcome.TIMEOUT
         entered = fields.get("entered_queue_at")
         left = fields.get("left_queue_at")
         if outcome is None and entered is not None:
@@ -312,6 +386,11 @@ class CallTracker:
         fields["ended_at"] = event.at
         fields["hangup_cause"] = event.cause
         return [CallRecord(**fields)]
+
+    def _forget(self, uniqueid: str) -> None:
+        self._reported_by_dialplan.discard(uniqueid)
+        self._hangup_requested.discard(uniqueid)
+        self._unrequested_abandons.discard(uniqueid)
 
     def _update(self, uniqueid: str, what: str, **changes: object) -> None:
         fields = self._calls.get(uniqueid)

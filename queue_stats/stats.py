@@ -4,10 +4,14 @@ Counting follows Asterisk's own definitions so the numbers agree with ``QueueSta
 ``queue_log``: a call is *offered* when it joins a queue, *answered* at ``AgentConnect``,
 *abandoned* when the caller hung up while waiting, *timed out* when it left the queue without
 either (the Queue application's time limit, or an empty queue). Asterisk sends
-``QueueCallerAbandon`` for a timeout too; the dialplan's ``HotlineQueueResult`` user event tells
-the two apart, so an abandon is settled at the caller's ``Hangup`` or that event, whichever comes
-first (milliseconds later). Without the user event a timeout counts as abandoned, as Asterisk's
-own ``Abandoned`` counter does. Answered *within the service level* means a
+``QueueCallerAbandon`` for a timeout too. For callers our dialplan queued, its
+``HotlineQueueResult`` user event tells the two apart; for others AMI's order does
+(``queue_stats.calls.timed_out_in_queue``): a caller who hangs up is asked to (``HangupRequest``)
+before the ``QueueCallerAbandon``, one who timed out is not. So an abandon is settled at once when
+that order decides it, else at the caller's ``Hangup``, at that event, or when the caller joins a
+queue again, whichever comes first. On a login that has delivered no ``HangupRequest``
+(manager.conf filters it) and without the user event, a timeout counts as abandoned, as
+Asterisk's own ``Abandoned`` counter does. Answered *within the service level* means a
 hold of at most the queue's ``servicelevel`` seconds, and ``service_level`` is that count over
 answered calls, as Asterisk's ``ServicelevelPerf``. Rates leave out short abandons (callers who
 hung up within ``short_abandon_seconds``), as contact centres usually do.
@@ -39,15 +43,17 @@ from ami.events import (
     CallerReported,
     ChannelHungUp,
     DomainEvent,
+    HangupRequested,
     MemberAdded,
     MemberPaused,
     MemberRemoved,
     MemberReported,
     MemberStatus,
+    PbxBooted,
     QueueExited,
     QueueReported,
 )
-from queue_stats.calls import CallOutcome, CallRecord
+from queue_stats.calls import CallOutcome, CallRecord, timed_out_in_queue
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +171,8 @@ class _Waiting:
     joined_at: datetime
     uniqueid: str
     offered_counted: bool = True
+    hangup_requested: bool = False  # the caller's channel was asked to hang up while waiting
+    reported_by_dialplan: bool = False  # queued by our dialplan, which says why Queue() returned
 
 
 @dataclass(slots=True)
@@ -174,6 +182,7 @@ class _Exit:
     queue: str
     at: datetime
     abandon_hold: int | None  # set when Asterisk reported QueueCallerAbandon
+    unrequested: bool = False  # ... that AMI's order may call a timeout (timed_out_in_queue)
 
 
 @dataclass(slots=True)
@@ -207,6 +216,8 @@ class QueueStats:
         self.agents: dict[str, Agent] = {}
         # Callers who left a queue and whose outcome is not settled yet.
         self._left: dict[str, _Exit] = {}
+        # A HangupRequest was heard since the AMI login: its absence before an abandon counts.
+        self._requests_heard = False
         self._day: datetime | None = None
         self._next_day: datetime | None = None
         self._hour_cache: tuple[datetime, datetime] | None = None
@@ -232,6 +243,8 @@ class QueueStats:
             QueueReported: self._on_queue_reported,
             CallerReported: self._on_caller_reported,
             QueueExited: self._on_queue_exited,
+            HangupRequested: self._on_hangup_requested,
+            PbxBooted: self._on_pbx_booted,
         }
 
     # -- input ---------------------------------------------------------------------------------
@@ -355,14 +368,18 @@ class QueueStats:
     # -- handlers ------------------------------------------------------------------------------
 
     def _on_join(self, event: CallerJoinedQueue) -> None:
+        # Back in a queue after leaving one unanswered: that was no hang-up, whatever Asterisk
+        # called it (a dialplan that sends timed-out callers on to another queue).
+        self._settle(event.uniqueid, timed_out=True)
         queue = self._queue(event.queue)
         known = queue.waiting.get(event.uniqueid)
         if known is not None and known.offered_counted:
             return  # the same join delivered twice
         if known is None:
-            queue.waiting[event.uniqueid] = _Waiting(event.at, event.uniqueid)
+            known = queue.waiting[event.uniqueid] = _Waiting(event.at, event.uniqueid)
         else:  # first seen in a resync snapshot; this is its real join, so count it now
             known.offered_counted = True
+        known.reported_by_dialplan = any(event.route)  # HOTLINE_ROUTE: our dialplan queued it
         self._count(queue, event.at, offered=1)
 
     def _on_caller_reported(self, event: CallerReported) -> None:
@@ -373,11 +390,35 @@ class QueueStats:
 
     def _on_abandon(self, event: CallerAbandoned) -> None:
         queue = self._queue(event.queue)
-        if queue.waiting.pop(event.uniqueid, None) is None:
+        waiting = queue.waiting.pop(event.uniqueid, None)
+        if waiting is None:
             self.anomalies["abandon-of-unknown-caller"] += 1
-        self._exit(event.uniqueid, _Exit(event.queue, event.at, event.hold_seconds))
+        # A caller not seen waiting leaves nothing but Asterisk's word; our dialplan's user event
+        # corrects it for a timeout.
+        unrequested = (
+            waiting is not None
+            and not waiting.hangup_requested
+            and not waiting.reported_by_dialplan
+        )
+        self._exit(event.uniqueid, _Exit(event.queue, event.at, event.hold_seconds, unrequested))
+        if timed_out_in_queue(unrequested, self._requests_heard):
+            self._settle(event.uniqueid, timed_out=True)
         for agent in self.agents.values():
             agent.ringing_for.discard(event.uniqueid)
+
+    def _on_hangup_requested(self, event: HangupRequested) -> bool:
+        if not event.soft:
+            self._requests_heard = True
+        for queue in self.queues.values():
+            waiting = queue.waiting.get(event.uniqueid)
+            if waiting is not None:
+                waiting.hangup_requested = True
+        return False
+
+    def _on_pbx_booted(self, event: PbxBooted) -> bool:
+        """A new login may come through a manager account that filters hang-up requests."""
+        self._requests_heard = False
+        return False
 
     def _on_leave(self, event: CallerLeftQueue) -> None:
         queue = self._queue(event.queue)
@@ -396,7 +437,11 @@ class QueueStats:
         if exit_ is None:
             return False
         queue = self._queue(exit_.queue)
-        if timed_out or exit_.abandon_hold is None:
+        if (
+            timed_out
+            or exit_.abandon_hold is None
+            or timed_out_in_queue(exit_.unrequested, self._requests_heard)
+        ):
             self._count(queue, exit_.at, timed_out=1)
         else:
             short = int(exit_.abandon_hold < self._short_abandon)

@@ -28,8 +28,6 @@ UNWANTED_EVENTS = {
     "DialState",
     "BridgeCreate",
     "BridgeDestroy",
-    "HangupRequest",
-    "SoftHangupRequest",
     "RTCPSent",
     "RTCPReceived",
     "DeviceStateChange",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.recorder.routing import AGI_HOST, AGI_PORT, make_server
-from tests.recorder.scenarios import Scenario
+from tests.recorder.scenarios import Citizen, Scenario
 from tests.recorder.testbed import Phones, Sandbox, TestbedError, stray_sipp_processes
 from tests.recorder.wire import Message, WireRecorder
 
@@ -90,6 +90,8 @@ async def record(sandbox: Sandbox, scenario: Scenario, seed: int, keep_logs: boo
         for name, value in scenario.globals.items():
             changed_globals = True
             await asyncio.to_thread(sandbox.cli, f"dialplan set global {name} {value}")
+        for command in scenario.setup:
+            await asyncio.to_thread(sandbox.cli, command)
         for agent, answers in scenario.agents.items():
             phones.start_agent(agent, answer=answers)
         try:
@@ -122,7 +124,11 @@ async def record(sandbox: Sandbox, scenario: Scenario, seed: int, keep_logs: boo
                 run.note(item.label)  # type: ignore[attr-defined]
                 await item.run(run)  # type: ignore[attr-defined]
             else:
-                calls.append((item, phones.call(item.caller, item.name, item.line_seconds)))  # type: ignore[attr-defined]
+                citizen: Citizen = item  # type: ignore[assignment]
+                phone = phones.call(
+                    citizen.caller, citizen.name, citizen.line_seconds, service=citizen.service
+                )
+                calls.append((citizen, phone))
 
         # Wait for every citizen to finish (bounded), then for Asterisk to be quiet.
         deadline = time.monotonic() + max((c.line_seconds for c, _ in calls), default=0) + 60
@@ -156,6 +162,9 @@ async def record(sandbox: Sandbox, scenario: Scenario, seed: int, keep_logs: boo
         await wire.close()
         await agi.close()
         phones.stop_all()
+        for command in scenario.teardown:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(sandbox.cli, command)
         if changed_globals:
             for name, value in scenario.restore_globals.items():
                 with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ phone down): COMPLETEAGENT.  Everything is drawn from a seeded random generator.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Citizen:
     name: str
     patience: float  # seconds the citizen is willing to wait ...
     talk: float  # ... plus seconds of conversation = time on the line
+    service: str = "12345"  # the number dialled
 
     @property
     def line_seconds(self) -> float:
@@ -55,6 +57,8 @@ class Scenario:
     agent_hangs_up: float = 0.5  # share of connected calls the agent ends after ``talk``
     globals: dict[str, str] = field(default_factory=dict)  # dialplan globals for the run
     restore_globals: dict[str, str] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)  # CLI commands before the run ...
+    teardown: list[str] = field(default_factory=list)  # ... and after it, even a failed one
 
     @property
     def duration(self) -> float:
@@ -102,6 +106,23 @@ def cli(command: str) -> StepAction:
 def stop_agent(agent: str) -> StepAction:
     async def run(r: Run) -> None:
         r.phones.stop_agent(agent)
+
+    return run
+
+
+def hang_up_caller(number: str) -> StepAction:
+    """An operator hangs up the citizen ``number`` while it waits in a queue with the CLI's
+    ``channel request hangup``: Asterisk reports a SoftHangupRequest before the abandon (AMI's
+    Hangup action would not)."""
+
+    async def run(r: Run) -> None:
+        joined = r.wire.find(Event="QueueCallerJoin", CallerIDNum=number)
+        if joined is None:
+            r.note(f"{number} is not waiting in a queue: nothing to hang up")
+            return
+        channel = joined[1].get("Channel", "")
+        await asyncio.to_thread(r.sandbox.hangup_channel, channel)
+        r.note(f"hung up {channel} ({number})")
 
     return run
 
@@ -251,8 +272,99 @@ def unreachable_agent(seed: int) -> Scenario:
     )
 
 
+# A site's own dialplan: answer, queue with a time limit, and after Queue() returns an
+# announcement (Wait stands in for it) and Hangup(). No FastAGI, no HotlineQueueResult user event.
+# Added at run time with the CLI and removed afterwards; the shipped extensions.conf is untouched.
+STOCK_CONTEXT = "stock-dialplan"
+STOCK_QUEUES = {"12399": "hotline", "12398": "enterprise"}
+STOCK_MAX_WAIT = 6
+STOCK_AFTER_QUEUE = 3
+
+
+def _stock_dialplan() -> tuple[list[str], list[str]]:
+    setup = []
+    for number, queue in STOCK_QUEUES.items():
+        steps = [
+            "Answer()",
+            f"Queue({queue},,,,{STOCK_MAX_WAIT})",
+            f"Wait({STOCK_AFTER_QUEUE})",
+            "Hangup()",
+        ]
+        setup += [
+            f"dialplan add extension {number},{priority},{app} into {STOCK_CONTEXT}"
+            for priority, app in enumerate(steps, start=1)
+        ]
+        setup.append(
+            f"dialplan add extension {number},1,Goto({STOCK_CONTEXT},{number},1) into from-citizens"
+        )
+    teardown = [f"dialplan remove extension {number}@from-citizens" for number in STOCK_QUEUES]
+    teardown.append(f"dialplan remove context {STOCK_CONTEXT}")
+    return setup, teardown
+
+
+def stock_dialplan(seed: int) -> Scenario:
+    """A site's own dialplan (Answer, Queue with a 6 s limit, a 3 s announcement, Hangup; no
+    HotlineQueueResult user event) on hotline and enterprise: agent2 paused for the first 30 s,
+    agent1 on a long call, agent3 never answers. Early callers time out (some hang up during
+    the announcement, some are hung up by the dialplan), some abandon, an operator hangs one
+    up while it waits; later ones are answered."""
+    rng = random.Random(seed)
+    plan = [
+        # at, queue, patience, talk   (patience > 6 s = the queue times out first)
+        (0.0, "hotline", 24, 0),  # connects to agent1 and keeps it busy
+        (1.0, "hotline", 14, 0),  # times out, hung up by the dialplan after the announcement
+        (2.5, "enterprise", 3, 0),  # abandons
+        (4.0, "hotline", 7.5, 0),  # times out, hangs up during the announcement
+        (5.0, "enterprise", 16, 0),
+        (7.0, "hotline", 2.5, 0),  # abandons
+        (9.0, "hotline", 20, 0),  # hung up by an operator while waiting (step below)
+        (11.0, "enterprise", 8, 0),
+        (14.0, "hotline", 4, 0),  # abandons
+        (17.0, "enterprise", 13, 0),
+        (20.0, "hotline", 2, 0),  # abandons (short)
+        (31.0, "hotline", 9, 4),  # agent2 is back: answered or timed out on agent3
+        (33.0, "enterprise", 9, 4),
+        (35.0, "hotline", 10, 5),
+        (38.0, "enterprise", 4, 3),
+        (41.0, "hotline", 12, 4),
+        (44.0, "enterprise", 10, 3),
+    ]
+    services = {queue: number for number, queue in STOCK_QUEUES.items()}
+    counters = dict.fromkeys(NUMBERS, 0)
+    citizens = []
+    for at, queue, patience, talk in plan:
+        counters[queue] += 1
+        number = NUMBERS[queue](counters[queue] + 700 + 100 * list(NUMBERS).index(queue))
+        jitter = round(rng.uniform(0, 0.5), 2)
+        name = f"Citizen {number[-4:]}"
+        citizens.append(Citizen(at + jitter, number, name, patience, talk, services[queue]))
+    operator_hangs_up = citizens[6]
+    setup, teardown = _stock_dialplan()
+    steps = [
+        Step(0.0, "agent2 in training (all queues)", ami(
+            "QueuePause agent2", "QueuePause", "pause",
+            Interface="PJSIP/agent2", Paused="true", Reason="training")),
+        Step(operator_hangs_up.at + 3.0, f"an operator hangs up {operator_hangs_up.caller}",
+             hang_up_caller(operator_hangs_up.caller)),
+        Step(30.0, "agent2 back", ami(
+            "QueueUnpause agent2", "QueuePause", "pause",
+            Interface="PJSIP/agent2", Paused="false")),
+    ]  # fmt: skip
+    return Scenario(
+        name="stock-dialplan",
+        description=stock_dialplan.__doc__ or "",
+        agents={"agent1": True, "agent2": True, "agent3": False},
+        citizens=citizens,
+        steps=steps,
+        agent_hangs_up=0.0,  # the first caller keeps agent1 busy for its whole line time
+        setup=setup,
+        teardown=teardown,
+    )
+
+
 SCENARIOS: dict[str, Callable[[int], Scenario]] = {
     "multi-queue-pause": multi_queue_pause,
     "timeouts": timeouts,
     "unreachable-agent": unreachable_agent,
+    "stock-dialplan": stock_dialplan,
 }

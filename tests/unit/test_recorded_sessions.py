@@ -21,6 +21,28 @@ from tests.queue_log import read_queue_log
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RECORDED = sorted(path.stem for path in FIXTURES.glob("*.queue_log"))
+# Per queue (offered, answered, abandoned, timed out, short abandoned), and the journal's
+# outcomes, as the bridge gave them before it read hang-up requests: they must not move.
+# (stock-dialplan, recorded on a dialplan without our user event, is what they changed.)
+FIGURES_BEFORE_HANGUP_REQUESTS = {
+    "hotline-3-agents-40-calls": (
+        {"hotline": (40, 22, 18, 0, 6)},
+        {"abandoned": 18, "answered": 22},
+    ),
+    "multi-queue-pause": (
+        {"emergency": (4, 2, 2, 0, 0), "enterprise": (5, 1, 4, 0, 0), "hotline": (17, 13, 4, 0, 0)},
+        {"abandoned": 10, "answered": 16},
+    ),
+    "timeouts": (
+        {"emergency": (4, 0, 1, 3, 1), "enterprise": (3, 0, 0, 3, 0), "hotline": (11, 4, 2, 5, 2)},
+        {"abandoned": 3, "answered": 4, "timeout": 11},
+    ),
+    "unreachable-agent": (
+        {"emergency": (0, 0, 0, 0, 0), "enterprise": (5, 1, 4, 0, 0), "hotline": (9, 8, 1, 0, 0)},
+        {"abandoned": 5, "answered": 9},
+    ),
+}
+HANGUP_REQUESTS = (b"HangupRequest", b"SoftHangupRequest")
 
 
 def replay(name: str, path: Path | None = None) -> tuple[dict, list, EventPipeline]:
@@ -86,6 +108,41 @@ def test_call_journal_outcomes_agree_with_queue_log(name: str) -> None:
         q.timed_out + q.exited_empty for q in logged.queues.values()
     )
     assert pipeline.tracker.live_calls == 0
+
+
+def test_every_recording_made_on_our_dialplan_is_pinned() -> None:
+    recorded = {path.stem for path in FIXTURES.glob("*.ami")}
+    assert recorded - {"stock-dialplan"} == set(FIGURES_BEFORE_HANGUP_REQUESTS)
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES_BEFORE_HANGUP_REQUESTS))
+def test_figures_and_journal_are_what_they_were(name: str) -> None:
+    snapshot, calls, _ = replay(name)
+    figures = {
+        queue: tuple(
+            ours[key]
+            for key in ("offered", "answered", "abandoned", "timed_out", "short_abandoned")
+        )
+        for queue, ours in snapshot["queues"].items()
+    }
+    outcomes = dict(Counter(call.outcome.value for call in calls))
+    assert (figures, outcomes) == FIGURES_BEFORE_HANGUP_REQUESTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES_BEFORE_HANGUP_REQUESTS))
+def test_hang_up_requests_change_nothing_where_our_dialplan_ran(name: str, tmp_path: Path) -> None:
+    """Replayed as an account that filters hang-up requests out (the shipped one did until
+    stock dialplans needed them), every figure and every journal row is the same."""
+    frames = (FIXTURES / f"{name}.ami").read_bytes().split(b"\r\n\r\n")
+    kept = [
+        frame
+        for frame in frames
+        if not any(b"Event: " + event + b"\r\n" in frame for event in HANGUP_REQUESTS)
+    ]
+    path = tmp_path / f"{name}.ami"
+    path.write_bytes(b"\r\n\r\n".join(kept))
+    snapshot, calls, _ = replay(name)
+    assert replay(name, path)[:2] == (snapshot, calls)
 
 
 def test_utf8_caller_names_survive_the_real_stream() -> None:
