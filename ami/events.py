@@ -221,6 +221,13 @@ class RecordingStarted(ChannelEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingFinished(ChannelEvent):
+    """The PBX closed a call's recording (FreeSWITCH's ``RECORD_STOP``) at ``path``."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class QueueExited(ChannelEvent):
     """The dialplan's ``UserEvent(HotlineQueueResult)`` after ``Queue()`` returned.
 
@@ -266,6 +273,7 @@ DomainEvent = (
     | CallerReported
     | ChannelReported
     | RecordingStarted
+    | RecordingFinished
     | QueueExited
     | PbxBooted
 )

@@ -1202,7 +1202,7 @@ def print_report(
         state = "met" if r.target_met else "NOT met"
         print(f"target p99 <= {TARGET_P99_MS:g} ms {at}: {state} ({', '.join(details)})")
     if log_lines:
-        print(f"server logs: {log_lines:,} lines (agi.routing logs each fallback)")
+        print(f"server logs: {log_lines:,} lines (ivr_bypass.budget logs each fallback)")
 
 
 def print_profile(name: str, path: Path, top: int) -> None:

@@ -44,6 +44,7 @@ from ami.events import (
     MemberRemoved,
     MemberStatus,
     QueueExited,
+    RecordingFinished,
 )
 from esl.codec import EslEvent
 
@@ -148,6 +149,17 @@ class CallcenterTranslator:
             return self._callcenter(event)
         if name == "CHANNEL_HANGUP_COMPLETE":
             return self._hangup(event)
+        if name == "RECORD_STOP" and event.get("Record-File-Path") and event.get("Unique-ID"):
+            uuid = event.get("Unique-ID")
+            return [
+                RecordingFinished(
+                    event_time(event),
+                    uuid,
+                    event.get("Channel-Call-UUID") or uuid,
+                    event.get("Channel-Name"),
+                    event.get("Record-File-Path"),
+                )
+            ]
         return []
 
     def _hangup(self, event: EslEvent) -> list[DomainEvent]:

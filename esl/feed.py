@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from ami.events import DomainEvent
+from ami.events import DomainEvent, RecordingFinished
 from esl.callcenter import CallcenterTranslator, EslEventError
 from esl.codec import EslEvent
 from esl.present import FreeswitchAnswers, ask_freeswitch, read_answers
@@ -44,10 +44,12 @@ class FreeswitchFeed:
         api: Callable[[str], Awaitable[str]],
         translator: CallcenterTranslator | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_recording: Callable[[str], None] | None = None,
     ) -> None:
         self._sink = sink
         self._api = api
         self._clock = clock
+        self._on_recording = on_recording
         self.translator = translator or CallcenterTranslator()
         self._resyncing: asyncio.Task[None] | None = None
         self.counters: dict[str, int] = {"malformed_events": 0, "resyncs_started": 0}
@@ -60,6 +62,10 @@ class FreeswitchFeed:
             log.warning("ignored a malformed FreeSWITCH event: %s", error)
             return
         for fact in facts:
+            if isinstance(fact, RecordingFinished):
+                if self._on_recording is not None:
+                    self._on_recording(fact.path)
+                continue
             self._sink.on_fact(fact)
 
     def on_login(self) -> None:

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     esl_password: SecretStr = SecretStr("")
     esl_command_timeout: float = Field(5.0, gt=0, le=120)
     esl_max_backoff: float = Field(30.0, ge=0.5, le=600)
+    # Where FreeSWITCH's dialplan `socket` application reaches the bridge's router (outbound).
+    esl_router_host: str = "127.0.0.1"
+    esl_router_port: int = Field(8084, ge=0, le=65535)
     agi_host: str = "127.0.0.1"
     agi_port: int = Field(4573, ge=1, le=65535)
     agi_read_timeout: float = Field(5.0, gt=0, le=60)

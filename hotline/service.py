@@ -26,7 +26,7 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agi.routing import route_handler
+from agi.routing import route_handler_for
 from agi.server import FastAgiServer
 from ami.agent_control import AmiAgentControl
 from ami.client import AmiClient
@@ -35,6 +35,7 @@ from ami.replay import ReplayClock, read_transcript, replay
 from esl.agent_control import EslAgentControl
 from esl.client import EslClient
 from esl.feed import FreeswitchFeed
+from esl.outbound import OutboundRouter
 from hotline.bus import Bus, create_bus
 from hotline.config import Settings
 from hotline.domain import build_router, routing_rules, sla_policy, working_calendar
@@ -46,6 +47,7 @@ from hotline.storage import (
     transactions_for,
     upgrade_database,
 )
+from ivr_bypass.budget import BudgetedRouter
 from ivr_bypass.decision import fallback_decision
 from ivr_bypass.router import FreeAgents, SnapshotAvailability
 from pbx.control import AgentControl
@@ -90,7 +92,7 @@ class Bridge:
     reads: Transactions  # read-only units for the web side's look-ups
     bus: Bus
     queues: QueueService
-    agi: FastAgiServer | RoutingProcess
+    agi: RouteServers | RoutingProcess
     ami: AmiClient | None
     replay_path: Path | None
     replay_clock: ReplayClock | None
@@ -109,7 +111,14 @@ class Bridge:
     def _agi_health(self) -> dict[str, Any]:
         if isinstance(self.agi, RoutingProcess):
             return self.agi.health()
-        return {"up": True, "port": self.agi.port, "process": "inline", **self.agi.counters}
+        outbound = self.agi.outbound
+        return {
+            "up": True,
+            "port": self.agi.port,
+            "process": "inline",
+            **self.agi.counters,
+            **({"esl_router": dict(outbound.counters)} if outbound is not None else {}),
+        }
 
     async def health(self) -> dict[str, Any]:
         if self.ami is not None:
@@ -177,25 +186,62 @@ def build_route_server(
     on_routed: Callable[[str, Any], None],
     counters: Counter[str],
     clock: Callable[[], datetime] = utc_now,
-) -> FastAgiServer:
-    """FastAGI with the ``route`` script, as both ``hotline run`` and ``hotline agi`` serve it."""
+) -> RouteServers:
+    """FastAGI with the ``route`` script, as both ``hotline run`` and ``hotline agi`` serve it,
+    and FreeSWITCH's outbound-socket router beside it when FreeSWITCH is configured: one
+    decision, one budget, whichever PBX asks."""
     rules = routing_rules(settings)
     router = build_router(settings, engine, units, free_agents, clock)
-    return FastAgiServer(
-        {
-            "route": route_handler(
-                router.route,
-                fallback_decision(rules),
-                budget_seconds=settings.routing_budget_ms / 1000,
-                on_routed=on_routed,
-                counters=counters,
-            )
-        },
+    budgeted = BudgetedRouter(
+        router.route,
+        fallback_decision(rules),
+        budget_seconds=settings.routing_budget_ms / 1000,
+        on_routed=on_routed,
+        counters=counters,
+    )
+    agi = FastAgiServer(
+        {"route": route_handler_for(budgeted)},
         host=settings.agi_host,
         port=settings.agi_port,
         read_timeout=settings.agi_read_timeout,
         warm_up=router.warm_up,
     )
+    outbound = None
+    if settings.esl_password.get_secret_value():
+        outbound = OutboundRouter(
+            budgeted, host=settings.esl_router_host, port=settings.esl_router_port
+        )
+    return RouteServers(agi, outbound)
+
+
+@dataclass
+class RouteServers:
+    """What routes calls in a process: FastAGI always, FreeSWITCH's outbound socket if set."""
+
+    agi: FastAgiServer
+    outbound: OutboundRouter | None = None
+
+    @property
+    def port(self) -> int:
+        return self.agi.port
+
+    @property
+    def counters(self) -> Counter[str]:
+        return self.agi.counters
+
+    async def start(self) -> None:
+        await self.agi.start()
+        if self.outbound is not None:
+            try:
+                await self.outbound.start()
+            except OSError:
+                await self.agi.close()
+                raise
+
+    async def close(self) -> None:
+        if self.outbound is not None:
+            await self.outbound.close()
+        await self.agi.close()
 
 
 def build_bridge(
@@ -240,7 +286,7 @@ def build_bridge(
         queue_log=settings.queue_log if replay_path is None else None,
     )
     routing_counters: Counter[str] = Counter()
-    agi: FastAgiServer | RoutingProcess
+    agi: RouteServers | RoutingProcess
     if settings.routing_process == "process":
         agi = RoutingProcess(
             free_agents=queues.free_agents,
@@ -259,9 +305,11 @@ def build_bridge(
             counters=routing_counters,
             clock=clock,
         )
+    store = DirectoryStore(settings.recordings_dir)
+    recordings = RecordingIngest(settings.recordings_spool, store, units)
     ami, esl, control = None, None, None
     if replay_path is None and freeswitch:
-        esl, control = _freeswitch(settings, queues, clock)
+        esl, control = _freeswitch(settings, queues, recordings, clock)
     if replay_path is None and settings.ami_secret.get_secret_value():
         ami = AmiClient(
             host=settings.ami_host,
@@ -276,8 +324,6 @@ def build_bridge(
     if ami is not None:
         _watch_ami(ami, queues)
         control = AmiAgentControl(ami)
-    store = DirectoryStore(settings.recordings_dir)
-    recordings = RecordingIngest(settings.recordings_spool, store, units)
     bridge = Bridge(
         settings=settings,
         engine=engine,
@@ -304,15 +350,25 @@ def build_bridge(
 
 
 def _freeswitch(
-    settings: Settings, queues: QueueService, clock: Callable[[], datetime]
+    settings: Settings,
+    queues: QueueService,
+    recordings: RecordingIngest,
+    clock: Callable[[], datetime],
 ) -> tuple[EslClient, EslAgentControl]:
-    """FreeSWITCH's inbound Event Socket feeding the queue service, resynced at each login."""
+    """FreeSWITCH's inbound Event Socket feeding the queue service, resynced at each login;
+    a recording it closed (RECORD_STOP) is renamed for the ingest, which FreeSWITCH does not do."""
     clients: list[EslClient] = []
+    finishing: set[asyncio.Task[str]] = set()
 
     async def api(command: str) -> str:
         return await clients[0].api(command)
 
-    feed = FreeswitchFeed(queues, api, clock=clock)
+    def recording_finished(path: str) -> None:
+        task = asyncio.get_running_loop().create_task(recordings.finished(path))
+        finishing.add(task)
+        task.add_done_callback(finishing.discard)
+
+    feed = FreeswitchFeed(queues, api, clock=clock, on_recording=recording_finished)
     client = EslClient(
         host=settings.esl_host,
         port=settings.esl_port,
@@ -629,7 +685,7 @@ async def _follow_parent(link: ParentLink, stop: asyncio.Event) -> None:
     stop.set()
 
 
-async def _report_to_parent(link: ParentLink, agi: FastAgiServer, counters: Counter[str]) -> None:
+async def _report_to_parent(link: ParentLink, agi: RouteServers, counters: Counter[str]) -> None:
     while True:
         link.report(dict(agi.counters), dict(counters))
         await asyncio.sleep(COUNTERS_EVERY_SECONDS)

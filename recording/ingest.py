@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from hotline.storage import Transactions
 from recording.db import add_recording, recorded_keys
 from recording.naming import (
+    FINISHED_SUFFIX,
     IN_PROGRESS_SUFFIX,
     RecordingName,
     RecordingNameError,
@@ -191,6 +192,16 @@ class RecordingIngest:
         )
         return "stored"
 
+    async def finished(self, path: str) -> str:
+        """A PBX that does not rename its own files (FreeSWITCH, at ``RECORD_STOP``) says this one
+        is closed: ``<stem>.recording.wav`` in our spool becomes ``<stem>.wav`` for the next pass.
+        Anything else (another folder, another name, a file already gone) is left alone."""
+        outcome = await asyncio.to_thread(_finish, self.spool, Path(path))
+        self.counters[f"finished_{outcome}"] += 1
+        if outcome == "not-ours":
+            log.warning("a recording outside the spool or not of our naming, left alone: %s", path)
+        return outcome
+
     async def run(self, every: float = 1.0) -> None:
         """Scan every ``every`` seconds until cancelled; a failed pass is retried at the next."""
         while True:
@@ -201,6 +212,26 @@ class RecordingIngest:
                 self.counters["errors"] += 1
                 log.exception("recording ingest pass failed; the spool files stay for the next")
             await asyncio.sleep(every)
+
+
+def _finish(spool: Path, path: Path) -> str:
+    """``renamed``, ``missing`` (not there: already renamed, or never written) or ``not-ours``."""
+    try:
+        key = path.resolve().relative_to(spool.resolve()).as_posix()
+    except (ValueError, OSError):
+        return "not-ours"
+    if not key.endswith(IN_PROGRESS_SUFFIX):
+        return "not-ours"
+    finished_key = key.removesuffix(IN_PROGRESS_SUFFIX) + FINISHED_SUFFIX
+    try:
+        parse_key(finished_key)
+    except RecordingNameError:
+        return "not-ours"
+    try:
+        os.replace(spool / key, spool / finished_key)
+    except FileNotFoundError:
+        return "missing"
+    return "renamed"
 
 
 def iter_quarantine(spool: Path) -> Iterator[Path]:

@@ -1,10 +1,11 @@
 """Recording file names: one scheme, chosen here and mirrored by the dialplan.
 
 A name is ``YYYY/MM/DD/<uniqueid>_<ticket>.wav`` under the spool and under the store. Only
-Asterisk's uniqueid and the bridge's ticket number go into it, both reduced to safe characters, so
-no caller-controlled text ever reaches a path or MixMonitor's post-recording command. While
-MixMonitor writes, the file is ``<stem>.recording.wav``; its post-recording command renames it to
-``<stem>.wav``, which is the sign that Asterisk has closed it.
+the PBX's call id (Asterisk's uniqueid, FreeSWITCH's channel uuid) and the bridge's ticket number
+go into it, both reduced to safe characters, so no caller-controlled text ever reaches a path or
+a post-recording command. While the PBX writes, the file is ``<stem>.recording.wav``; the rename
+to ``<stem>.wav`` is the sign that it is closed: MixMonitor's post-recording command does it on
+Asterisk, the bridge does it on FreeSWITCH when ``RECORD_STOP`` comes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ IN_PROGRESS_SUFFIX = ".recording.wav"
 FINISHED_SUFFIX = ".wav"
 NO_TICKET = "none"
 
-_UNIQUEID = re.compile(r"[A-Za-z0-9_-]{0,40}[0-9]{1,20}\.[0-9]{1,10}")
+# Asterisk's uniqueid (1764666000.42, maybe after a system name), or FreeSWITCH's channel uuid.
+_UNIQUEID = re.compile(
+    r"[A-Za-z0-9_-]{0,40}[0-9]{1,20}\.[0-9]{1,10}"
+    r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
 _TICKET = re.compile(r"[0-9A-Za-z-]{1,40}")
 _DAY_PARTS = (re.compile(r"[0-9]{4}"), re.compile(r"[0-9]{2}"), re.compile(r"[0-9]{2}"))
 
@@ -35,7 +40,7 @@ class RecordingName:
 
     def __post_init__(self) -> None:
         if not _UNIQUEID.fullmatch(self.uniqueid):
-            raise RecordingNameError(f"not an Asterisk uniqueid: {self.uniqueid[:80]!r}")
+            raise RecordingNameError(f"not a call's uniqueid or uuid: {self.uniqueid[:80]!r}")
         if self.ticket is not None and (
             self.ticket == NO_TICKET or not _TICKET.fullmatch(self.ticket)
         ):

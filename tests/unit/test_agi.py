@@ -267,7 +267,7 @@ async def test_a_late_decision_is_not_cancelled_and_too_many_late_ones_short_cut
 ) -> None:
     """Cancelling a decision inside a database transaction can leave SQLite locked; a late one
     finishes in the background, and while too many are late new calls skip deciding."""
-    monkeypatch.setattr("agi.routing.MAX_LATE_DECISIONS", 2)
+    monkeypatch.setattr("ivr_bypass.budget.MAX_LATE_DECISIONS", 2)
     rules = RoutingRules()
     finished: list[str] = []
     release = asyncio.Event()

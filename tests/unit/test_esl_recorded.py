@@ -177,3 +177,18 @@ def test_hotline_replay_takes_an_esl_transcript(capsys: pytest.CaptureFixture[st
     snapshot = json.loads(capsys.readouterr().out)
     assert snapshot["queues"]["enterprise"]["timed_out"] == 2
     assert snapshot["agents"]["agent4"]["answered"] == 4
+
+
+def test_record_stop_tells_where_the_recording_was_closed() -> None:
+    from esl.callcenter import CallcenterTranslator
+    from esl.replay import read_transcript
+
+    translator = CallcenterTranslator()
+    closed = [
+        fact
+        for event in read_transcript(FIXTURES / "timeouts-and-changes.esl.gz")
+        for fact in translator.translate(event)
+        if type(fact).__name__ == "RecordingFinished"
+    ]
+    assert len(closed) == 20  # one per answered call, on the member channel
+    assert all(fact.path.endswith(f"_{fact.uniqueid}.wav") for fact in closed)  # type: ignore[attr-defined]

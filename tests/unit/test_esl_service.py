@@ -1,6 +1,7 @@
 """``hotline run`` on FreeSWITCH: the whole service, its Event Socket connected to FreeSWITCH's
 side of a recorded session on loopback. The panel's figures equal FreeSWITCH's CDR, /healthz
-reports the link, and the panel's pause and queue buttons become mod_callcenter commands."""
+reports the link, a call through the outbound socket is routed with a new ticket, and the
+panel's pause and queue buttons become mod_callcenter commands."""
 
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.esl_outbound import RecordedCall
 from tests.esl_server import PASSWORD, RecordedFreeswitch
 from tests.health import MONITOR_AUTHORIZATION, MONITOR_ENV
 from tests.unit.test_esl_client import AGENT_FIGURES, QUEUE_FIGURES, expected
+from tests.unit.test_esl_outbound import variables_of
 from tests.unit.test_routing_process import free_port
 
 
 async def test_hotline_run_on_freeswitch(tmp_path: Path) -> None:
     async with RecordedFreeswitch("basic-queue") as freeswitch:
-        web_port = free_port()
+        web_port, router_port = free_port(), free_port()
         env = {
             **os.environ,
             "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}",
@@ -34,6 +37,7 @@ async def test_hotline_run_on_freeswitch(tmp_path: Path) -> None:
             "HOTLINE_ESL_HOST": "127.0.0.1",
             "HOTLINE_ESL_PORT": str(freeswitch.port),
             "HOTLINE_ESL_PASSWORD": PASSWORD,
+            "HOTLINE_ESL_ROUTER_PORT": str(router_port),
             **MONITOR_ENV,
         }
         log = (tmp_path / "run.log").open("wb")
@@ -54,6 +58,14 @@ async def test_hotline_run_on_freeswitch(tmp_path: Path) -> None:
                     health = await answer.json()
                 assert answer.status == 200 and health["esl"]["up"] is True
                 assert "ami" not in health
+
+                # A call through FreeSWITCH's socket application: routed by the routing
+                # process like a FastAGI call, a ticket opened for the new caller.
+                call = RecordedCall(connection=1)
+                await call.run(router_port)
+                routed = variables_of(call.commands)
+                assert routed["HOTLINE_QUEUE"] == "hotline", routed
+                assert routed["HOTLINE_TICKET"].startswith("12345-"), routed
 
                 pause = {"agent": "agent1", "paused": True, "reason": "lunch"}
                 async with web.post(f"{base}/api/v1/agent/pause", json=pause) as answer:

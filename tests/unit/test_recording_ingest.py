@@ -169,3 +169,37 @@ async def test_a_copy_cut_short_by_a_crash_is_redone_whole(bed: Bed) -> None:
     [row] = await bed.rows()
     assert bed.store.stat(row.key).sha256 == hashlib.sha256(body).hexdigest()
     assert not partial.exists()
+
+
+FS_UUID = "dd7e65a2-f61e-4284-b3fd-a2e3fd13b77d"
+
+
+async def test_a_freeswitch_recording_is_renamed_at_record_stop_then_ingested(bed: Bed) -> None:
+    """FreeSWITCH writes ``<uuid>_<ticket>.recording.wav`` (the queue's record-template) and
+    renames nothing; its RECORD_STOP path is what the bridge renames for the ingest."""
+    writing = bed.spool / f"2026/12/02/{FS_UUID}_12345-20261202-000007.recording.wav"
+    writing.parent.mkdir(parents=True)
+    writing.write_bytes(speech(3))
+    ingest = bed.ingest()
+    assert await ingest.ingest_pending() == {}  # still being written: left alone
+    assert await ingest.finished(str(writing)) == "renamed"
+    assert await ingest.ingest_pending() == {"stored": 1}
+    [row] = await bed.rows(FS_UUID)
+    assert row.ticket == "12345-20261202-000007"
+    assert await ingest.finished(str(writing)) == "missing"  # a second RECORD_STOP: nothing
+
+
+async def test_a_record_stop_path_outside_the_spool_or_our_names_is_left_alone(
+    bed: Bed, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere" / f"{FS_UUID}_none.recording.wav"
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_bytes(speech(1))
+    theirs = bed.spool / "2026/12/02/20261207-100914_hotline_139_x.wav"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(speech(1))
+    ingest = bed.ingest()
+    escape = bed.spool / "2026/12/02/../../../../elsewhere" / elsewhere.name
+    for path in (elsewhere, theirs, escape, bed.spool / "2026/12/02/caller's name.recording.wav"):
+        assert await ingest.finished(str(path)) == "not-ours"
+    assert elsewhere.exists() and theirs.exists()
