@@ -31,6 +31,10 @@ class AmiMessage(Mapping[str, str]):
     """
 
     __slots__ = ("_folded", "_lowered", "_text", "_values")
+    _folded: dict[str, str] | None
+    _lowered: str | None
+    _text: str
+    _values: dict[str, str]
 
     def __init__(self, text: str, values: dict[str, str]) -> None:
         object.__setattr__(self, "_text", text)

@@ -449,36 +449,33 @@ def _flag(message: Mapping[str, str], name: str) -> bool:
     return message.get(name, "0").strip().lower() in ("1", "true", "yes")
 
 
-def _member(message: Mapping[str, str], at: datetime) -> dict[str, object]:
+def _member(message: Mapping[str, str], at: datetime) -> tuple[datetime, str, str, str]:
+    """(at, queue, interface, member name): the fields every ``MemberEvent`` starts with."""
     interface = message.get("Interface") or message.get("Location")
     if not interface:
         raise AmiEventError(f"{message.get('Event', '?')} without Interface")
-    return {
-        "at": at,
-        "queue": _text(message, "Queue"),
-        "interface": interface,
-        "member_name": message.get("MemberName") or message.get("Name") or interface,
-    }
+    name = message.get("MemberName") or message.get("Name") or interface
+    return at, _text(message, "Queue"), interface, name
 
 
 def _member_added(m: Mapping[str, str], at: datetime) -> MemberAdded:
     return MemberAdded(
-        **_member(m, at), paused=_flag(m, "Paused"), pause_reason=m.get("PausedReason", "")
+        *_member(m, at), paused=_flag(m, "Paused"), pause_reason=m.get("PausedReason", "")
     )
 
 
 def _member_removed(m: Mapping[str, str], at: datetime) -> MemberRemoved:
-    return MemberRemoved(**_member(m, at))
+    return MemberRemoved(*_member(m, at))
 
 
 def _member_pause(m: Mapping[str, str], at: datetime) -> MemberPaused:
     reason = m.get("PausedReason") or m.get("Reason") or ""
-    return MemberPaused(**_member(m, at), paused=_flag(m, "Paused"), pause_reason=reason)
+    return MemberPaused(*_member(m, at), paused=_flag(m, "Paused"), pause_reason=reason)
 
 
 def _member_status(m: Mapping[str, str], at: datetime) -> MemberStatus:
     return MemberStatus(
-        **_member(m, at),
+        *_member(m, at),
         device_status=_number(m, "Status", default=0),
         paused=_flag(m, "Paused"),
         pause_reason=m.get("PausedReason", ""),
@@ -488,7 +485,7 @@ def _member_status(m: Mapping[str, str], at: datetime) -> MemberStatus:
 
 def _queue_member(m: Mapping[str, str], at: datetime) -> MemberReported:
     return MemberReported(
-        **_member(m, at),
+        *_member(m, at),
         device_status=_number(m, "Status", default=0),
         paused=_flag(m, "Paused"),
         pause_reason=m.get("PausedReason", ""),

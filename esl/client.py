@@ -24,6 +24,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Any
 
 from esl.codec import EslEvent, EslFrame, EslFrameDecoder, EslProtocolError, parse_event
 
@@ -304,9 +305,11 @@ class EslClient:
                 log.exception("Event Socket on_down hook failed")
 
     def _fail_waiting(self, error: Exception) -> None:
-        for waiting in [*(future for future, _ in self._replies), *self._jobs.values()]:
-            if not waiting.done():
-                waiting.set_exception(error)
+        waiting: list[asyncio.Future[Any]] = [future for future, _ in self._replies]
+        waiting += self._jobs.values()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(error)
         self._replies.clear()
         self._jobs.clear()
 

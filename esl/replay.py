@@ -10,7 +10,7 @@ import gzip
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from esl.callcenter import CallcenterTranslator, event_time
 from esl.codec import EslEvent, EslFrameDecoder, events_in
@@ -21,8 +21,10 @@ READ_CHUNK = 64 * 1024
 TRANSCRIPT_START = b"Content-Type: auth/request"
 
 
-def _open(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+def _open(path: Path) -> IO[bytes] | gzip.GzipFile:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    return path.open("rb")
 
 
 def is_esl_transcript(path: Path) -> bool:

@@ -307,7 +307,8 @@ def build_bridge(
         )
     store = DirectoryStore(settings.recordings_dir)
     recordings = RecordingIngest(settings.recordings_spool, store, units)
-    ami, esl, control = None, None, None
+    ami, esl = None, None
+    control: AgentControl | None = None
     if replay_path is None and freeswitch:
         esl, control = _freeswitch(settings, queues, recordings, clock)
     if replay_path is None and settings.ami_secret.get_secret_value():

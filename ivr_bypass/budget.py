@@ -20,7 +20,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ivr_bypass.decision import IncomingCall, RoutingDecision
 
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 MAX_LATE_DECISIONS = 32
 
-Decider = Callable[[IncomingCall, float], Awaitable[RoutingDecision]]  # (call, start_by)
+# (call, start_by): a coroutine, as it runs as a task of its own.
+Decider = Callable[[IncomingCall, float], Coroutine[Any, Any, RoutingDecision]]
 RoutedHook = Callable[[str, RoutingDecision], None]
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ami.codec import AmiMessage
 from ami.events import (
@@ -153,14 +153,14 @@ class EventPipeline:
 
     def on_ami_message(self, message: AmiMessage, at: datetime | None = None) -> PipelineResult:
         name = message.get("Event")
-        parsed: Mapping[str, str] | None = message
+        parsed: Mapping[str, str] = message
         if name == "AgentConnect":
             self._agent_callers.note_connect(message)
         elif name == "AgentComplete":
-            parsed = self._agent_callers.complete(message)
-            if parsed is not message:
+            restored = self._agent_callers.complete(message)
+            if restored is not message:
                 self.counters["agent_complete_without_caller"] += 1
-            if parsed is None:
+            if restored is None:
                 self.counters["malformed_events"] += 1
                 log.warning(
                     "ignored an AgentComplete without its caller (queue %s, member %s)",
@@ -168,6 +168,7 @@ class EventPipeline:
                     message.get("Interface"),
                 )
                 return PipelineResult()
+            parsed = restored
         try:
             event = parse_event(parsed, at or self._clock())
         except AmiEventError as error:
@@ -186,16 +187,18 @@ class EventPipeline:
         result = PipelineResult(finished, changed)
         kind = type(event)  # exact types: cheaper than isinstance with unions on every frame
         if kind is CallerJoinedQueue:
-            result.offered_call = self.tracker.call(event.uniqueid)
+            result.offered_call = self.tracker.call(cast(CallerJoinedQueue, event).uniqueid)
         elif kind is AgentCalled or kind is DialStarted:
-            call = self.tracker.call(event.uniqueid)
+            ringing = cast(AgentCalled | DialStarted, event)
+            call = self.tracker.call(ringing.uniqueid)
             # Queue() rings its members with dials of its own: those count once, as AgentCalled.
             if call is not None and (kind is AgentCalled or not call.entered_queue_at):
-                result.ringing = RingingAgent(call, event.interface)  # type: ignore[attr-defined]
+                result.ringing = RingingAgent(call, ringing.interface)
         elif kind is AgentConnected or kind is DialAnswered:
-            call = self.tracker.call(event.uniqueid)
+            answered = cast(AgentConnected | DialAnswered, event)
+            call = self.tracker.call(answered.uniqueid)
             queue_dial = kind is DialAnswered and call and call.entered_queue_at
-            if call is not None and call.answered_at == event.at and not queue_dial:
+            if call is not None and call.answered_at == answered.at and not queue_dial:
                 result.answered_call = call
         return result
 
