@@ -10,7 +10,7 @@ script, answer the command the server sends as Asterisk 22 does (``EXEC MSet`` w
 command round trip and the close.
 
 The server is the production one: ``hotline.service.build_route_server`` over
-``hotline.storage.create_engine`` and ``transactions_for`` (SQLite: one routing thread, WAL),
+``infra.storage.create_engine`` and ``transactions_for`` (SQLite: one routing thread, WAL),
 with default ``Settings`` (50 ms routing budget), on a schema made by the real migrations. It
 runs in a child process (this file with ``--serve``) with its own event loop; the clients run in
 this process (on uvloop when it is installed, ``--client-loop``: Asterisk's side is C, and the
@@ -65,15 +65,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import fsync_seconds, machine_cpu_seconds  # noqa: E402
-from hotline.config import ENV_PREFIX, Settings  # noqa: E402
 from hotline.loop import EventLoopChoice, loop_name  # noqa: E402
 from hotline.loop import run as run_loop  # noqa: E402
+from hotline.schema import upgrade_database  # noqa: E402
 from hotline.service import build_route_server, settle_heap  # noqa: E402
-from hotline.storage import (  # noqa: E402
-    create_engine,
-    transactions_for,
-    upgrade_database,
-)
+from infra.config import ENV_PREFIX, Settings  # noqa: E402
+from infra.storage import create_engine, transactions_for  # noqa: E402
 from tickets.model import TicketNumber, TicketStatus, ticket_day  # noqa: E402
 
 TARGET_P99_MS = 5.0

@@ -96,8 +96,8 @@ import hotline.service as bridge_service  # noqa: E402
 from ami.codec import AmiMessage  # noqa: E402
 from ami.replay import ReplayClock, read_transcript  # noqa: E402
 from benchmarks.machine import machine_cpu_seconds  # noqa: E402
-from hotline.bus import CHANNEL_PREFIX  # noqa: E402
-from hotline.config import ENV_PREFIX, Settings  # noqa: E402
+from infra.bus import CHANNEL_PREFIX  # noqa: E402
+from infra.config import ENV_PREFIX, Settings  # noqa: E402
 from queue_stats.pipeline import PipelineResult, keep_event  # noqa: E402
 from queue_stats.service import SNAPSHOT_KEY, STATS_CHANNEL  # noqa: E402
 from web.live import Outgoing  # noqa: E402

@@ -66,12 +66,8 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy import Connection, select  # noqa: E402
 
-from hotline.storage import (  # noqa: E402
-    Transactions,
-    create_engine,
-    transactions_for,
-    upgrade_database_sync,
-)
+from hotline.schema import upgrade_database_sync  # noqa: E402
+from infra.storage import Transactions, create_engine, transactions_for  # noqa: E402
 from recording.db import RecordingRow  # noqa: E402
 from recording.ingest import RecordingIngest  # noqa: E402
 from recording.naming import RecordingName  # noqa: E402

@@ -10,8 +10,8 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from hotline.config import ConfigError, Settings, load_settings
 from hotline.loop import run as run_loop
+from infra.config import ConfigError, Settings, load_settings
 
 EXIT_CONFIG_ERROR = 2
 
@@ -198,7 +198,7 @@ def _agi(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
-    from hotline.storage import upgrade_database_sync
+    from hotline.schema import upgrade_database_sync
 
     upgrade_database_sync(settings.database_url, args.revision)
     print(f"database at revision {args.revision}")

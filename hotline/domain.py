@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hotline.config import Settings
-from hotline.storage import Transactions, session_factory
+from infra.config import Settings
+from infra.storage import Transactions, session_factory
 from ivr_bypass.decision import RoutingRules
 from ivr_bypass.directory import EnterpriseDirectory
 from ivr_bypass.router import FreeAgents, Router

@@ -15,9 +15,10 @@ import sys
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from hotline.config import Settings
-from hotline.storage import create_engine, session_factory, upgrade_database
+from hotline.schema import upgrade_database
 from hotline.terminal import json_text, printable
+from infra.config import Settings
+from infra.storage import create_engine, session_factory
 from ivr_bypass.decision import normalise_number
 from ivr_bypass.directory import DirectoryError, EnterpriseDirectory
 from tickets.model import TicketError, TicketStatus

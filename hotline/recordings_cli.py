@@ -17,9 +17,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from hotline.config import Settings
-from hotline.storage import Transactions, create_engine, transactions_for, upgrade_database
+from hotline.schema import upgrade_database
 from hotline.terminal import json_text, printable
+from infra.config import Settings
+from infra.storage import Transactions, create_engine, transactions_for
 from recording.db import (
     Recording,
     mark_integrity,

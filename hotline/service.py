@@ -36,17 +36,12 @@ from esl.agent_control import EslAgentControl
 from esl.client import EslClient
 from esl.feed import FreeswitchFeed
 from esl.outbound import OutboundRouter
-from hotline.bus import Bus, create_bus
-from hotline.config import Settings
 from hotline.domain import build_router, routing_rules, sla_policy, working_calendar
 from hotline.routing_process import COUNTERS_EVERY_SECONDS, ParentLink, RoutingProcess
-from hotline.storage import (
-    Transactions,
-    create_engine,
-    session_factory,
-    transactions_for,
-    upgrade_database,
-)
+from hotline.schema import upgrade_database
+from infra.bus import Bus, create_bus
+from infra.config import Settings
+from infra.storage import Transactions, create_engine, session_factory, transactions_for
 from ivr_bypass.budget import BudgetedRouter
 from ivr_bypass.decision import fallback_decision
 from ivr_bypass.router import FreeAgents, SnapshotAvailability

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, DateTime, Integer, String, delete, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.storage import Base, HotStatement
+from infra.storage import Base, HotStatement
 from ivr_bypass.decision import normalise_number
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
-from hotline.storage import Transactions
+from infra.storage import Transactions
 from ivr_bypass.decision import (
     CallerFacts,
     IncomingCall,
@@ -91,7 +91,7 @@ class Router:
 
     async def route(self, call: IncomingCall, start_by: float | None = None) -> RoutingDecision:
         """``start_by`` (``time.monotonic()``): past it the database work is not started and
-        ``hotline.storage.UnitExpired`` is raised; the caller has had the default route."""
+        ``infra.storage.UnitExpired`` is raised; the caller has had the default route."""
         now = self._clock()
         free = self._free_agents()
         return await self._units(

@@ -8,7 +8,7 @@ from sqlalchemy import DateTime, Integer, String, UniqueConstraint, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from hotline.storage import AsyncTransactions, Base, Transactions, orm_unit
+from infra.storage import AsyncTransactions, Base, Transactions, orm_unit
 from queue_stats.stats import QueueCounters
 
 COUNTER_FIELDS = tuple(QueueCounters.__slots__)

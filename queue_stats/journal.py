@@ -13,7 +13,7 @@ from sqlalchemy import DateTime, Integer, String, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from hotline.storage import AsyncTransactions, Base, Transactions, orm_unit, utc
+from infra.storage import AsyncTransactions, Base, Transactions, orm_unit, utc
 from queue_stats.calls import CallRecord
 
 

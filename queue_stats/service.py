@@ -30,7 +30,7 @@ from ami.events import (
     QueueReported,
     parse_event,
 )
-from hotline.bus import Bus
+from infra.bus import Bus
 from ivr_bypass.decision import RoutingDecision
 from queue_stats.calls import CallOutcome, CallRecord, Routing
 from queue_stats.hourly import HourlyStore

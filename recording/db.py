@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.storage import Base
+from infra.storage import Base
 from queue_stats.journal import CallRow
 from tickets.model import OPEN_STATUSES
 from tickets.store import TicketRow

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 
-from hotline.storage import Transactions
+from infra.storage import Transactions
 from recording.db import add_recording, recorded_keys
 from recording.naming import (
     FINISHED_SUFFIX,

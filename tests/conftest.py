@@ -91,7 +91,7 @@ async def postgres_url() -> AsyncIterator[str]:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A migrated database: a SQLite file, then a throwaway database on the real PostgreSQL."""
-    from hotline.storage import upgrade_database
+    from hotline.schema import upgrade_database
 
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path}/hotline.db"

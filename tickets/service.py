@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from hotline.bus import Bus
+from infra.bus import Bus
 from ivr_bypass.decision import normalise_number
 from queue_stats.calls import CallOutcome, CallRecord
 from tickets.model import TicketError

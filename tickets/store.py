@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from hotline.storage import (
+from infra.storage import (
     AsyncTransactions,
     Base,
     HotStatement,

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy import Connection, Row, select
 
-from hotline.storage import Transactions
+from infra.storage import Transactions
 from ivr_bypass.decision import normalise_number
 from queue_stats.journal import CallRow
 from recording.db import Recording, recordings_of

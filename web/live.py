@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from hotline.bus import Bus
+from infra.bus import Bus
 from web.auth import current_user, same_origin, still_signed_in
 from web.users import HEARS_EVERY_CALL, User
 

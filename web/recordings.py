@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from aiohttp import web
 
-from hotline.storage import Transactions
+from infra.storage import Transactions
 from recording.db import Recording, log_access, recording_by_id
 from recording.store import CHUNK_BYTES, RecordingStore
 from web.auth import USER

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Connection, delete, insert, select
 
-from hotline.storage import Transactions, utc
+from infra.storage import Transactions, utc
 from web.users import Role, User, WebSessionRow
 
 K = TypeVar("K", bound=Hashable)

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, DateTime, Integer, String, delete, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.storage import Base, Transactions
+from infra.storage import Base, Transactions
 
 
 class Role(StrEnum):

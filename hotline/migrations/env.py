@@ -15,7 +15,7 @@ import queue_stats.journal  # noqa: F401
 import recording.db  # noqa: F401
 import tickets.store  # noqa: F401
 import web.users  # noqa: F401
-from hotline.storage import Base
+from infra.storage import Base
 
 target_metadata = Base.metadata
 

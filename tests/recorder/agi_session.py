@@ -19,9 +19,10 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hotline.config import Settings
+from hotline.schema import upgrade_database
 from hotline.service import build_route_server
-from hotline.storage import create_engine, transactions_for, upgrade_database
+from infra.config import Settings
+from infra.storage import create_engine, transactions_for
 from tests.conftest import free_port
 from tests.recorder.testbed import Phones, Sandbox
 

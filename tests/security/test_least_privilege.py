@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from hotline.storage import create_engine, session_factory, transactions_for
+from infra.storage import create_engine, session_factory, transactions_for
 from tests.conftest import REAL_SESSION
 from tests.security.conftest import (
     AGENT,

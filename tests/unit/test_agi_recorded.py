@@ -16,9 +16,10 @@ import pytest
 
 from agi.codec import parse_reply, parse_request
 from agi.server import FastAgiServer
-from hotline.config import Settings
+from hotline.schema import upgrade_database
 from hotline.service import build_route_server
-from hotline.storage import create_engine, transactions_for, upgrade_database
+from infra.config import Settings
+from infra.storage import create_engine, transactions_for
 from tests.conftest import FIXTURES, free_port
 
 RECORDING = FIXTURES / "agi" / "route-sessions.agi"

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from hotline.bus import Bus, InProcessBus, RedisBus, create_bus
+from infra.bus import Bus, InProcessBus, RedisBus, create_bus
 from tests.conftest import need_service
 
 

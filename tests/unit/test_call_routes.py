@@ -163,7 +163,7 @@ def test_classic_agi_script_routes_over_stdin_and_stdout(tmp_path: Path) -> None
             "agi_calleridname: 张三\nagi_extension: 12345\nagi_context: hotline-call\n\n"
         )
         process = subprocess.Popen(
-            [sys.executable, "-m", "agi.classic"],
+            [sys.executable, "-m", "hotline.classic_agi"],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -180,7 +180,7 @@ def test_classic_agi_script_routes_over_stdin_and_stdout(tmp_path: Path) -> None
         assert process.wait(timeout=30) == 0, process.stderr.read() if process.stderr else ""
         return commands
 
-    from hotline.storage import upgrade_database_sync
+    from hotline.schema import upgrade_database_sync
 
     upgrade_database_sync(env["HOTLINE_DATABASE_URL"])
     first = run_script("13800138000")

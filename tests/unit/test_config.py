@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hotline.config import ConfigError, load_settings
+from infra.config import ConfigError, load_settings
 
 
 @pytest.fixture(autouse=True)

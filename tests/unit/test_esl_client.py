@@ -14,10 +14,10 @@ import pytest
 
 from esl.client import EslClient, EslCommandFailed, EslNotConnected
 from esl.feed import FreeswitchFeed
-from hotline.bus import InProcessBus
-from hotline.config import Settings
 from hotline.service import build_pipeline
-from hotline.storage import create_engine, session_factory
+from infra.bus import InProcessBus
+from infra.config import Settings
+from infra.storage import create_engine, session_factory
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
 from queue_stats.service import QueueService

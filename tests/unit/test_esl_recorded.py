@@ -14,8 +14,8 @@ import pytest
 from esl.codec import EslFrameDecoder, EslProtocolError, events_in, parse_event
 from esl.replay import EslClock, is_esl_transcript, replay_esl_file
 from hotline.cli import main
-from hotline.config import Settings
 from hotline.service import build_pipeline
+from infra.config import Settings
 from queue_stats.calls import CallOutcome
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "esl"

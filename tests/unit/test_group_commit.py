@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection
 
-from hotline.storage import AsyncTransactions, ThreadTransactions, UnitExpired, create_engine
+from infra.storage import AsyncTransactions, ThreadTransactions, UnitExpired, create_engine
 
 
 @pytest.fixture

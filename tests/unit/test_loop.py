@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from hotline.cli import main
-from hotline.config import ConfigError
 from hotline.loop import loop_name, run
+from infra.config import ConfigError
 
 
 async def _loop_module() -> str:

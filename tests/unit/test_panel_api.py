@@ -26,8 +26,8 @@ from sqlalchemy import insert
 
 from ami.agent_control import AmiAgentControl
 from ami.client import AmiActionFailed
-from hotline.bus import InProcessBus
-from hotline.storage import create_engine, session_factory, transactions_for
+from infra.bus import InProcessBus
+from infra.storage import create_engine, session_factory, transactions_for
 from queue_stats.journal import CallRow
 from queue_stats.service import SNAPSHOT_KEY
 from recording.store import DirectoryStore

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import insert
 
-from hotline.storage import Transactions, create_engine, transactions_for
+from infra.storage import Transactions, create_engine, transactions_for
 from queue_stats.journal import CallRow
 from recording.db import access_log, add_recording
 from recording.store import DirectoryStore

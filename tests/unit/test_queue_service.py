@@ -8,8 +8,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from ami.codec import parse_message
-from hotline.bus import InProcessBus
-from hotline.storage import create_engine, session_factory, upgrade_database
+from hotline.schema import upgrade_database
+from infra.bus import InProcessBus
+from infra.storage import create_engine, session_factory
 from queue_stats.calls import CallRecord, CallTracker
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import recording.ingest as ingest_module
-from hotline.storage import Transactions, create_engine, transactions_for
+from infra.storage import Transactions, create_engine, transactions_for
 from recording.db import recordings_of
 from recording.ingest import QUARANTINE, RecordingIngest, list_spool
 from recording.naming import RecordingName

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ami.codec import AmiMessage
 from ami.replay import ReplayClock, read_transcript
-from hotline.config import Settings
 from hotline.service import build_pipeline
+from infra.config import Settings
 from queue_stats.pipeline import RingingAgent, keep_event
 from queue_stats.service import ringing_summary
 
@@ -55,8 +55,8 @@ async def test_the_board_says_whom_an_agent_is_talking_to_and_since_when(
 ) -> None:
     """Replayed to the first AgentConnect: that agent's entry names the caller and the moment
     the state began; the others talk to nobody."""
-    from hotline.bus import InProcessBus
-    from hotline.storage import create_engine, session_factory
+    from infra.bus import InProcessBus
+    from infra.storage import create_engine, session_factory
     from queue_stats.hourly import HourlyStore
     from queue_stats.journal import CallJournal
     from queue_stats.service import QueueService

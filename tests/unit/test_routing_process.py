@@ -23,7 +23,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from hotline.routing_process import RoutingProcess
-from hotline.storage import create_engine, session_factory, transactions_for, upgrade_database
+from hotline.schema import upgrade_database
+from infra.storage import create_engine, session_factory, transactions_for
 from ivr_bypass.decision import RoutingDecision, RoutingReason
 from tests.agi_commands import variables_set
 from tests.health import MONITOR_ENV, read_health

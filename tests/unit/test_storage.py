@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, inspect, text
 
-from hotline.storage import create_engine, session_factory, transactions_for, upgrade_database
+from hotline.schema import upgrade_database
+from infra.storage import create_engine, session_factory, transactions_for
 from queue_stats.calls import CallOutcome, CallRecord
 from queue_stats.journal import CallJournal
 

@@ -18,8 +18,9 @@ from alembic.migration import MigrationContext
 
 from agi.routing import route_handler
 from agi.server import FastAgiServer
-from hotline.bus import InProcessBus
-from hotline.storage import (
+from hotline.schema import upgrade_database
+from infra.bus import InProcessBus
+from infra.storage import (
     AsyncTransactions,
     Base,
     ThreadTransactions,
@@ -27,7 +28,6 @@ from hotline.storage import (
     create_engine,
     session_factory,
     transactions_for,
-    upgrade_database,
 )
 from ivr_bypass.decision import IncomingCall, RoutingReason, RoutingRules, fallback_decision
 from ivr_bypass.directory import DirectoryError, EnterpriseDirectory

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from hotline.config import ConfigError, load_settings
+from infra.config import ConfigError, load_settings
 from web.guard import (
     ConnectionLimits,
     GuardedSite,

@@ -23,10 +23,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from hotline.config import Settings, masked_url
 from hotline.recordings_cli import _list as list_recordings
-from hotline.storage import create_engine, session_factory, transactions_for
 from hotline.terminal import json_text, printable
+from infra.config import Settings, masked_url
+from infra.storage import create_engine, session_factory, transactions_for
 from recording.db import Recording
 from tickets.model import TicketError, TicketStatus
 from tickets.sla import SlaPolicy, WorkingCalendar, sla_report

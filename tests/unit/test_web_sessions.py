@@ -24,8 +24,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, insert, select
 
-from hotline.bus import InProcessBus
-from hotline.storage import Transactions, create_engine, transactions_for
+from infra.bus import InProcessBus
+from infra.storage import Transactions, create_engine, transactions_for
 from queue_stats.journal import CallRow
 from queue_stats.service import SNAPSHOT_KEY
 from recording.db import add_recording

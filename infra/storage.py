@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, MetaData, StaticPool, event, text
 from sqlalchemy import create_engine as sa_create_engine
@@ -26,12 +26,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session
 
-if TYPE_CHECKING:
-    from alembic.config import Config
-
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 T = TypeVar("T")
 
 NAMING_CONVENTION = {
@@ -49,7 +45,8 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
+    """The SQLite file of ``url``; None for another database or an in-memory one."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
@@ -58,11 +55,11 @@ def _sqlite_file(url: str) -> Path | None:
 
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url``; a SQLite file's folder is created and WAL mode switched on."""
-    sqlite_file = _sqlite_file(url)
-    if sqlite_file is not None:
-        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, pool_pre_ping=sqlite_file is None)
-    if sqlite_file is not None:
+    database_file = sqlite_file(url)
+    if database_file is not None:
+        database_file.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, pool_pre_ping=database_file is None)
+    if database_file is not None:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
 
@@ -387,35 +384,10 @@ def transactions_for(
     """Units of work on ``engine``. ``read_only`` units must not write (SQLite refuses it); on
     SQLite they never hold the write lock that routing needs."""
     url = engine.url.render_as_string(hide_password=False)
-    if _sqlite_file(url) is not None:
+    if sqlite_file(url) is not None:
         return ThreadTransactions(url, read_only=read_only)
     return AsyncTransactions(engine)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-def alembic_config(url: str) -> Config:
-    from alembic.config import Config  # imported here: light entry points never migrate
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    # ConfigParser interpolation would eat a '%' in a password.
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return config
-
-
-def upgrade_database_sync(url: str, revision: str = "head") -> None:
-    """Apply migrations up to ``revision``. Blocking: call it from a thread or the CLI."""
-    sqlite_file = _sqlite_file(url)
-    if sqlite_file is not None:
-        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-    from alembic import command
-
-    command.upgrade(alembic_config(url), revision)
-
-
-async def upgrade_database(url: str, revision: str = "head") -> None:
-    """Apply migrations without blocking the event loop (Alembic runs its own loop in a thread)."""
-    await asyncio.to_thread(upgrade_database_sync, url, revision)

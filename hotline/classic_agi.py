@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from asterisk.agi import AGI
 
-from hotline.config import ConfigError, Settings, load_settings
+from infra.config import ConfigError, Settings, load_settings
 from ivr_bypass.decision import IncomingCall, RoutingDecision, RoutingRules, fallback_decision
 
 log = logging.getLogger("hotline.agi")
@@ -44,7 +44,7 @@ def call_from_environment(env: dict[str, str]) -> IncomingCall:
 async def decide_within_budget(settings: Settings, call: IncomingCall) -> RoutingDecision:
     """Route like the FastAGI server; past the budget or on any error, the default route."""
     from hotline.domain import build_router, routing_rules
-    from hotline.storage import create_engine, transactions_for
+    from infra.storage import create_engine, transactions_for
 
     rules = routing_rules(settings)
     engine = create_engine(settings.database_url)
@@ -63,7 +63,7 @@ async def decide_within_budget(settings: Settings, call: IncomingCall) -> Routin
 
 async def _free_agents(redis_url: str) -> frozenset[str] | None:
     """Free agents from the snapshot ``hotline run`` keeps in Redis; None if it cannot be read."""
-    from hotline.bus import create_bus
+    from infra.bus import create_bus
     from ivr_bypass.router import free_agents_in
     from queue_stats.service import SNAPSHOT_KEY
 
