@@ -7,7 +7,7 @@ chunks happens before the clock starts; everything after it is timed on both sid
 decoding, splitting into frames, parsing, and state updates.
 
 * ours: ``ami.codec.AmiFrameDecoder`` (drops unwanted events by name before parsing) →
-  ``ami.replay.ReplayClock`` → ``queue_stats.pipeline.EventPipeline.on_ami_message`` (the call
+  ``ami.replay.ReplayClock`` → ``ami.feed.AmiTranslator`` → ``EventPipeline.on_event`` (the call
   tracker and the queue statistics), exactly the pipeline of ``hotline replay``.
 * cacofonisk (PyPI ``cacofonisk``, a benchmark-only dependency): what its AMI runner does from the
   wire, minus the socket: decode each chunk and split it on the blank line the way panoramisk's
@@ -58,9 +58,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ami.codec import AmiFrameDecoder  # noqa: E402
+from ami.feed import PIPELINE_EVENTS, AmiTranslator, keep_event  # noqa: E402
 from ami.replay import ReplayClock  # noqa: E402
 from queue_stats.calls import CallTracker  # noqa: E402
-from queue_stats.pipeline import PIPELINE_EVENTS, EventPipeline, keep_event  # noqa: E402
+from queue_stats.pipeline import EventPipeline  # noqa: E402
 from queue_stats.stats import QueueStats  # noqa: E402
 
 
@@ -141,20 +142,25 @@ class OurPipeline:
         self.pipeline = EventPipeline(
             CallTracker(INBOUND_CONTEXTS), QueueStats(ZoneInfo(BENCH_ZONE)), self.clock.current
         )
+        self.translator = AmiTranslator()
         self.kept = 0
         self.outcomes: Counter[str] = Counter()
 
     def run(self, chunks: Iterable[bytes]) -> None:
         feed = self.decoder.feed
         advance = self.clock.advance
-        sink = self.pipeline.on_ami_message
+        translate = self.translator.translate
+        sink = self.pipeline.on_event
         outcomes = self.outcomes
         kept = 0
         for chunk in chunks:
             messages = feed(chunk)
             kept += len(messages)
             for message in messages:
-                for call in sink(message, advance(message)).finished_calls:
+                fact = translate(message, advance(message))
+                if fact is None:
+                    continue
+                for call in sink(fact).finished_calls:
                     outcomes[str(call.outcome)] += 1
         self.kept += kept
 
@@ -166,7 +172,8 @@ class OurPipeline:
             _calls_line(self.outcomes, repeat),
             f"decoder kept {self.kept:,} and dropped {dropped:,} by name "
             f"(sum {self.kept + dropped:,} = frames: {verdict}); "
-            f"pipeline counters {dict(self.pipeline.counters)}",
+            f"pipeline counters {dict(self.pipeline.counters)}, "
+            f"translator counters {dict(self.translator.counters)}",
             f"tracker anomalies {dict(tracker.anomalies) or 'none'}; "
             f"live calls left {tracker.live_calls}",
             f"QueueStats: {_stats_summary(self.pipeline.stats, self.clock.current())}",
@@ -174,9 +181,10 @@ class OurPipeline:
 
 
 OUR_STAGES = [
-    f"AmiFrameDecoder(keep_event=queue_stats.pipeline.keep_event, {len(PIPELINE_EVENTS)} names)",
+    f"AmiFrameDecoder(keep_event=ami.feed.keep_event, {len(PIPELINE_EVENTS)} names)",
     "ReplayClock.advance",
-    f"EventPipeline.on_ami_message [CallTracker, QueueStats({BENCH_ZONE})]",
+    "AmiTranslator.translate",
+    f"EventPipeline.on_event [CallTracker, QueueStats({BENCH_ZONE})]",
 ]
 
 

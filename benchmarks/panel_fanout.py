@@ -20,7 +20,7 @@ child process (this file with ``--serve``) with its own event loop, an SQLite da
 temporary directory and, with no ``HOTLINE_AMI_SECRET``, its replay of an AMI transcript. The
 child adds four thin probes and a gate, and changes nothing else:
 
-- ``queues.pipeline.on_ami_message`` is wrapped to note ``time.monotonic()`` before the first
+- ``queues.pipeline.on_event`` is wrapped to note ``time.monotonic()`` before the first
   message whose result says the statistics changed;
 - ``queues.snapshot`` is wrapped to take that note when ``publish_changes`` starts a delta;
 - ``bus.publish`` is wrapped to file, for each ``stats`` message, its ``seq`` with the note and
@@ -79,7 +79,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +92,13 @@ if str(ROOT) not in sys.path:
 import aiohttp  # noqa: E402
 
 import hotline.service as bridge_service  # noqa: E402
-from ami.codec import AmiMessage  # noqa: E402
+from ami.feed import keep_event  # noqa: E402
 from ami.replay import ReplayClock, read_transcript  # noqa: E402
 from benchmarks.machine import machine_cpu_seconds  # noqa: E402
 from infra.bus import CHANNEL_PREFIX  # noqa: E402
 from infra.config import ENV_PREFIX, Settings  # noqa: E402
-from queue_stats.pipeline import PipelineResult, keep_event  # noqa: E402
+from pbx.facts import DomainEvent  # noqa: E402
+from queue_stats.pipeline import PipelineResult  # noqa: E402
 from queue_stats.service import SNAPSHOT_KEY, STATS_CHANNEL  # noqa: E402
 from web.live import Outgoing  # noqa: E402
 
@@ -253,13 +253,13 @@ class PublishProbe:
     def install(self, bridge: bridge_service.Bridge) -> None:
         queues, bus, hub = bridge.queues, bridge.bus, bridge.web.live
         broadcast = hub.broadcast
-        handle = queues.pipeline.on_ami_message
+        handle = queues.pipeline.on_event
         take_snapshot = queues.snapshot
         publish = bus.publish
 
-        def probed_handle(message: AmiMessage, at: datetime | None = None) -> PipelineResult:
+        def probed_handle(fact: DomainEvent) -> PipelineResult:
             handed = time.monotonic()
-            result = handle(message, at)
+            result = handle(fact)
             if result.stats_changed:
                 if self._first_event is None:
                     self._first_event = handed
@@ -300,7 +300,7 @@ class PublishProbe:
 
         # Instance attributes shadow the methods: the service and the hub call these.
         hub.broadcast = probed_broadcast  # type: ignore[method-assign]
-        queues.pipeline.on_ami_message = probed_handle  # type: ignore[method-assign]
+        queues.pipeline.on_event = probed_handle  # type: ignore[method-assign]
         queues.snapshot = probed_snapshot  # type: ignore[method-assign]
         bus.publish = probed_publish  # type: ignore[method-assign]
 

@@ -28,7 +28,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import ClassVar
 
-from ami.events import (
+from esl.codec import EslEvent
+from pbx.facts import (
     AgentCalled,
     AgentCompleted,
     AgentConnected,
@@ -46,7 +47,6 @@ from ami.events import (
     QueueExited,
     RecordingFinished,
 )
-from esl.codec import EslEvent
 
 CALLCENTER_SUBCLASS = "callcenter::info"
 CALLER_CANCELLED_RING = "ORIGINATOR_CANCEL"

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from ami.events import DomainEvent, RecordingFinished
 from esl.callcenter import CallcenterTranslator, EslEventError
 from esl.codec import EslEvent
 from esl.present import FreeswitchAnswers, ask_freeswitch, read_answers
+from pbx.facts import DomainEvent, RecordingFinished
 from queue_stats.pipeline import PresentState
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ami.events import CallerReported, MemberReported, QueueReported
 from esl.callcenter import DEVICE_FREE, DEVICE_OF_STATE, LOGGED_OUT_STATUS, PAUSED_STATUS
+from pbx.facts import CallerReported, MemberReported, QueueReported
 from queue_stats.pipeline import PresentState
 
 WAITING_MEMBER_STATES = frozenset({"Waiting", "Trying"})

@@ -155,12 +155,13 @@ def _serve_until_stopped(service: Coroutine[Any, Any, None], settings: Settings)
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from ami.codec import AmiProtocolError
+    from ami.feed import replay_file
     from ami.replay import ReplayClock
     from esl.callcenter import EslEventError
     from esl.codec import EslProtocolError
     from esl.replay import EslClock, is_esl_transcript, replay_esl_file
     from hotline.service import build_pipeline
-    from queue_stats.pipeline import format_table, replay_file
+    from queue_stats.pipeline import format_table
 
     if not args.path.is_file():
         print(f"hotline: no transcript at {args.path}", file=sys.stderr)

@@ -31,6 +31,7 @@ from agi.server import FastAgiServer
 from ami.agent_control import AmiAgentControl
 from ami.client import AmiClient
 from ami.codec import AmiMessage
+from ami.feed import AmiFeed, keep_event, resync_from_asterisk
 from ami.replay import ReplayClock, read_transcript, replay
 from esl.agent_control import EslAgentControl
 from esl.client import EslClient
@@ -49,7 +50,7 @@ from pbx.control import AgentControl
 from queue_stats.calls import CallTracker
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
-from queue_stats.pipeline import EventPipeline, keep_event
+from queue_stats.pipeline import EventPipeline
 from queue_stats.service import SNAPSHOT_KEY, CallObserver, QueueService, utc_now
 from queue_stats.stats import QueueStats
 from recording.ingest import RecordingIngest
@@ -312,7 +313,7 @@ def build_bridge(
             port=settings.ami_port,
             username=settings.ami_username,
             secret=settings.ami_secret.get_secret_value(),
-            sink=queues.on_ami_message,
+            sink=AmiFeed(queues, clock).on_message,
             keep_event=keep_event,
             action_timeout=settings.ami_action_timeout,
             max_backoff=settings.ami_max_backoff,
@@ -443,7 +444,9 @@ def _watch_ami(ami: AmiClient, service: QueueService) -> None:
     def on_login() -> None:
         service.begin_resync()
         service.set_pbx_state(True, ami.state_since)
-        task = asyncio.get_running_loop().create_task(service.resync(ami), name="ami-resync")
+        task = asyncio.get_running_loop().create_task(
+            resync_from_asterisk(service, ami), name="ami-resync"
+        )
         resyncs.add(task)
         task.add_done_callback(resyncs.discard)
 
@@ -463,7 +466,7 @@ async def _replay_session(bridge: Bridge, messages: list[AmiMessage]) -> None:
     bridge.queues.set_pbx_state(True, time.time(), problem=None)
     count = await replay(
         bridge.replay_path,
-        bridge.queues.on_ami_message,
+        AmiFeed(bridge.queues, bridge.replay_clock.current).on_message,
         bridge.replay_clock,
         keep_event=keep_event,
         speed=bridge.replay_speed,

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from ami.events import (
+from pbx.facts import (
     AgentCompleted,
     AgentConnected,
     CallerAbandoned,

@@ -1,12 +1,13 @@
-"""The live shell around the event pipeline: AMI in; journal rows, hour buckets and bus out.
+"""The live shell around the event pipeline: facts in; journal rows, hour buckets and bus out.
 
-``on_ami_message`` is the synchronous sink both shells feed (live AMI and transcript replay). It
-only runs the pure pipeline and notes what changed; the tasks started by ``run`` do the writing:
-finished calls to the journal (retried until written: a database hiccup delays a row, never loses
-it), hour buckets to the database, and compact snapshot deltas to the bus. After every AMI login
-``resync`` makes the live state equal to what Asterisk reports, buffering live events meanwhile,
-and, when the PBX's ``queue_log`` is readable here, journals the queue calls that began and
-ended while the bridge was away (``queue_stats.queue_log``).
+``on_fact`` is the synchronous sink every PBX adapter feeds (live AMI, FreeSWITCH's Event Socket,
+a transcript replay). It only runs the pure pipeline and notes what changed; the tasks started
+by ``run`` do the writing: finished calls to the journal (retried until written: a database
+hiccup delays a row, never loses it), hour buckets to the database, and compact snapshot deltas
+to the bus. After every login ``resync_from`` makes the live state equal to what the PBX
+reports, buffering live facts meanwhile, and, when Asterisk's ``queue_log`` is readable here,
+journals the queue calls that began and ended while the bridge was away
+(``queue_stats.queue_log``).
 """
 
 from __future__ import annotations
@@ -20,18 +21,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ami.codec import AmiMessage
-from ami.events import (
-    AmiEventError,
-    CallerReported,
-    ChannelReported,
-    DomainEvent,
-    MemberReported,
-    QueueReported,
-    parse_event,
-)
 from infra.bus import Bus
 from ivr_bypass.decision import RoutingDecision
+from pbx.facts import DomainEvent
 from queue_stats.calls import CallOutcome, CallRecord, Routing
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
@@ -60,10 +52,6 @@ QUEUE_LOG_PENDING_LIMIT = timedelta(hours=6)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class ActionSender(Protocol):
-    async def send_action(self, action: str, **headers: str | int) -> Any: ...
 
 
 def call_summary(call: CallRecord) -> dict[str, object]:
@@ -147,7 +135,7 @@ class QueueService:
         self._link_ticket = link_ticket
         self._finished: asyncio.Queue[CallRecord] = asyncio.Queue()
         self._changed = asyncio.Event()
-        self._resync_buffer: deque[AmiMessage | DomainEvent] | None = None
+        self._resync_buffer: deque[DomainEvent] | None = None
         self._published: dict[str, Any] = {}
         self._sequence = 0
         self.counters: Counter[str] = Counter()
@@ -166,14 +154,6 @@ class QueueService:
 
     # -- input -----------------------------------------------------------------------------
 
-    def on_ami_message(self, message: AmiMessage) -> None:
-        if self._resync_buffer is not None:
-            if len(self._resync_buffer) == MAX_RESYNC_BUFFER:  # the oldest falls out
-                self.counters["resync_buffer_overflow"] += 1
-            self._resync_buffer.append(message)
-            return
-        self._apply(message)
-
     def on_fact(self, fact: DomainEvent) -> None:
         """A call-center fact from a PBX other than over AMI (FreeSWITCH's Event Socket)."""
         if self._resync_buffer is not None:
@@ -183,11 +163,8 @@ class QueueService:
             return
         self._apply(fact)
 
-    def _apply(self, message: AmiMessage | DomainEvent) -> None:
-        if isinstance(message, AmiMessage):
-            result = self.pipeline.on_ami_message(message, self._clock())
-        else:
-            result = self.pipeline.on_event(message)
+    def _apply(self, fact: DomainEvent) -> None:
+        result = self.pipeline.on_event(fact)
         if result.offered_call is not None:
             self._notify("call_offered", result.offered_call)
         if result.answered_call is not None:
@@ -253,35 +230,6 @@ class QueueService:
         """Called at login, before any live event of the new session is applied."""
         if self._resync_buffer is None:
             self._resync_buffer = deque(maxlen=MAX_RESYNC_BUFFER)
-
-    async def resync(self, ami: ActionSender) -> None:
-        """Ask Asterisk for the present (queues, members, callers, channels) and adopt it."""
-
-        async def ask() -> tuple[Any, Any]:
-            status = await ami.send_action("QueueStatus")
-            await ami.send_action("QueueSummary")
-            return status, await ami.send_action("CoreShowChannels")
-
-        await self.resync_from(ask, self._asterisk_present)
-
-    def _asterisk_present(self, answers: tuple[Any, Any], at: datetime) -> PresentState:
-        status, channels = answers
-        events = []
-        for message in _listed(status) + _listed(channels):
-            try:
-                event = parse_event(message, at)
-            except AmiEventError as error:
-                self.counters["malformed_events"] += 1
-                log.warning("ignored a malformed resync line: %s", error)
-                continue
-            if event is not None:
-                events.append(event)
-        return PresentState(
-            queues=[e for e in events if isinstance(e, QueueReported)],
-            members=[e for e in events if isinstance(e, MemberReported)],
-            callers=[e for e in events if isinstance(e, CallerReported)],
-            channels={e.uniqueid for e in events if isinstance(e, ChannelReported)},
-        )
 
     async def resync_from(
         self,
@@ -596,9 +544,3 @@ def _counted_live(seen: CallRecord | None) -> frozenset[str]:
     if seen.talk_seconds is not None:
         steps.add("completed")
     return frozenset(steps)
-
-
-def _listed(answer: Any) -> list[Mapping[str, str]]:
-    """The event lines of a list action's answer (panoramisk returns the reply and its events)."""
-    messages = answer if isinstance(answer, list) else [answer]
-    return [m for m in messages if m.get("Event")]

@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ami.events import (
+from pbx.facts import (
     AgentCalled,
     AgentCompleted,
     AgentConnected,

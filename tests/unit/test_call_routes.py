@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ami.codec import parse_message
-from ami.events import AgentConnected, CallerJoinedQueue, DialAnswered, parse_event
+from ami.events import parse_event
+from pbx.facts import AgentConnected, CallerJoinedQueue, DialAnswered
 from queue_stats.calls import CallOutcome, CallTracker
 from queue_stats.pipeline import EventPipeline
 from queue_stats.stats import QueueStats
+from tests.ami_feeding import through_ami
 from tickets.cti import CtiNotifier
 from tickets.webhook import CtiEvent, CtiEventName
 
@@ -97,13 +99,13 @@ def test_a_call_routed_by_another_process_is_journalled_with_its_route() -> None
 
 def test_the_pipeline_says_when_a_call_is_offered_and_answered() -> None:
     pipeline = EventPipeline(CallTracker(frozenset({"from-citizens"})), QueueStats(UTC), lambda: T0)
-    assert pipeline.on_ami_message(parse_message(NEWCHANNEL)).offered_call is None
-    offered = pipeline.on_ami_message(parse_message(JOIN)).offered_call
+    assert through_ami(pipeline, parse_message(NEWCHANNEL)).offered_call is None
+    offered = through_ami(pipeline, parse_message(JOIN)).offered_call
     assert offered is not None and offered.queue == "hotline"
-    answered = pipeline.on_ami_message(parse_message(CONNECT)).answered_call
+    answered = through_ami(pipeline, parse_message(CONNECT)).answered_call
     assert answered is not None and answered.agent_interface == "PJSIP/agent2"
     # Queue's own dial ends in the same instant; it must not count as a second answer.
-    assert pipeline.on_ami_message(parse_message(DIAL_END)).answered_call is None
+    assert through_ami(pipeline, parse_message(DIAL_END)).answered_call is None
     assert isinstance(event(CONNECT), AgentConnected)
     assert isinstance(event(JOIN), CallerJoinedQueue)
 
@@ -121,7 +123,7 @@ def test_other_ticket_systems_see_new_call_answer_hangup_in_order() -> None:
     notifier = CtiNotifier(sender)  # type: ignore[arg-type]
     pipeline = EventPipeline(CallTracker(frozenset({"from-citizens"})), QueueStats(UTC), lambda: T0)
     for text in (NEWCHANNEL, JOIN, CONNECT, HANGUP):
-        result = pipeline.on_ami_message(parse_message(text))
+        result = through_ami(pipeline, parse_message(text))
         if result.offered_call:
             notifier.call_offered(result.offered_call)
         if result.answered_call:

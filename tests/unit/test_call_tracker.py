@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ami.codec import parse_message
-from ami.events import (
-    WANTED_EVENTS,
+from ami.events import WANTED_EVENTS, parse_event
+from ami.replay import ReplayClock, read_transcript
+from pbx.facts import (
     AgentCompleted,
     AgentConnected,
     CallerJoinedQueue,
@@ -16,9 +17,7 @@ from ami.events import (
     ChannelCreated,
     ChannelHungUp,
     DialAnswered,
-    parse_event,
 )
-from ami.replay import ReplayClock, read_transcript
 from queue_stats.calls import CallOutcome, CallRecord, CallTracker, Routing
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

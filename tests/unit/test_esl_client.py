@@ -212,9 +212,9 @@ async def test_the_watchdog_drops_a_session_gone_silent(services) -> None:  # ty
 
 
 async def test_agent_control_on_freeswitch_commands_refusals_and_the_tiers_it_reports() -> None:
-    from ami.events import MemberAdded, MemberRemoved
     from esl.agent_control import EslAgentControl
     from pbx.control import PbxRefused, PbxUnavailable
+    from pbx.facts import MemberAdded, MemberRemoved
 
     sent: list[str] = []
     refused = EslCommandFailed("tier: -ERR Invalid Agent!")

@@ -15,9 +15,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from ami.feed import replay_file
 from ami.replay import ReplayClock
 from queue_stats.calls import CallOutcome, CallRecord, CallTracker
-from queue_stats.pipeline import EventPipeline, replay_file
+from queue_stats.pipeline import EventPipeline
 from queue_stats.queue_log import (
     SOURCE_QUEUE_LOG,
     parse_line,

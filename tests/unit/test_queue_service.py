@@ -8,6 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from ami.codec import parse_message
+from ami.feed import resync_from_asterisk
 from hotline.schema import upgrade_database
 from infra.bus import InProcessBus
 from infra.storage import create_engine, session_factory
@@ -17,6 +18,7 @@ from queue_stats.journal import CallJournal
 from queue_stats.pipeline import EventPipeline
 from queue_stats.service import QueueService, snapshot_delta
 from queue_stats.stats import QueueStats
+from tests.ami_feeding import into_service
 
 NOW = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
 
@@ -62,7 +64,7 @@ class FakeAsterisk:
         self.asked.append(action)
         if action == "QueueStatus":
             # A live event arrives while Asterisk prepares the answer: it must be buffered.
-            self.service.on_ami_message(
+            into_service(self.service,
                 frame(
                     "Event: QueueCallerJoin\nChannel: PJSIP/citizens-0000000a\nUniqueid: 10.1\n"
                     "Linkedid: 10.1\nQueue: hotline\nPosition: 2\nCallerIDNum: 13900001111"
@@ -93,7 +95,7 @@ async def test_resync_adopts_asterisks_present_then_replays_buffered_events(tmp_
     bus = InProcessBus()
     service, engine = build(tmp_path, bus)
     asterisk = FakeAsterisk(service)
-    await service.resync(asterisk)
+    await resync_from_asterisk(service, asterisk)
     assert asterisk.asked == ["QueueStatus", "QueueSummary", "CoreShowChannels"]
     snapshot = service.snapshot()
     hotline = snapshot["queues"]["hotline"]
@@ -112,7 +114,7 @@ async def test_a_late_subscriber_gets_the_snapshot_and_live_deltas(tmp_path: Pat
     deltas = bus.subscribe("stats")
     first_delta = asyncio.ensure_future(anext(deltas))
     await asyncio.sleep(0)
-    service.on_ami_message(
+    into_service(service,
         frame(
             "Event: QueueCallerJoin\nChannel: PJSIP/c-1\nUniqueid: 1.1\nLinkedid: 1.1\n"
             "Queue: hotline\nPosition: 1\nCallerIDNum: 1"
@@ -123,13 +125,13 @@ async def test_a_late_subscriber_gets_the_snapshot_and_live_deltas(tmp_path: Pat
     assert delta["queues"]["hotline"]["waiting_now"] == 1
     stored = await bus.load_snapshot("stats")
     assert stored["seq"] == 1 and stored["queues"]["hotline"]["offered"] == 1
-    service.on_ami_message(
+    into_service(service,
         frame(
             "Event: QueueCallerAbandon\nChannel: PJSIP/c-1\nUniqueid: 1.1\nLinkedid: 1.1\n"
             "Queue: hotline\nPosition: 1\nOriginalPosition: 1\nHoldTime: 7"
         )
     )
-    service.on_ami_message(frame("Event: Hangup\nChannel: PJSIP/c-1\nUniqueid: 1.1\nCause: 16"))
+    into_service(service, frame("Event: Hangup\nChannel: PJSIP/c-1\nUniqueid: 1.1\nCause: 16"))
     second = await asyncio.wait_for(anext(deltas), 2)
     assert second["seq"] == 2
     assert second["queues"]["hotline"]["abandoned"] == 1
@@ -152,7 +154,7 @@ async def test_hour_buckets_survive_a_restart(tmp_path: Path) -> None:
     bus = InProcessBus()
     service, engine = build(tmp_path, bus)
     for uid in ("1.1", "2.2"):
-        service.on_ami_message(
+        into_service(service,
             frame(
                 f"Event: QueueCallerJoin\nChannel: PJSIP/c\nUniqueid: {uid}\nLinkedid: {uid}\n"
                 "Queue: hotline\nPosition: 1\nCallerIDNum: 1"
@@ -220,9 +222,10 @@ async def test_calls_of_an_absence_are_journalled_from_queue_log(tmp_path: Path)
         queue_log=queue_log,
     )
     writer = asyncio.create_task(service.run_writer())
-    await service.resync(EmptyAsterisk())  # the first login: the journal is new, nothing to read
+    # The first login: the journal is new, nothing to read.
+    await resync_from_asterisk(service, EmptyAsterisk())
     # Seen live: 5.5 joins the queue; then AMI is lost.
-    service.on_ami_message(
+    into_service(service,
         frame(
             "Event: QueueCallerJoin\nChannel: PJSIP/citizens-00000005\nUniqueid: 5.5\n"
             "Linkedid: 5.5\nQueue: hotline\nPosition: 1\nCallerIDNum: 13800000005\n"
@@ -239,7 +242,7 @@ async def test_calls_of_an_absence_are_journalled_from_queue_log(tmp_path: Path)
         f"{t + 100}|7.7|hotline|NONE|ENTERQUEUE||13800000007|1\n"
         f"{t + 101}|7.7|hotline|Agent One|CONNECT|1|7.8|1\n"
     )
-    await service.resync(EmptyAsterisk())
+    await resync_from_asterisk(service, EmptyAsterisk())
     assert await service.drain(5)
     row = await journal.by_uniqueid("5.5")
     assert row is not None
@@ -261,7 +264,7 @@ async def test_calls_of_an_absence_are_journalled_from_queue_log(tmp_path: Path)
     assert (counters.completed, counters.talk_seconds) == (1, 60)
 
     # 7.7 ends while AMI is up again: counted live, then journalled by the follow-up.
-    service.on_ami_message(
+    into_service(service,
         frame(
             "Event: AgentComplete\nChannel: PJSIP/citizens-00000007\nUniqueid: 7.7\n"
             "Linkedid: 7.7\nQueue: hotline\nInterface: PJSIP/agent1\nMemberName: Agent One\n"
@@ -280,7 +283,7 @@ async def test_calls_of_an_absence_are_journalled_from_queue_log(tmp_path: Path)
     assert (counters.completed, counters.talk_seconds) == (2, 120)  # 7.7's end once, live
 
     # Another login finds nothing new: every call has its one row.
-    await service.resync(EmptyAsterisk())
+    await resync_from_asterisk(service, EmptyAsterisk())
     assert await service.drain(5)
     assert service.counters["queue_log_recovered"] == 3
     assert len(await journal.recent()) == 3
@@ -310,17 +313,18 @@ async def test_a_call_that_never_ends_in_queue_log_is_not_waited_for_forever(
         clock=lambda: now[0],
         queue_log=queue_log,
     )
-    await service.resync(EmptyAsterisk())  # watching from now on
-    service.on_ami_message(frame("Event: FullyBooted\nStatus: Fully Booted"))
-    await service.resync(EmptyAsterisk())  # no queue_log where the setting says: a clear warning
+    await resync_from_asterisk(service, EmptyAsterisk())  # watching from now on
+    into_service(service, frame("Event: FullyBooted\nStatus: Fully Booted"))
+    # No queue_log where the setting says: a clear warning.
+    await resync_from_asterisk(service, EmptyAsterisk())
     assert service.counters["queue_log_failures"] == 1
     t = int(NOW.timestamp())
     queue_log.write_text(
         f"{t + 5}|8.8|hotline|NONE|ENTERQUEUE||13800000008|1\n"
         f"{t + 6}|8.8|hotline|Agent One|CONNECT|1|8.9|1\n"  # then Asterisk crashed
     )
-    service.on_ami_message(frame("Event: FullyBooted\nStatus: Fully Booted"))
-    await service.resync(EmptyAsterisk())
+    into_service(service, frame("Event: FullyBooted\nStatus: Fully Booted"))
+    await resync_from_asterisk(service, EmptyAsterisk())
     assert await service.follow_up_queue_log() == 0  # still talking, as far as the log says
     now[0] = NOW + timedelta(hours=7)
     assert await service.follow_up_queue_log() == 0

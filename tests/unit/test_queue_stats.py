@@ -14,7 +14,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ami.events import (
+from ami.feed import replay_file
+from ami.replay import ReplayClock, read_transcript
+from pbx.facts import (
     AgentCalled,
     AgentCompleted,
     AgentConnected,
@@ -32,10 +34,10 @@ from ami.events import (
     QueueExited,
     QueueReported,
 )
-from ami.replay import ReplayClock, read_transcript
 from queue_stats.calls import CallTracker
-from queue_stats.pipeline import EventPipeline, replay_file
+from queue_stats.pipeline import EventPipeline
 from queue_stats.stats import QueueStats
+from tests.ami_feeding import through_ami
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
@@ -333,7 +335,7 @@ def test_memory_does_not_grow_with_the_number_of_calls_seen(real_session: Path) 
     import tracemalloc
 
     from ami.codec import AmiFrameDecoder
-    from queue_stats.pipeline import keep_event
+    from ami.feed import keep_event
 
     raw = real_session.read_bytes()
     body = raw.split(b"\r\n", 1)[1]  # without the greeting: one long stream
@@ -347,7 +349,7 @@ def test_memory_does_not_grow_with_the_number_of_calls_seen(real_session: Path) 
     def feed(times: int) -> None:
         for chunk in [raw[: len(raw) - len(body)]] + [body] * times:
             for message in decoder.feed(chunk):
-                pipeline.on_ami_message(message, clock.advance(message))
+                through_ami(pipeline, message, clock.advance(message))
 
     feed(10)
     tracemalloc.start()

@@ -13,9 +13,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from ami.feed import CALLER_HEADERS, AmiTranslator, replay_file
 from ami.replay import ReplayClock
 from queue_stats.calls import CallOutcome, CallTracker
-from queue_stats.pipeline import CALLER_HEADERS, EventPipeline, replay_file
+from queue_stats.pipeline import EventPipeline
 from queue_stats.stats import QueueStats
 from tests.queue_log import read_queue_log
 
@@ -46,14 +47,23 @@ HANGUP_REQUESTS = (b"HangupRequest", b"SoftHangupRequest")
 
 
 def replay(name: str, path: Path | None = None) -> tuple[dict, list, EventPipeline]:
+    snapshot, calls, pipeline, _ = replay_counting(name, path)
+    return snapshot, calls, pipeline
+
+
+def replay_counting(
+    name: str, path: Path | None = None
+) -> tuple[dict, list, EventPipeline, AmiTranslator]:
+    """The session's figures and journal, its pipeline, and the AMI translator (its counters)."""
     clock = ReplayClock()
     pipeline = EventPipeline(
         CallTracker(frozenset({"from-citizens"})),
         QueueStats(ZoneInfo("Asia/Shanghai")),
         clock.current,
     )
-    calls = replay_file(path or FIXTURES / f"{name}.ami", pipeline, clock)
-    return pipeline.stats.snapshot(clock.current()), calls, pipeline
+    translator = AmiTranslator()
+    calls = replay_file(path or FIXTURES / f"{name}.ami", pipeline, clock, translator)
+    return pipeline.stats.snapshot(clock.current()), calls, pipeline, translator
 
 
 def test_there_are_recorded_sessions_to_check() -> None:
@@ -180,12 +190,12 @@ def test_an_agent_complete_without_its_caller_changes_nothing(name: str, tmp_pat
     path.write_text(stripped, encoding="utf-8", newline="")
 
     expected_snapshot, expected_calls, _ = replay(name)
-    snapshot, calls, pipeline = replay(name, path)
+    snapshot, calls, _, translator = replay_counting(name, path)
 
-    assert pipeline.counters["agent_complete_without_caller"] == original.count(
+    assert translator.counters["agent_complete_without_caller"] == original.count(
         "Event: AgentComplete"
     )
-    assert pipeline.counters["malformed_events"] == 0
+    assert translator.counters["malformed_events"] == 0
     assert snapshot == expected_snapshot
     assert calls == expected_calls
 
@@ -200,7 +210,7 @@ def test_an_agent_complete_for_no_known_call_is_counted_not_guessed(tmp_path: Pa
     path.write_text(
         _without_callers_in_agent_complete(without_connects), encoding="utf-8", newline=""
     )
-    _, _, pipeline = replay("multi-queue-pause", path)
+    *_, translator = replay_counting("multi-queue-pause", path)
     assert completes > 0
-    assert pipeline.counters["agent_complete_without_caller"] == completes
-    assert pipeline.counters["malformed_events"] == completes
+    assert translator.counters["agent_complete_without_caller"] == completes
+    assert translator.counters["malformed_events"] == completes

@@ -6,11 +6,13 @@ from collections import Counter
 from pathlib import Path
 
 from ami.codec import AmiMessage
+from ami.feed import keep_event
 from ami.replay import ReplayClock, read_transcript
 from hotline.service import build_pipeline
 from infra.config import Settings
-from queue_stats.pipeline import RingingAgent, keep_event
+from queue_stats.pipeline import RingingAgent
 from queue_stats.service import ringing_summary
+from tests.ami_feeding import into_service, through_ami
 
 
 def ringing_in(path: Path) -> tuple[list[RingingAgent], list[AmiMessage]]:
@@ -20,7 +22,7 @@ def ringing_in(path: Path) -> tuple[list[RingingAgent], list[AmiMessage]]:
     clock.seed(messages)
     ringing = []
     for message in messages:
-        result = pipeline.on_ami_message(message, clock.advance(message))
+        result = through_ami(pipeline, message, clock.advance(message))
         if result.ringing is not None:
             ringing.append(result.ringing)
     return ringing, messages
@@ -75,7 +77,7 @@ async def test_the_board_says_whom_an_agent_is_talking_to_and_since_when(
     clock.seed(messages)
     for message in messages:
         clock.advance(message)
-        service.on_ami_message(message)
+        into_service(service, message)
         if message.as_sent.get("Event") == "AgentConnect":
             connect = message.as_sent
             break

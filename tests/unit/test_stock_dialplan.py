@@ -17,7 +17,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ami.events import (
+from ami.events import parse_event
+from ami.feed import replay_file
+from ami.replay import ReplayClock, read_transcript
+from pbx.facts import (
     AgentConnected,
     CallerAbandoned,
     CallerJoinedQueue,
@@ -28,11 +31,9 @@ from ami.events import (
     HangupRequested,
     PbxBooted,
     QueueExited,
-    parse_event,
 )
-from ami.replay import ReplayClock, read_transcript
 from queue_stats.calls import CallOutcome, CallRecord, CallTracker
-from queue_stats.pipeline import EventPipeline, replay_file
+from queue_stats.pipeline import EventPipeline
 from queue_stats.queue_log import parse_line
 from queue_stats.stats import QueueStats
 from tests.queue_log import read_queue_log
