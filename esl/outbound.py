@@ -3,18 +3,23 @@
 FreeSWITCH connects for each call; the bridge answers with the same decision FastAGI gives on
 Asterisk (``ivr_bypass.budget.BudgetedRouter``) and sets the same ``HOTLINE_*`` variables.
 
-The recorded sessions show why the order matters. A router that closes before ``connect`` leaves
-the caller parked in silence until they hang up; one that never speaks, 25 s and then the same.
-So the very first bytes of every connection are ``connect`` and ``resume``, sent before any
-work: from then on, whatever happens to this process or this connection (an error, a deadline,
-a crash), FreeSWITCH goes on in the dialplan about 60 ms after the socket closes. The dialplan
-in ``freeswitch-conf/`` sets ``socket_resume`` and a scheduled fallback of its own for the
-cases no router can help with (nothing listening, a process that accepts and hangs).
+The recorded sessions show why this needs care: a router that closes before ``connect`` left the
+caller parked in silence until they hung up; one that never spoke, 25 s and then the same. The
+dialplan in ``freeswitch-conf/`` makes both impossible, whatever the router does: it sets
+``socket_resume=true`` before ``socket`` (a closed socket goes on in the dialplan within 60 ms)
+and schedules a transfer to the queue 2 to 3.5 s later (a router that accepts and never
+speaks), cancelled once ``socket`` returns; after it, an empty or unknown ``HOTLINE_QUEUE``
+becomes the default queue. Tried on FreeSWITCH 1.11.1 built for the purpose: a refused
+connection queued the call at once, one closed at once in 0.06 s, a silent one in 2.5 s.
 
-Per connection: ``connect`` (FreeSWITCH answers with the channel's data), ``resume``, the
+So this side must never send ``resume``: it sets ``socket_resume`` again, and a router that
+finishes after the guard has moved the call on would then drop a call already in its queue
+(seen on that FreeSWITCH). It sends ``connect`` first, the moment the connection is accepted;
+when the channel is no longer in ``socket`` (the guard fired) only ``exit``; otherwise the
 decision within its budget, one ``sendmsg`` running ``multiset`` with the variables (values
-checked: FreeSWITCH splits the argument on the delimiter), then ``exit``. The whole connection
-has a deadline; past it, or on any error, the socket is closed and the dialplan's defaults apply.
+checked: FreeSWITCH splits the argument on the delimiter), then ``exit``. The whole exchange has
+a deadline of 1.5 s, inside the guard's 2 s; past it, or on any error, the socket is closed and
+the dialplan's default applies.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from ivr_bypass.decision import IncomingCall, RoutingDecision
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
-CONNECTION_DEADLINE = 3.0  # seconds for the whole exchange; the decision's budget is within it
+# Seconds for the whole exchange (the decision's budget is within it): before the dialplan's
+# guard, which fires 2.0 to 3.5 s after ``socket`` starts.
+CONNECTION_DEADLINE = 1.5
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_.@/+:-]{0,128}")
 
 
@@ -159,9 +166,11 @@ class OutboundRouter:
         data = channel_data(connected)
         if not data.get("Reply-Text", "").startswith("+OK"):
             raise EslProtocolError(f"connect refused: {data.get('Reply-Text', '')[:60]!r}")
-        resumed = await talk.ask(b"resume\n\n")  # from here on, closing continues the dialplan
-        if not resumed.headers.get("Reply-Text", "").startswith("+OK"):
-            raise EslProtocolError("resume refused")
+        application = data.get("variable_current_application", "socket")
+        if application != "socket":  # the dialplan's guard moved the call on: leave it alone
+            self.counters["too_late"] += 1
+            await talk.ask(b"exit\n\n")
+            return
         decision: RoutingDecision = await self._router.route(incoming_call(data))
         set_reply = await talk.ask(multiset_command(decision.channel_variables()))
         if not set_reply.headers.get("Reply-Text", "").startswith("+OK"):

@@ -32,6 +32,7 @@ def _notice(frame: EslFrame) -> bytes:
 class RecordedCall:
     connection: int = 1
     stall_after: int | None = None
+    current_application: str | None = None  # as if the dialplan had moved on meanwhile
     commands: list[str] = field(default_factory=list)
     command_times: list[float] = field(default_factory=list)
     closed_by_router_after: float | None = None
@@ -40,7 +41,11 @@ class RecordedCall:
         data = (RAW / f"conn{self.connection}.fs2app.raw").read_bytes()
         frames = list(EslFrameDecoder().feed(data))
         replies = [f for f in frames if f.content_type == "command/reply"]
-        self._connect = _head(replies[0])
+        connect = replies[0]
+        if self.current_application is not None:
+            headers = {**connect.headers, "variable_current_application": self.current_application}
+            connect = EslFrame(headers, connect.body)
+        self._connect = _head(connect)
         self._ok = b"Content-Type: command/reply\nReply-Text: +OK\n\n"
         bye = next((f for f in replies if f.headers.get("Reply-Text") == "+OK bye"), None)
         self._bye = _head(bye) if bye else b"Content-Type: command/reply\nReply-Text: +OK bye\n\n"

@@ -1,6 +1,7 @@
 """Routing on FreeSWITCH: the bridge's outbound-socket router against FreeSWITCH's side of the
-recorded socket sessions. ``connect`` and ``resume`` go out before any work, so a router that
-fails later still lets the dialplan go on; the decision is FastAGI's, within the same budget."""
+recorded socket sessions. ``connect`` goes out at once and ``resume`` never (the dialplan sets
+``socket_resume``; a late ``resume`` dropped a queued call); the decision is FastAGI's, within
+the same budget."""
 
 from __future__ import annotations
 
@@ -59,13 +60,13 @@ def variables_of(commands: list[str]) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in pairs)
 
 
-async def test_a_call_is_routed_connect_and_resume_first(served) -> None:  # type: ignore[no-untyped-def]
+async def test_a_call_is_routed_connect_first_and_never_resume(served) -> None:  # type: ignore[no-untyped-def]
     router, decider, routed = served
     call = RecordedCall(connection=1)
     await call.run(router.port)
-    assert [c.split("\n", 1)[0] for c in call.commands] == ["connect", "resume", "sendmsg", "exit"]
-    assert "execute-app-name: multiset" in call.commands[2]
-    assert "event-lock: true" in call.commands[2]
+    assert [c.split("\n", 1)[0] for c in call.commands] == ["connect", "sendmsg", "exit"]
+    assert "execute-app-name: multiset" in call.commands[1]
+    assert "event-lock: true" in call.commands[1]
     assert variables_of(call.commands) == {
         "HOTLINE_QUEUE": "enterprise",
         "HOTLINE_PRIORITY": "5",
@@ -91,17 +92,26 @@ async def test_a_late_or_failed_decision_sends_the_default_route_in_budget(
     await call.run(router.port)
     assert variables_of(call.commands)["HOTLINE_REASON"] == "fallback"
     assert variables_of(call.commands)["HOTLINE_QUEUE"] == "hotline"
-    assert call.command_times[2] - call.command_times[1] < 0.5  # the budget, not the decision
+    assert call.command_times[1] - call.command_times[0] < 0.5  # the budget, not the decision
 
 
 async def test_a_freeswitch_that_stops_answering_is_let_go_at_the_deadline(served) -> None:  # type: ignore[no-untyped-def]
-    """resume was sent and answered: closing now continues the dialplan (recording: 60 ms)."""
+    """The dialplan's socket_resume continues the call once the socket closes (60 ms)."""
     router, _, _ = served
-    call = RecordedCall(connection=3, stall_after=2)
+    call = RecordedCall(connection=3, stall_after=1)
     await call.run(router.port)
-    assert [c.split("\n", 1)[0] for c in call.commands][:2] == ["connect", "resume"]
+    assert [c.split("\n", 1)[0] for c in call.commands] == ["connect", "sendmsg"]
     assert call.closed_by_router_after is not None and call.closed_by_router_after < 2.0
     assert router.counters["failed_connections"] == 1
+
+
+async def test_a_call_the_guard_already_moved_on_is_left_alone(served) -> None:  # type: ignore[no-untyped-def]
+    """connect's reply says the channel runs another application now: only exit."""
+    router, decider, _ = served
+    call = RecordedCall(connection=2, current_application="callcenter")
+    await call.run(router.port)
+    assert [c.split("\n", 1)[0] for c in call.commands] == ["connect", "exit"]
+    assert not decider.calls and router.counters["too_late"] == 1
 
 
 async def test_connect_goes_out_before_anything_can_fail(served) -> None:  # type: ignore[no-untyped-def]
