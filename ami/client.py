@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from panoramisk.message import Message
 
 from ami.actions import AmiAction
 from ami.codec import AmiFrameDecoder, AmiMessage, AmiProtocolError
+from pbx.link import PbxLink
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class _BridgeManager(Manager):
         super().connection_lost(exc)
 
 
-class AmiClient:
+class AmiClient(PbxLink):
     """One AMI session kept alive for the life of the service.
 
     ``sink`` receives each wanted event as an ``AmiMessage``; it must be quick and synchronous
@@ -162,11 +162,10 @@ class AmiClient:
         max_backoff: float = 30.0,
         ping_interval: float = 5.0,
     ) -> None:
+        super().__init__(f"AMI session with {host}:{port}", max_backoff=max_backoff)
         self._sink = sink
         self._action_timeout = action_timeout
-        self._max_backoff = max_backoff
         self._ping_interval = ping_interval
-        self._backoff = 0.0
         self._config = {
             "host": host,
             "port": port,
@@ -180,47 +179,6 @@ class AmiClient:
         }
         self._manager: _BridgeManager | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._up = asyncio.Event()
-        self.running = False
-        self.connected = False
-        self.state_since = time.time()
-        self.last_problem = "not started"
-        self.reconnects = 0
-        self.on_login: Callable[[], None] | None = None
-        self.on_down: Callable[[str], None] | None = None
-
-    # -- state reported by the manager ---------------------------------------------------------
-
-    def next_backoff(self) -> float:
-        self._backoff = min(self._max_backoff, max(0.5, self._backoff * 2))
-        return self._backoff
-
-    def note_up(self) -> None:
-        if not self.connected:
-            log.info("AMI session with %s:%s is up", self._config["host"], self._config["port"])
-            self.state_since = time.time()
-        self.connected = True
-        self._backoff = 0.0
-        self._up.set()
-        if self.on_login is not None:
-            try:
-                self.on_login()
-            except Exception:
-                log.exception("AMI on_login hook failed")
-
-    def note_down(self, problem: str) -> None:
-        was_up = self.connected
-        if was_up:
-            self.reconnects += 1
-            self.state_since = time.time()
-        self.connected = False
-        self.last_problem = problem
-        self._up.clear()
-        if was_up and self.on_down is not None:
-            try:
-                self.on_down(problem)
-            except Exception:
-                log.exception("AMI on_down hook failed")
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -232,13 +190,6 @@ class AmiClient:
         self._manager = _BridgeManager(self, loop=asyncio.get_running_loop(), **self._config)
         self._manager.connect()
         self._watchdog = asyncio.create_task(self._watch(), name="ami-watchdog")
-
-    async def wait_connected(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._up.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     async def close(self) -> None:
         self.running = False

@@ -190,6 +190,14 @@ class CallcenterTranslator:
         session = _required(event, "CC-Member-Session-UUID")
         return event_time(event), session, session
 
+    def _agent_fields(
+        self, event: EslEvent, agent_channel: str
+    ) -> tuple[datetime, str, str, str, str, str, str, str]:
+        """What every agent fact starts with: when, the caller's ids, queue, agent, its channel."""
+        at, session, linked = self._ids(event)
+        agent = _required(event, "CC-Agent")
+        return at, session, linked, "", _required(event, "CC-Queue"), agent, agent, agent_channel
+
     def _joined(self, event: EslEvent) -> list[DomainEvent]:
         at, session, linked = self._ids(event)
         queue = _required(event, "CC-Queue")
@@ -249,19 +257,11 @@ class CallcenterTranslator:
         ]
 
     def _bridged(self, event: EslEvent) -> list[DomainEvent]:
-        at, session, linked = self._ids(event)
-        agent = _required(event, "CC-Agent")
-        self._members.pop(session, None)
+        fields = self._agent_fields(event, event.get("Channel-Name"))
+        self._members.pop(fields[1], None)
         return [
             AgentConnected(
-                at,
-                session,
-                linked,
-                "",
-                _required(event, "CC-Queue"),
-                agent,
-                agent,
-                event.get("Channel-Name"),
+                *fields,
                 hold_seconds=_seconds_between(
                     event, "CC-Member-Joined-Time", "CC-Agent-Answered-Time"
                 ),
@@ -272,18 +272,9 @@ class CallcenterTranslator:
         ]
 
     def _bridge_ended(self, event: EslEvent) -> list[DomainEvent]:
-        at, session, linked = self._ids(event)
-        agent = _required(event, "CC-Agent")
         return [
             AgentCompleted(
-                at,
-                session,
-                linked,
-                "",
-                _required(event, "CC-Queue"),
-                agent,
-                agent,
-                event.get("Channel-Name"),
+                *self._agent_fields(event, event.get("Channel-Name")),
                 hold_seconds=_seconds_between(
                     event, "CC-Member-Joined-Time", "CC-Agent-Answered-Time"
                 ),
@@ -295,18 +286,9 @@ class CallcenterTranslator:
     def _not_answered(self, event: EslEvent) -> list[DomainEvent]:
         if event.get("CC-Hangup-Cause") == CALLER_CANCELLED_RING:
             return []
-        at, session, linked = self._ids(event)
-        agent = _required(event, "CC-Agent")
         return [
             AgentRingNoAnswer(
-                at,
-                session,
-                linked,
-                "",
-                _required(event, "CC-Queue"),
-                agent,
-                agent,
-                "",
+                *self._agent_fields(event, ""),
                 ring_seconds=_seconds_between(
                     event, "CC-Agent-Called-Time", "CC-Agent-Aborted-Time"
                 ),

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from esl.codec import EslEvent, EslFrame, EslFrameDecoder, EslProtocolError, parse_event
+from pbx.link import PbxLink
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def _check_command(command: str) -> None:
         raise ValueError(f"an Event Socket command must be one line: {command[:40]!r}")
 
 
-class EslClient:
+class EslClient(PbxLink):
     """One inbound Event Socket session kept alive for the life of the service."""
 
     def __init__(
@@ -86,13 +87,12 @@ class EslClient:
         max_backoff: float = 30.0,
         silence_timeout: float = 45.0,
     ) -> None:
+        super().__init__(f"Event Socket session with {host}:{port}", max_backoff=max_backoff)
         self._host, self._port, self._password = host, port, password
         self._sink = sink
         self._events = events
         self._command_timeout = command_timeout
-        self._max_backoff = max_backoff
         self._silence_timeout = silence_timeout
-        self._backoff = 0.0
         self._writer: asyncio.StreamWriter | None = None
         # Each command's reply, in order; with it, what to do the moment it is read (before the
         # frames after it in the same TCP chunk): the subscription's reply starts the resync.
@@ -102,16 +102,8 @@ class EslClient:
         # Results that came before their bgapi's reply was read (same TCP chunk): kept a while.
         self._early_results: OrderedDict[str, EslEvent] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
-        self._up = asyncio.Event()
         self._last_heard = time.monotonic()
-        self.running = False
-        self.connected = False
-        self.state_since = time.time()
-        self.last_problem = "not started"
-        self.reconnects = 0
         self.counters: dict[str, int] = {"events": 0, "sink_errors": 0, "protocol_errors": 0}
-        self.on_login: Callable[[], None] | None = None
-        self.on_down: Callable[[str], None] | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -122,38 +114,27 @@ class EslClient:
         self.running = True
         self._task = asyncio.create_task(self._run(), name="esl-session")
 
-    async def wait_connected(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._up.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
     async def close(self) -> None:
         self.running = False
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._note_down("closed")
-
-    def next_backoff(self) -> float:
-        self._backoff = min(self._max_backoff, max(0.5, self._backoff * 2))
-        return self._backoff
+        self.note_down("closed")
 
     async def _run(self) -> None:
         while self.running:
             try:
                 await self._session()
             except (OSError, EslProtocolError, EslCommandFailed, TimeoutError) as error:
-                self._note_down(f"{type(error).__name__}: {error}")
+                self.note_down(f"{type(error).__name__}: {error}")
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # a bug here must not end the connector for good
                 log.exception("Event Socket session failed")
-                self._note_down(f"{type(error).__name__}: {error}")
+                self.note_down(f"{type(error).__name__}: {error}")
             else:
-                self._note_down("connection closed")
+                self.note_down("connection closed")
             if not self.running:
                 return
             pause = self.next_backoff()
@@ -211,7 +192,7 @@ class EslClient:
         """Up as soon as the subscription is read: the events behind it in the same chunk
         already belong to the new session, so the resync must begin before them."""
         if _reply_text(reply).startswith("+OK"):
-            self._note_up()
+            self.note_up()
 
     async def _read(self, reader: asyncio.StreamReader, decoder: EslFrameDecoder) -> None:
         while chunk := await reader.read(READ_CHUNK):
@@ -276,33 +257,7 @@ class EslClient:
                     writer.transport.abort()
                 return
 
-    # -- state -----------------------------------------------------------------------------------
-
-    def _note_up(self) -> None:
-        log.info("Event Socket session with %s:%s is up", self._host, self._port)
-        self.connected = True
-        self.state_since = time.time()
-        self._backoff = 0.0
-        self._up.set()
-        if self.on_login is not None:
-            try:
-                self.on_login()
-            except Exception:
-                log.exception("Event Socket on_login hook failed")
-
-    def _note_down(self, problem: str) -> None:
-        was_up = self.connected
-        if was_up:
-            self.reconnects += 1
-            self.state_since = time.time()
-        self.connected = False
-        self.last_problem = problem
-        self._up.clear()
-        if was_up and self.on_down is not None:
-            try:
-                self.on_down(problem)
-            except Exception:
-                log.exception("Event Socket on_down hook failed")
+    # -- waiting commands ----------------------------------------------------------------------
 
     def _fail_waiting(self, error: Exception) -> None:
         waiting: list[asyncio.Future[Any]] = [future for future, _ in self._replies]
