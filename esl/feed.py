@@ -45,11 +45,13 @@ class FreeswitchFeed:
         translator: CallcenterTranslator | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_recording: Callable[[str], None] | None = None,
+        on_resynced: Callable[[set[str]], None] | None = None,
     ) -> None:
         self._sink = sink
         self._api = api
         self._clock = clock
         self._on_recording = on_recording
+        self._on_resynced = on_resynced
         self.translator = translator or CallcenterTranslator()
         self._resyncing: asyncio.Task[None] | None = None
         self.counters: dict[str, int] = {"malformed_events": 0, "resyncs_started": 0}
@@ -80,6 +82,8 @@ class FreeswitchFeed:
     def _read(self, answers: FreeswitchAnswers, at: datetime) -> PresentState:
         present, roster = read_answers(answers, at)
         self.translator.adopt_present(roster.tiers, roster.statuses, roster.waiting)
+        if self._on_resynced is not None:  # e.g. recordings whose RECORD_STOP was missed
+            self._on_resynced(present.channels)
         return present
 
     def tier_changed(self, queue: str, agent: str, added: bool) -> None:

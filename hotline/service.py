@@ -16,7 +16,7 @@ import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -353,19 +353,26 @@ def _freeswitch(
     clock: Callable[[], datetime],
 ) -> tuple[EslClient, EslAgentControl]:
     """FreeSWITCH's inbound Event Socket feeding the queue service, resynced at each login;
-    a recording it closed (RECORD_STOP) is renamed for the ingest, which FreeSWITCH does not do."""
+    a recording it closed (RECORD_STOP) is renamed for the ingest, which FreeSWITCH does not do,
+    and so are those it closed while the bridge was away (found at each resync)."""
     clients: list[EslClient] = []
-    finishing: set[asyncio.Task[str]] = set()
+    finishing: set[asyncio.Task[Any]] = set()
 
     async def api(command: str) -> str:
         return await clients[0].api(command)
 
-    def recording_finished(path: str) -> None:
-        task = asyncio.get_running_loop().create_task(recordings.finished(path))
+    def in_background(work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         finishing.add(task)
         task.add_done_callback(finishing.discard)
 
-    feed = FreeswitchFeed(queues, api, clock=clock, on_recording=recording_finished)
+    feed = FreeswitchFeed(
+        queues,
+        api,
+        clock=clock,
+        on_recording=lambda path: in_background(recordings.finished(path)),
+        on_resynced=lambda live: in_background(recordings.finish_stopped(live)),
+    )
     client = EslClient(
         host=settings.esl_host,
         port=settings.esl_port,

@@ -143,6 +143,15 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix:// (or be empty)")
         return value
 
+    @field_validator("esl_password")
+    @classmethod
+    def _not_freeswitchs_default(cls, value: SecretStr) -> SecretStr:
+        # FreeSWITCH's own default, and what it falls back to when its password is left unset:
+        # anybody on the host knows it.
+        if value.get_secret_value() == "ClueCon":
+            raise ValueError("ClueCon is FreeSWITCH's well-known default: choose another")
+        return value
+
     @field_validator("emergency_numbers")
     @classmethod
     def _digits_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:

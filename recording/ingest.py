@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -202,6 +203,19 @@ class RecordingIngest:
             log.warning("a recording outside the spool or not of our naming, left alone: %s", path)
         return outcome
 
+    async def finish_stopped(self, live_calls: set[str]) -> int:
+        """After a resync with FreeSWITCH: its recordings still named as being written whose
+        call is no longer up stopped while the bridge was away (their RECORD_STOP never came).
+        Asterisk's files are left to MixMonitor, which renames its own. Returns how many."""
+        stopped = await asyncio.to_thread(_stopped_freeswitch_files, self.spool, live_calls)
+        renamed = 0
+        for path in stopped:
+            if await self.finished(str(path)) == "renamed":
+                renamed += 1
+        if renamed:
+            log.info("%d recordings stopped while the bridge was away are ingested now", renamed)
+        return renamed
+
     async def run(self, every: float = 1.0) -> None:
         """Scan every ``every`` seconds until cancelled; a failed pass is retried at the next."""
         while True:
@@ -212,6 +226,18 @@ class RecordingIngest:
                 self.counters["errors"] += 1
                 log.exception("recording ingest pass failed; the spool files stay for the next")
             await asyncio.sleep(every)
+
+
+_FREESWITCH_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _stopped_freeswitch_files(spool: Path, live_calls: set[str]) -> list[Path]:
+    stopped = []
+    for path in sorted(spool.glob(f"{_DAY_FOLDERS}/*{IN_PROGRESS_SUFFIX}")):
+        call_id = path.name.removesuffix(IN_PROGRESS_SUFFIX).rpartition("_")[0]
+        if _FREESWITCH_UUID.fullmatch(call_id) and call_id not in live_calls:
+            stopped.append(path)
+    return stopped
 
 
 def _finish(spool: Path, path: Path) -> str:

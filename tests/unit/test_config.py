@@ -51,6 +51,7 @@ def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         ("HOTLINE_TIMEZONE", "Mars/Olympus", "unknown time zone"),
         ("HOTLINE_DATABASE_URL", "mysql://x/y", "unsupported database driver"),
         ("HOTLINE_REDIS_URL", "http://localhost", "must start with redis://"),
+        ("HOTLINE_ESL_PASSWORD", "ClueCon", "well-known default"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_setting(

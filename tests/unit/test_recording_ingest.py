@@ -203,3 +203,23 @@ async def test_a_record_stop_path_outside_the_spool_or_our_names_is_left_alone(
     for path in (elsewhere, theirs, escape, bed.spool / "2026/12/02/caller's name.recording.wav"):
         assert await ingest.finished(str(path)) == "not-ours"
     assert elsewhere.exists() and theirs.exists()
+
+
+async def test_freeswitch_recordings_stopped_while_the_bridge_was_away_are_finished_at_resync(
+    bed: Bed,
+) -> None:
+    """Their RECORD_STOP was missed; at the next login the calls that are no longer up say
+    which files are closed. A live call's file, and Asterisk's (MixMonitor renames its own),
+    are left alone."""
+    day = bed.spool / "2026/12/02"
+    day.mkdir(parents=True)
+    live_uuid = "11111111-2222-3333-4444-555555555555"
+    stopped = day / f"{FS_UUID}_12345-20261202-000008.recording.wav"
+    still_up = day / f"{live_uuid}_none.recording.wav"
+    asterisk = day / "1796215475.9_none.recording.wav"
+    for path in (stopped, still_up, asterisk):
+        path.write_bytes(speech(1))
+    ingest = bed.ingest()
+    assert await ingest.finish_stopped({live_uuid}) == 1
+    assert await ingest.ingest_pending() == {"stored": 1}
+    assert still_up.exists() and asterisk.exists() and not stopped.exists()
