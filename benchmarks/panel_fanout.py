@@ -106,6 +106,7 @@ TARGET_P99_MS = 100.0
 DEFAULT_TRANSCRIPT = ROOT / "tests" / "fixtures" / "hotline-3-agents-40-calls.ami"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 PASS_GAP_SECONDS = 2.0  # session time between two copies of the transcript
+VIEWER_ADDRESSES = [f"127.0.1.{n}" for n in range(1, 9)]
 ADMIN_USER = "bench-admin"
 HEAD_CHARS = 120  # of each frame, kept for the analysis: type, seq and at come first
 SETTLE_SECONDS = 1.5  # after the replay: the last burst's delta (50 ms window) and an idle tick
@@ -592,8 +593,17 @@ async def run_phase(
         progress(f"  bridge pid {bridge.process.pid} listening on 127.0.0.1:{port}")
         url = f"http://127.0.0.1:{port}/api/v1/live"
         headers = {"Authorization": aiohttp.encode_basic_auth(ADMIN_USER, password)}
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with contextlib.AsyncExitStack() as sessions:
+            # Viewers come from several loopback addresses, as people sit at many computers:
+            # the web port admits 128 connections per address.
+            by_address = [
+                await sessions.enter_async_context(
+                    aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(limit=0, local_addr=(address, 0))
+                    )
+                )
+                for address in VIEWER_ADDRESSES
+            ]
             pending = len(viewers)
             all_connected = asyncio.Event()
 
@@ -605,6 +615,7 @@ async def run_phase(
 
             gate = asyncio.Semaphore(args.connect_at_once)
             for viewer in viewers:
+                session = by_address[viewer.index % len(by_address)]
                 task = watch(session, url, headers, viewer, gate, connected)
                 tasks.append(asyncio.create_task(task))
             await asyncio.wait_for(all_connected.wait(), CONNECT_TIMEOUT)
@@ -915,7 +926,7 @@ def print_report(
         f"{transcript.replay_seconds(args.speed):.1f} s at {args.speed:g}x"
     )
     print(
-        f"viewers: {args.viewers} aiohttp WebSocket clients of WS /api/v1/live on 127.0.0.1, "
+        f"viewers: {args.viewers} aiohttp WebSocket clients of WS /api/v1/live from 127.0.1.1-8, "
         "HTTP Basic login (admin), one asyncio process"
     )
     print(
