@@ -19,8 +19,8 @@ from typing import Protocol
 from esl.client import EslCommandFailed, EslCommandTimeout, EslNotConnected
 from pbx.control import PbxRefused, PbxUnavailable
 
-_AGENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
-_QUEUE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
+# An agent or queue name FreeSWITCH reads as one word (no space, quote or line break).
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
 
 
 class TierListener(Protocol):
@@ -31,8 +31,8 @@ class TierListener(Protocol):
     def pause_reason(self, agent: str, reason: str) -> None: ...
 
 
-def _name(pattern: re.Pattern[str], value: str, what: str) -> str:
-    if not pattern.fullmatch(value):
+def _name(value: str, what: str) -> str:
+    if not _NAME.fullmatch(value):
         raise PbxRefused(f"not a FreeSWITCH {what} name: {value[:70]!r}")
     return value
 
@@ -51,18 +51,18 @@ class EslAgentControl:
             raise PbxUnavailable(str(error)) from None
 
     async def pause(self, agent: str, paused: bool, reason: str) -> None:
-        agent = _name(_AGENT, agent, "agent")
+        agent = _name(agent, "agent")
         if paused:
             self._listener.pause_reason(agent, reason)
         status = "'On Break'" if paused else "'Available'"
         await self._run(f"callcenter_config agent set status {agent} {status}")
 
     async def join(self, queue: str, agent: str) -> None:
-        queue, agent = _name(_QUEUE, queue, "queue"), _name(_AGENT, agent, "agent")
+        queue, agent = _name(queue, "queue"), _name(agent, "agent")
         await self._run(f"callcenter_config tier add {queue} {agent} 1 1")
         self._listener.tier_changed(queue, agent, added=True)
 
     async def leave(self, queue: str, agent: str) -> None:
-        queue, agent = _name(_QUEUE, queue, "queue"), _name(_AGENT, agent, "agent")
+        queue, agent = _name(queue, "queue"), _name(agent, "agent")
         await self._run(f"callcenter_config tier del {queue} {agent}")
         self._listener.tier_changed(queue, agent, added=False)

@@ -147,7 +147,7 @@ class OutboundRouter:
         writer.write(b"connect\n\n")
         try:
             async with asyncio.timeout(self._deadline):
-                await self._converse(_Conversation(reader, writer), writer)
+                await self._converse(_Conversation(reader, writer))
         except (TimeoutError, ConnectionError, EslProtocolError, ValueError) as error:
             self.counters["failed_connections"] += 1
             log.warning("FreeSWITCH socket ended early (%s); the dialplan's defaults apply", error)
@@ -161,7 +161,7 @@ class OutboundRouter:
             if task is not None:
                 self._connections.discard(task)
 
-    async def _converse(self, talk: _Conversation, writer: asyncio.StreamWriter) -> None:
+    async def _converse(self, talk: _Conversation) -> None:
         connected = await talk.reply()
         data = channel_data(connected)
         if not data.get("Reply-Text", "").startswith("+OK"):

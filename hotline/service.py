@@ -355,11 +355,10 @@ def _freeswitch(
     """FreeSWITCH's inbound Event Socket feeding the queue service, resynced at each login;
     a recording it closed (RECORD_STOP) is renamed for the ingest, which FreeSWITCH does not do,
     and so are those it closed while the bridge was away (found at each resync)."""
-    clients: list[EslClient] = []
     finishing: set[asyncio.Task[Any]] = set()
 
-    async def api(command: str) -> str:
-        return await clients[0].api(command)
+    async def api(command: str) -> str:  # the client is made below: it needs the feed
+        return await client.api(command)
 
     def in_background(work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -381,7 +380,6 @@ def _freeswitch(
         command_timeout=settings.esl_command_timeout,
         max_backoff=settings.esl_max_backoff,
     )
-    clients.append(client)
 
     def on_login() -> None:
         queues.set_pbx_state(True, client.state_since)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from infra.storage import Transactions
 from recording.db import add_recording, recorded_keys
 from recording.naming import (
     FINISHED_SUFFIX,
+    FREESWITCH_UUID,
     IN_PROGRESS_SUFFIX,
     RecordingName,
     RecordingNameError,
@@ -228,14 +228,11 @@ class RecordingIngest:
             await asyncio.sleep(every)
 
 
-_FREESWITCH_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
 def _stopped_freeswitch_files(spool: Path, live_calls: set[str]) -> list[Path]:
     stopped = []
     for path in sorted(spool.glob(f"{_DAY_FOLDERS}/*{IN_PROGRESS_SUFFIX}")):
         call_id = path.name.removesuffix(IN_PROGRESS_SUFFIX).rpartition("_")[0]
-        if _FREESWITCH_UUID.fullmatch(call_id) and call_id not in live_calls:
+        if FREESWITCH_UUID.fullmatch(call_id) and call_id not in live_calls:
             stopped.append(path)
     return stopped
 

@@ -20,10 +20,9 @@ FINISHED_SUFFIX = ".wav"
 NO_TICKET = "none"
 
 # Asterisk's uniqueid (1764666000.42, maybe after a system name), or FreeSWITCH's channel uuid.
-_UNIQUEID = re.compile(
-    r"[A-Za-z0-9_-]{0,40}[0-9]{1,20}\.[0-9]{1,10}"
-    r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-)
+FREESWITCH_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+ASTERISK_UNIQUEID = re.compile(r"[A-Za-z0-9_-]{0,40}[0-9]{1,20}\.[0-9]{1,10}")
+_UNIQUEID = re.compile(f"{ASTERISK_UNIQUEID.pattern}|{FREESWITCH_UUID.pattern}")
 _TICKET = re.compile(r"[0-9A-Za-z-]{1,40}")
 _DAY_PARTS = (re.compile(r"[0-9]{4}"), re.compile(r"[0-9]{2}"), re.compile(r"[0-9]{2}"))
 

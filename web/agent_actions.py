@@ -21,11 +21,9 @@ from pbx.control import AgentControl, PbxRefused, PbxUnavailable
 from web.auth import current_user
 from web.bodies import read_json
 from web.errors import json_error
-from web.users import HEARS_EVERY_CALL, User
+from web.users import AGENT_INTERFACE, HEARS_EVERY_CALL, User
 
 _QUEUE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# An Asterisk interface, or a FreeSWITCH mod_callcenter agent name.
-_INTERFACE = re.compile(r"PJSIP/[A-Za-z0-9_]{1,40}|[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
 MAX_REASON = 64
 MAX_BODY = 4096
 
@@ -55,7 +53,7 @@ class AgentActions:
             return user.agent_interface
         if user.role not in HEARS_EVERY_CALL:
             raise json_error(403, "agents act only on their own phone")
-        if not isinstance(named, str) or not _INTERFACE.fullmatch(named):
+        if not isinstance(named, str) or not AGENT_INTERFACE.fullmatch(named):
             raise json_error(400, "agent is an interface like PJSIP/agent1, or an agent's name")
         return named
 

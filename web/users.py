@@ -45,7 +45,7 @@ HEARS_EVERY_CALL = frozenset({Role.ADMIN, Role.SUPERVISOR})
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # An Asterisk softphone (PJSIP/agent1), or a FreeSWITCH mod_callcenter agent (agent1, 1001@default).
-_INTERFACE = re.compile(r"PJSIP/[A-Za-z0-9_]{1,40}|[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
+AGENT_INTERFACE = re.compile(r"PJSIP/[A-Za-z0-9_]{1,40}|[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
 MIN_PASSWORD_LENGTH = 8
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -139,7 +139,7 @@ def check_new_user(username: str, role: str, phones: Sequence[str], password: st
             " or their agent name on FreeSWITCH"
         )
     for phone in phones:
-        if not _INTERFACE.fullmatch(phone):
+        if not AGENT_INTERFACE.fullmatch(phone):
             raise UserError(f"not an agent interface (PJSIP/<id>) or agent name: {phone[:70]!r}")
     if len(phones) > 8:
         raise UserError("at most 8 phones per user")

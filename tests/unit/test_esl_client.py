@@ -68,10 +68,8 @@ async def services(tmp_path: Path) -> AsyncIterator[tuple[QueueService, object]]
 
 
 def connect(port: int, queues: QueueService, **options: float) -> Connected:
-    client_box: list[EslClient] = []
-
-    async def api(command: str) -> str:
-        return await client_box[0].api(command)
+    async def api(command: str) -> str:  # the client is made below: it needs the feed
+        return await client.api(command)
 
     feed = FreeswitchFeed(queues, api)
     client = EslClient(
@@ -83,7 +81,6 @@ def connect(port: int, queues: QueueService, **options: float) -> Connected:
         **options,
     )
     client.on_login = feed.on_login
-    client_box.append(client)
     return Connected(client, feed, queues)
 
 
