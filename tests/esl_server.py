@@ -4,8 +4,10 @@ It speaks as mod_event_socket did in the recording: the ``auth/request`` greetin
 ``auth`` and ``event plain``, the recorded events byte for byte in their recorded TCP chunks, and
 ``api``/``bgapi`` answers from the replies FreeSWITCH gave in that session (``queue-list`` of the
 shared fixtures, verbatim; members waiting and channels up are answered as of the events sent so
-far). ``cut_after`` closes the first connection after that many event frames, so the client's
-reconnect and resync can be seen; the next connection goes on from the next event.
+far). Every epoch time is moved by whole days to today (``moved_to_today``), as a FreeSWITCH
+running now would stamp it. ``cut_after`` closes the first connection after that many event
+frames, so the client's reconnect and resync can be seen; the next connection goes on from the
+next event.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ import asyncio
 import contextlib
 import gzip
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from esl.codec import EslFrameDecoder, parse_event
+from infra.config import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "esl"
 PASSWORD = "FixtureEsl2026"
@@ -33,6 +39,47 @@ def recorded_event_frames(session: str) -> list[bytes]:
         for frame in EslFrameDecoder().feed(data)
         if frame.content_type == "text/event-plain"
     ]
+
+
+# Epoch times in FreeSWITCH's events: microseconds, or whole seconds (mod_callcenter's own).
+MICROSECOND_TIMES = re.compile(
+    rb"^((?:Event-Date-Timestamp|variable_Event-Date-Timestamp|(?:Caller|Other-Leg)-[\w-]+-Time"
+    rb"|variable_\w+_uepoch)): (\d+)$",
+    re.MULTILINE,
+)
+SECOND_TIMES = re.compile(rb"^((?:CC-[\w-]+-Time|variable_\w+_epoch)): (\d+)$", re.MULTILINE)
+RECORDING_ZONE = ZoneInfo(Settings.model_fields["timezone"].default)
+
+
+def moved_to_today(frames: list[bytes], today: date | None = None) -> list[bytes]:
+    """The frames with every epoch time moved by whole days to ``today`` (the centre's local
+    date), as a FreeSWITCH running now would stamp them: the bridge counts a day's figures from
+    local midnight, so a session recorded on another day would be counted in a past day.
+    Whole days keep each time of day (the sessions do not cross midnight); 0 stays 0."""
+    first = min(
+        stamp
+        for frame in frames
+        if (stamp := parse_event(frame.split(b"\n\n", 1)[1]).timestamp_us) is not None
+    )
+    recorded_on = datetime.fromtimestamp(first / 1e6, RECORDING_ZONE).date()
+    days = ((today or datetime.now(RECORDING_ZONE).date()) - recorded_on).days
+    seconds = days * 86_400
+
+    def moved(unit: int):  # type: ignore[no-untyped-def]
+        def replace(match: re.Match[bytes]) -> bytes:
+            value = int(match[2])
+            return b"%s: %d" % (match[1], value + seconds * unit if value else 0)
+
+        return replace
+
+    shifted = []
+    for frame in frames:
+        body = frame.split(b"\n\n", 1)[1]
+        body = SECOND_TIMES.sub(moved(1), MICROSECOND_TIMES.sub(moved(1_000_000), body))
+        shifted.append(
+            b"Content-Length: %d\nContent-Type: text/event-plain\n\n%s" % (len(body), body)
+        )
+    return shifted
 
 
 MEMBERS_HEADER = (
@@ -105,6 +152,7 @@ class RecordedFreeswitch:
     silent: bool = False  # accept and greet, then never answer a command (a hung FreeSWITCH)
     answer_only: int | None = None  # answer this many commands per connection, then none
     stream: bool = True  # send the recorded events once subscribed
+    today: bool = True  # times moved to today, as a live FreeSWITCH would stamp them
     extra_replies: dict[str, str] = field(default_factory=dict)
     commands: list[list[str]] = field(default_factory=list)  # per connection, as received
     port: int = 0
@@ -113,6 +161,8 @@ class RecordedFreeswitch:
 
     async def __aenter__(self) -> RecordedFreeswitch:
         self._events = recorded_event_frames(self.session)
+        if self.today:
+            self._events = moved_to_today(self._events)
         self._effects = [frame_effect(frame) for frame in self._events]
         self._replies = {**recorded_api_replies(self.session), **self.extra_replies}
         self._waiting: dict[str, tuple[str, ...]] = {}  # session -> its join, while waiting

@@ -8,11 +8,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from esl.client import EslClient, EslCommandFailed, EslNotConnected
+from esl.codec import parse_event
 from esl.feed import FreeswitchFeed
 from hotline.service import build_pipeline
 from infra.bus import InProcessBus
@@ -21,7 +24,13 @@ from infra.storage import create_engine, session_factory
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
 from queue_stats.service import QueueService
-from tests.esl_server import PASSWORD, RecordedFreeswitch, recorded_api_replies
+from tests.esl_server import (
+    PASSWORD,
+    RecordedFreeswitch,
+    moved_to_today,
+    recorded_api_replies,
+    recorded_event_frames,
+)
 from tests.unit.test_esl_recorded import cdr_figures
 
 QUEUE_FIGURES = ("offered", "answered", "abandoned", "timed_out")
@@ -255,3 +264,30 @@ async def test_agent_control_on_freeswitch_commands_refusals_and_the_tiers_it_re
     with pytest.raises(PbxUnavailable):
         await control.pause("agent2", True, "")
     assert len(sink.facts) == 2  # refused changes tell the core nothing
+
+
+TIMES_CHECKED = ("CC-Member-Joined-Time", "CC-Agent-Answered-Time", "Caller-Channel-Hangup-Time")
+
+
+def test_recorded_times_move_to_the_given_day_and_keep_their_time_of_day() -> None:
+    """The fake FreeSWITCH stamps a recording as of today; without it, the figures of a session
+    recorded on another day fell into a past day, and these tests failed the day after."""
+    frames = recorded_event_frames("basic-queue")
+    later = moved_to_today(frames, date(2027, 2, 10))
+    zone = ZoneInfo("Asia/Shanghai")
+    before = [parse_event(frame.split(b"\n\n", 1)[1]) for frame in frames]
+    after = [parse_event(frame.split(b"\n\n", 1)[1]) for frame in later]
+    recorded_on = datetime.fromtimestamp(before[0].timestamp_us / 1e6, zone).date()
+    days = (date(2027, 2, 10) - recorded_on).days
+    assert days > 0
+    for old, new in zip(before, after, strict=True):
+        assert new.timestamp_us - old.timestamp_us == days * 86_400_000_000
+        assert datetime.fromtimestamp(new.timestamp_us / 1e6, zone).date() == date(2027, 2, 10)
+        for name in TIMES_CHECKED:
+            value = old.get(name) or ""
+            if value.isdigit() and int(value):
+                unit = 1 if name.startswith("CC-") else 1_000_000
+                assert int(new.get(name) or "") == int(value) + days * 86_400 * unit
+            else:
+                assert new.get(name) == old.get(name)  # absent, empty or 0: as recorded
+        assert new.get("CC-Action") == old.get("CC-Action")
