@@ -187,8 +187,9 @@ FSYNC_GAP = 0.05
 
 
 async def disk_fsyncs(workdir: Path, seconds: float) -> list[float]:
-    """The disk's fsync latency (4 KB appended, every 50 ms) over a phase: every route commits
-    a ticket with one WAL sync, so a slower disk is a slower route whatever the web side does."""
+    """The disk's fsync latency (4 KB appended, every 50 ms) over a phase. With
+    ``HOTLINE_DATABASE_SYNC=in_commit`` every route waits for one WAL sync, so a slower disk is a
+    slower route whatever the web side does; with ``background`` the sync follows the answer."""
     return await asyncio.to_thread(fsync_seconds, workdir, int(seconds / FSYNC_GAP), FSYNC_GAP)
 
 
@@ -395,6 +396,8 @@ async def run_mode_on(
         "HOTLINE_RECORDINGS_SPOOL": str(workdir / "spool"),
         "HOTLINE_LOG_LEVEL": "WARNING",
         **({"PYTHONPATH": str(args.checkout)} if args.checkout else {}),
+        **({"HOTLINE_DATABASE_SYNC": args.database_sync} if args.database_sync else {}),
+        **({"HOTLINE_BRIDGE_NICE": str(args.bridge_nice)} if args.bridge_nice is not None else {}),
     }
     adding = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "hotline.cli", "users", "add", USER, "--role", "supervisor",
@@ -537,7 +540,9 @@ async def main_async(args: argparse.Namespace) -> int:
     print(
         f"route latency beside a loaded web port: {args.viewers} viewers + {args.slowloris} "
         f"slowloris, {args.rate:g} routes/s for {args.seconds:g} s per phase, session replayed "
-        f"at {args.speed:g}x; {os.cpu_count()} CPUs, file limit {limit}"
+        f"at {args.speed:g}x; {os.cpu_count()} CPUs, file limit {limit}; database sync "
+        f"{args.database_sync or 'default'}, bridge niceness "
+        f"{'default' if args.bridge_nice is None else args.bridge_nice}"
     )
     results = []
     with tempfile.TemporaryDirectory(prefix="route-beside-web-") as tmp:
@@ -568,7 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--viewers", type=int, default=2000)
     parser.add_argument("--slowloris", type=int, default=500)
     parser.add_argument("--rate", type=float, default=20.0, help="routes per second")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=40.0,
+        help="length of each phase (40: 800 routes, p99 = the 8th slowest)",
+    )
     parser.add_argument(
         "--speed",
         type=float,
@@ -586,6 +596,16 @@ def main(argv: list[str] | None = None) -> int:
         "--postgres",
         metavar="URL",
         help="a PostgreSQL server (postgresql://user@host/db) to make each run's database on",
+    )
+    parser.add_argument(
+        "--database-sync",
+        choices=("background", "in_commit"),
+        help="HOTLINE_DATABASE_SYNC for the run (default: the hotline's own default)",
+    )
+    parser.add_argument(
+        "--bridge-nice",
+        type=int,
+        help="HOTLINE_BRIDGE_NICE for the run (default: the hotline's own default)",
     )
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--web-port", type=int, help=argparse.SUPPRESS)

@@ -58,6 +58,7 @@ def incoming_call(data: Mapping[str, str]) -> IncomingCall:
     uniqueid = data.get("Unique-ID") or data.get("Channel-Unique-ID", "")
     if not uniqueid:
         raise EslProtocolError("the connect reply carries no Unique-ID")
+
     def first(*names: str) -> str:
         return next((data[name] for name in names if data.get(name)), "")
 

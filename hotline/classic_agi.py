@@ -48,7 +48,7 @@ async def decide_within_budget(settings: Settings, call: IncomingCall) -> Routin
 
     rules = routing_rules(settings)
     engine = create_engine(settings.database_url)
-    units = transactions_for(engine)
+    units = transactions_for(engine, sync=settings.database_sync)
     try:
         free = await _free_agents(settings.redis_url) if settings.redis_url else None
         router = build_router(settings, engine, units, lambda: free, lambda: datetime.now(UTC))

@@ -110,7 +110,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     password = _password(args) if args.command == "users" and args.action == "add" else ""
     await upgrade_database(settings.database_url)
     engine = create_engine(settings.database_url)
-    units = transactions_for(engine)
+    units = transactions_for(engine, sync=settings.database_sync)
     try:
         if args.command == "users":
             return await _users(units, args, password)

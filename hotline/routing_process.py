@@ -26,14 +26,16 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from hotline.priority import ChildLauncher
 from ivr_bypass.decision import RoutingDecision, RoutingReason
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,22 @@ START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 MAX_RESTART_BACKOFF_SECONDS = 10.0
 MAX_LINK_LINE_BYTES = 1 << 20
+
+
+class ChildProcess(Protocol):
+    """The child as ``RoutingProcess`` uses it: an asyncio subprocess or a ``LaunchedChild``."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def send_signal(self, signal_number: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+    async def wait(self) -> int: ...
 
 
 class RoutingLinkError(ValueError):
@@ -91,6 +109,7 @@ class RoutingProcess:
         port: int,
         config_path: Path | None = None,
         command: list[str] | None = None,
+        launcher: ChildLauncher | None = None,
     ) -> None:
         self._free_agents = free_agents
         self._on_routed = on_routed
@@ -98,7 +117,8 @@ class RoutingProcess:
         self.port = port
         self._config_path = config_path
         self._command = command or [sys.executable, "-m", "hotline.cli", "agi"]
-        self._process: asyncio.subprocess.Process | None = None
+        self._launcher = launcher
+        self._process: ChildProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._closing = False
@@ -143,17 +163,19 @@ class RoutingProcess:
         environment = dict(os.environ)
         if self._config_path is not None:
             environment["HOTLINE_CONFIG"] = str(self._config_path)
+        argv = [*self._command, "--link-fd", str(theirs.fileno())]
+        options: dict[str, Any] = {
+            "pass_fds": (theirs.fileno(),),
+            "env": environment,
+            "stdin": subprocess.DEVNULL,
+            # A terminal's Ctrl-C reaches only ``hotline run``, which stops the child itself.
+            "start_new_session": True,
+        }
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                *self._command,
-                "--link-fd",
-                str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),),
-                env=environment,
-                stdin=asyncio.subprocess.DEVNULL,
-                # A terminal's Ctrl-C reaches only ``hotline run``, which stops the child itself.
-                start_new_session=True,
-            )
+            if self._launcher is not None:  # keeps the priority hotline run started with
+                self._process = await self._launcher.launch(argv, **options)
+            else:
+                self._process = await asyncio.create_subprocess_exec(*argv, **options)
         finally:
             theirs.close()
         reader, self._writer = await asyncio.open_unix_connection(

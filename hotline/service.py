@@ -32,12 +32,14 @@ from ami.agent_control import AmiAgentControl
 from ami.client import AmiClient
 from ami.codec import AmiMessage
 from ami.feed import AmiFeed, keep_event, resync_from_asterisk
+from ami.queue_log import AsteriskQueueLog
 from ami.replay import ReplayClock, read_transcript, replay
 from esl.agent_control import EslAgentControl
 from esl.client import EslClient
 from esl.feed import FreeswitchFeed
 from esl.outbound import OutboundRouter
 from hotline.domain import build_router, routing_rules, sla_policy, working_calendar
+from hotline.priority import ChildLauncher, lower_priority
 from hotline.routing_process import COUNTERS_EVERY_SECONDS, ParentLink, RoutingProcess
 from hotline.schema import upgrade_database
 from infra.bus import Bus, create_bus
@@ -47,9 +49,11 @@ from ivr_bypass.budget import BudgetedRouter
 from ivr_bypass.decision import fallback_decision
 from ivr_bypass.router import FreeAgents, SnapshotAvailability
 from pbx.control import AgentControl
+from pbx.naming import PbxName
 from queue_stats.calls import CallTracker
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
+from queue_stats.named import NamedPbx
 from queue_stats.pipeline import EventPipeline
 from queue_stats.service import SNAPSHOT_KEY, CallObserver, QueueService, utc_now
 from queue_stats.stats import QueueStats
@@ -101,6 +105,7 @@ class Bridge:
     routing_counters: Counter[str] = field(default_factory=Counter)
     esl: EslClient | None = None  # FreeSWITCH's Event Socket, when configured
     agent_control: AgentControl | None = None
+    launcher: ChildLauncher | None = None  # starts the routing process at its own priority
     web: WebParts = field(init=False)
     web_site: GuardedSite | None = None  # the web port, once it listens
 
@@ -141,6 +146,10 @@ class Bridge:
             database: dict[str, Any] = {"up": True}
         except Exception as error:  # reported to the probe, not raised
             database = {"up": False, "problem": type(error).__name__}
+        writes = dict(getattr(self.units, "counters", {}))  # commits, WAL syncs (SQLite)
+        database.update(writes)
+        if writes.get("wal_sync_failures"):
+            database["problem"] = "the disk refused to sync the database's write-ahead log"
         return {
             **({"ami": ami} if self.ami is not None or self.esl is None else {}),
             **pbx,
@@ -257,7 +266,7 @@ def build_bridge(
     clock = replay_clock.current if replay_clock is not None else utc_now
     pipeline = build_pipeline(settings, clock)
     sessions = session_factory(engine)
-    units = transactions_for(engine)
+    units = transactions_for(engine, sync=settings.database_sync)
     reads = transactions_for(engine, read_only=True)
     ticket_store = TicketStore(sessions, settings.zone, settings.ticket_prefix, units, reads)
     tickets = TicketService(
@@ -271,6 +280,7 @@ def build_bridge(
     if settings.webhook_url:
         webhook = WebhookSender(settings.webhook_url, settings.webhook_secret.get_secret_value())
         observers.append(CtiNotifier(webhook))
+    pbx = PbxName(settings.pbx_name) if settings.pbx_name else None
     queues = QueueService(
         pipeline,
         CallJournal(sessions, units),
@@ -279,17 +289,26 @@ def build_bridge(
         clock=clock,
         observers=observers,
         link_ticket=tickets.link,
-        queue_log=settings.queue_log if replay_path is None else None,
+        queue_log=(
+            AsteriskQueueLog(settings.queue_log, pbx)
+            if settings.queue_log is not None and replay_path is None
+            else None
+        ),
     )
+    # What a PBX adapter and the route link feed: with a PBX name, ids carry it.
+    entry: QueueService | NamedPbx = queues if pbx is None else NamedPbx(queues, pbx)
     routing_counters: Counter[str] = Counter()
     agi: RouteServers | RoutingProcess
+    launcher = None
     if settings.routing_process == "process":
+        launcher = ChildLauncher()
         agi = RoutingProcess(
             free_agents=queues.free_agents,
-            on_routed=queues.on_routed,
+            on_routed=entry.on_routed,
             routing_counters=routing_counters,
             port=settings.agi_port,
             config_path=config_path,
+            launcher=launcher,
         )
     else:
         agi = build_route_server(
@@ -297,29 +316,31 @@ def build_bridge(
             engine,
             units,
             queues.free_agents,
-            on_routed=queues.on_routed,
+            on_routed=entry.on_routed,
             counters=routing_counters,
             clock=clock,
         )
     store = DirectoryStore(settings.recordings_dir)
-    recordings = RecordingIngest(settings.recordings_spool, store, units)
+    recordings = RecordingIngest(
+        settings.recordings_spool, store, units, call_id=pbx.call_id if pbx else None
+    )
     ami, esl = None, None
     control: AgentControl | None = None
     if replay_path is None and freeswitch:
-        esl, control = _freeswitch(settings, queues, recordings, clock)
+        esl, control = _freeswitch(settings, queues, entry, recordings, clock)
     if replay_path is None and settings.ami_secret.get_secret_value():
         ami = AmiClient(
             host=settings.ami_host,
             port=settings.ami_port,
             username=settings.ami_username,
             secret=settings.ami_secret.get_secret_value(),
-            sink=AmiFeed(queues, clock).on_message,
+            sink=AmiFeed(entry, clock).on_message,
             keep_event=keep_event,
             action_timeout=settings.ami_action_timeout,
             max_backoff=settings.ami_max_backoff,
         )
     if ami is not None:
-        _watch_ami(ami, queues)
+        _watch_ami(ami, queues, entry)
         control = AmiAgentControl(ami)
     bridge = Bridge(
         settings=settings,
@@ -341,6 +362,7 @@ def build_bridge(
         routing_counters=routing_counters,
         esl=esl,
         agent_control=control,
+        launcher=launcher,
     )
     bridge.web = build_web(bridge, clock)
     return bridge
@@ -349,6 +371,7 @@ def build_bridge(
 def _freeswitch(
     settings: Settings,
     queues: QueueService,
+    entry: QueueService | NamedPbx,
     recordings: RecordingIngest,
     clock: Callable[[], datetime],
 ) -> tuple[EslClient, EslAgentControl]:
@@ -366,7 +389,7 @@ def _freeswitch(
         task.add_done_callback(finishing.discard)
 
     feed = FreeswitchFeed(
-        queues,
+        entry,
         api,
         clock=clock,
         on_recording=lambda path: in_background(recordings.finished(path)),
@@ -442,15 +465,15 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def _watch_ami(ami: AmiClient, service: QueueService) -> None:
+def _watch_ami(ami: AmiClient, service: QueueService, entry: QueueService | NamedPbx) -> None:
     """Resync after every login; tell the panel when the PBX link goes down or comes back."""
     resyncs: set[asyncio.Task[None]] = set()
 
     def on_login() -> None:
-        service.begin_resync()
+        entry.begin_resync()
         service.set_pbx_state(True, ami.state_since)
         task = asyncio.get_running_loop().create_task(
-            resync_from_asterisk(service, ami), name="ami-resync"
+            resync_from_asterisk(entry, ami), name="ami-resync"
         )
         resyncs.add(task)
         task.add_done_callback(resyncs.discard)
@@ -513,6 +536,10 @@ async def run_bridge(
     if bridge.webhook is not None:
         tasks.append(asyncio.create_task(bridge.webhook.run(), name="webhook"))
     await bridge.agi.start()
+    if bridge.launcher is not None and settings.bridge_nice:
+        changed = lower_priority(settings.bridge_nice, keep={bridge.launcher.thread_id})
+        log.info("bridge threads yield the CPU to routing: niceness +%d on %d threads",
+                 settings.bridge_nice, changed)  # fmt: skip
     runner = web.AppRunner(create_app(bridge.web), access_log=None)
     await runner.setup()
     limits = ConnectionLimits(
@@ -542,6 +569,8 @@ async def run_bridge(
         if bridge.esl is not None:
             await bridge.esl.close()
         await bridge.agi.close()
+        if bridge.launcher is not None:
+            bridge.launcher.close()
         await runner.cleanup()
         if not await bridge.queues.drain(timeout=10):
             log.error(
@@ -653,7 +682,7 @@ async def serve_agi(settings: Settings, *, link_fd: int | None = None) -> None:
         def on_routed(uniqueid: str, decision: Any) -> None:
             log.info("routed %s: %s", uniqueid, decision.channel_variables())
 
-    units = transactions_for(engine)
+    units = transactions_for(engine, sync=settings.database_sync)
     agi = build_route_server(
         settings, engine, units, free_agents, on_routed=on_routed, counters=counters
     )

@@ -43,7 +43,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     database_url: str = "sqlite+aiosqlite:///./var/hotline.db"
+    # SQLite: "background" answers a route once its ticket is in the WAL and syncs the WAL to
+    # disk on a thread of its own right after (a crash of the process loses nothing; a power cut
+    # can lose the last few milliseconds of commits); "in_commit" waits for the disk in every
+    # commit, so routes wait for it too. PostgreSQL keeps its own synchronous_commit.
+    database_sync: Literal["background", "in_commit"] = "background"
     redis_url: str = ""
+    # Names this PBX in every call id the bridge keeps (``<name>/<the PBX's own id>``): set a
+    # different name for each PBX whose calls share one database. Empty: ids as the PBX gives
+    # them (Asterisk's uniqueids repeat across servers unless asterisk.conf sets systemname).
+    pbx_name: str = Field("", pattern=r"^([A-Za-z0-9_.-]{1,16})?$")
     ami_host: str = "127.0.0.1"
     ami_port: int = Field(5038, ge=1, le=65535)
     ami_username: str = "hotline"
@@ -98,6 +107,9 @@ class Settings(BaseSettings):
     # Where FastAGI routing runs: "process" (its own child process, so nothing the web side or
     # the AMI ingest does can stall a call's route) or "inline" (in the bridge's own loop).
     routing_process: Literal["process", "inline"] = "process"
+    # With routing in its own process: niceness that ``hotline run`` adds to itself once that
+    # process is started, so a busy web port or panel yields the CPU to routes (0: off).
+    bridge_nice: int = Field(5, ge=0, le=19)
     # Tickets: number prefix, how long an open ticket is reused, the 12345 SLA clocks.
     ticket_prefix: str = Field("12345", pattern=r"^[0-9A-Za-z]{1,16}$")
     ticket_match_days: int = Field(7, ge=1, le=365)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -18,12 +19,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import Connection, MetaData, StaticPool, event, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Session
 
 log = logging.getLogger(__name__)
@@ -93,7 +99,8 @@ class HotStatement:
             if driver is None:
                 raise RuntimeError("the SQLite connection is closed")
             bound = {name: _sqlite_value(value) for name, value in params.items()}
-            return driver.execute(self.sql, bound).fetchall()
+            rows: Sequence[Sequence[Any]] = driver.execute(self.sql, bound).fetchall()
+            return rows
         result = connection.execute(self.text, dict(params))
         return result.all() if result.returns_rows else []
 
@@ -173,6 +180,7 @@ class Transactions(Protocol):
 
 
 MAX_BATCH_UNITS = 16
+SyncMode = Literal["background", "in_commit"]
 WRITE_LOCK_WAIT_SECONDS = 5.0  # as busy_timeout=5000 elsewhere
 FIRST_RETRY_SECONDS, LONGEST_RETRY_SECONDS = 0.0002, 0.002
 
@@ -223,6 +231,84 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
         future.set_result(value)
 
 
+class WalSync:
+    """Makes SQLite's WAL durable on a thread of its own, right after each commit.
+
+    Why: with ``synchronous=FULL`` every commit waits for the disk while it holds the database's
+    write lock, so a call's route waited for its own fsync and for every other writer's. Loaded,
+    the disk's fsync p99 grew from 2.3 to 5.8 ms and routes followed it. With
+    ``synchronous=NORMAL`` a commit only writes the WAL into the kernel (a crash of the process
+    loses nothing); this thread then fsyncs the WAL file, coalescing commits that came meanwhile,
+    so a power cut can lose only what was committed in the last sync's few milliseconds.
+    A checkpoint (``ThreadTransactions.checkpoint``) syncs what it copies on its own.
+    """
+
+    def __init__(self, wal_file: Path, counters: Counter[str]) -> None:
+        self._wal_file = wal_file
+        self._changed = threading.Condition()
+        self._committed = 0  # commits made so far
+        self._durable = 0  # of which synced to the disk
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.counters = counters
+        self.longest_sync_seconds = 0.0
+
+    def committed(self) -> None:
+        """Called after each commit: the sync thread will fsync the WAL file soon."""
+        with self._changed:
+            self._committed += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="sqlite-wal-sync", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
+
+    def wait_durable(self, timeout: float | None = None) -> bool:
+        """Block until every commit made so far is on the disk (closing, tests)."""
+        with self._changed:
+            target = self._committed
+            return self._changed.wait_for(lambda: self._durable >= target, timeout)
+
+    def stop(self) -> None:
+        """Sync what is left, then end the thread."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._committed > self._durable or self._stopping)
+                if self._committed == self._durable:
+                    return
+                target = self._committed
+            started = time.monotonic()
+            try:
+                self._sync()
+                self.counters["wal_syncs"] += 1
+            except OSError as error:  # the disk refused: nothing more we can do than say so
+                self.counters["wal_sync_failures"] += 1
+                log.error("could not sync the database's WAL to disk: %s", error)
+            self.longest_sync_seconds = max(self.longest_sync_seconds, time.monotonic() - started)
+            with self._changed:
+                self._durable = target
+                self._changed.notify_all()
+
+    def _sync(self) -> None:
+        try:
+            descriptor = os.open(self._wal_file, os.O_RDONLY)
+        except FileNotFoundError:  # the last connection closed: SQLite checkpointed and synced it
+            return
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
 class ThreadTransactions:
     """SQLite: a synchronous engine on one dedicated thread; each unit is ``BEGIN IMMEDIATE``.
 
@@ -237,6 +323,10 @@ class ThreadTransactions:
     this connection (one could stall a unit for 100 ms); ``checkpoint`` runs a passive one from
     another thread, and ``run_checkpoints`` does so every few seconds.
 
+    ``sync="background"`` (the default) commits with ``synchronous=NORMAL`` and leaves the
+    fsync to ``WalSync``: a unit's result is given once its commit is in the WAL, and the disk
+    follows a few milliseconds later. ``"in_commit"`` waits for the disk in every commit.
+
     ``read_only`` units (the web side's look-ups: sessions, lists) run on a thread and connection
     of their own in a deferred transaction with ``query_only`` on: in WAL mode they never take
     the write lock, so they never make routing (often in another process, waiting on SQLite's
@@ -244,24 +334,35 @@ class ThreadTransactions:
     """
 
     def __init__(
-        self, url: str, max_batch: int = MAX_BATCH_UNITS, *, read_only: bool = False
+        self,
+        url: str,
+        max_batch: int = MAX_BATCH_UNITS,
+        *,
+        read_only: bool = False,
+        sync: SyncMode = "background",
     ) -> None:
+        if sync not in ("background", "in_commit"):
+            raise ValueError(f"unknown database sync mode {sync!r}")
         sync_url = make_url(url).set(drivername="sqlite")
+        database_file = sqlite_file(url)
+        self.counters: Counter[str] = Counter()
+        self._wal_sync: WalSync | None = None
+        if sync == "background" and not read_only and database_file is not None:
+            self._wal_sync = WalSync(Path(f"{database_file}-wal"), self.counters)
+        synchronous = "synchronous=NORMAL" if self._wal_sync is not None else "synchronous=FULL"
         threads = {"check_same_thread": False}  # each engine is used by one thread at a time
         self._engine = sa_create_engine(sync_url, poolclass=StaticPool, connect_args=threads)
-        event.listen(
-            self._engine,
-            "connect",
-            lambda connection, record: (
-                _sqlite_pragmas(
-                    connection,
-                    record,
-                    "wal_autocheckpoint=0",
-                    *(("query_only=ON",) if read_only else ("busy_timeout=0",)),
-                ),
-                setattr(connection, "isolation_level", None),
-            ),
+        pragmas = (
+            "wal_autocheckpoint=0",
+            synchronous,
+            *(("query_only=ON",) if read_only else ("busy_timeout=0",)),
         )
+
+        def on_connect(connection: Any, record: Any) -> None:
+            _sqlite_pragmas(connection, record, *pragmas)
+            connection.isolation_level = None  # transactions are begun by the "begin" hook
+
+        event.listen(self._engine, "connect", on_connect)
         if read_only:
             event.listen(self._engine, "begin", lambda c: c.exec_driver_sql("BEGIN DEFERRED"))
         else:
@@ -271,13 +372,10 @@ class ThreadTransactions:
         self._max_batch = max_batch
         self._pending: queue.SimpleQueue[_PendingUnit | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self.counters: Counter[str] = Counter()
 
     async def __call__(self, work: Callable[[Connection], T], start_by: float | None = None) -> T:
         if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._serve, name=self._thread_name, daemon=True
-            )
+            self._thread = threading.Thread(target=self._serve, name=self._thread_name, daemon=True)
             self._thread.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -325,18 +423,24 @@ class ThreadTransactions:
                                 outcomes.append((unit.work(connection), None))
                         except Exception as error:
                             outcomes.append((None, error))
+            if self._wal_sync is not None:
+                self._wal_sync.committed()
         except Exception as error:  # the unit failed, or the commit did: nothing was kept
             outcomes = [(None, unit_error or error) for _, unit_error in outcomes]
             outcomes += [(None, error)] * (len(batch) - len(outcomes))
         self.counters["units"] += len(batch)
         self.counters["commits"] += 1
-        for unit, (value, error) in zip(batch, outcomes, strict=True):
-            self._answer(unit, value, error)
+        for unit, (value, problem) in zip(batch, outcomes, strict=True):
+            self._answer(unit, value, problem)
 
     @staticmethod
     def _answer(unit: _PendingUnit, value: Any, error: BaseException | None) -> None:
         with contextlib.suppress(RuntimeError):  # that caller's loop is closed: nobody waits
             unit.loop.call_soon_threadsafe(_settle, unit.future, value, error)
+
+    def wait_durable(self, timeout: float | None = None) -> bool:
+        """Block until every commit so far is on the disk (at once with ``sync="in_commit"``)."""
+        return self._wal_sync is None or self._wal_sync.wait_durable(timeout)
 
     def checkpoint(self) -> None:
         with self._checkpoints.connect() as connection:
@@ -355,6 +459,8 @@ class ThreadTransactions:
             self._pending.put(None)  # after every unit already queued
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        if self._wal_sync is not None:
+            await asyncio.to_thread(self._wal_sync.stop)
         self._engine.dispose()
         self._checkpoints.dispose()
 
@@ -379,15 +485,16 @@ class AsyncTransactions:
 
 
 def transactions_for(
-    engine: AsyncEngine, *, read_only: bool = False
+    engine: AsyncEngine, *, read_only: bool = False, sync: SyncMode = "background"
 ) -> ThreadTransactions | AsyncTransactions:
     """Units of work on ``engine``. ``read_only`` units must not write (SQLite refuses it); on
-    SQLite they never hold the write lock that routing needs."""
+    SQLite they never hold the write lock that routing needs. ``sync``: see
+    ``ThreadTransactions`` (SQLite only; PostgreSQL follows its own ``synchronous_commit``)."""
     url = engine.url.render_as_string(hide_password=False)
     if sqlite_file(url) is not None:
-        return ThreadTransactions(url, read_only=read_only)
+        return ThreadTransactions(url, read_only=read_only, sync=sync)
     return AsyncTransactions(engine)
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker:
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)

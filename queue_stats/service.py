@@ -5,9 +5,9 @@ a transcript replay). It only runs the pure pipeline and notes what changed; the
 by ``run`` do the writing: finished calls to the journal (retried until written: a database
 hiccup delays a row, never loses it), hour buckets to the database, and compact snapshot deltas
 to the bus. After every login ``resync_from`` makes the live state equal to what the PBX
-reports, buffering live facts meanwhile, and, when Asterisk's ``queue_log`` is readable here,
-journals the queue calls that began and ended while the bridge was away
-(``queue_stats.queue_log``).
+reports, buffering live facts meanwhile, and, when the PBX's own log of queue calls is readable
+here (``queue_stats.absence.AbsenceLog``: Asterisk's ``queue_log``), journals the queue calls
+that began and ended while the bridge was away.
 """
 
 from __future__ import annotations
@@ -18,17 +18,16 @@ import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from infra.bus import Bus
 from ivr_bypass.decision import RoutingDecision
 from pbx.facts import DomainEvent
+from queue_stats.absence import AbsenceLog, Recovery
 from queue_stats.calls import CallOutcome, CallRecord, Routing
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
 from queue_stats.pipeline import EventPipeline, PresentState, RingingAgent
-from queue_stats.queue_log import Recovery, read_entries, recover_calls
 from queue_stats.stats import AgentState
 
 log = logging.getLogger(__name__)
@@ -124,7 +123,7 @@ class QueueService:
         *,
         observers: Sequence[CallObserver] = (),
         link_ticket: TicketLinker | None = None,
-        queue_log: Path | None = None,
+        queue_log: AbsenceLog | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._journal = journal
@@ -359,20 +358,22 @@ class QueueService:
     ) -> Recovery | None:
         if self._queue_log is None:
             return None
+        stats = self.pipeline.stats
+        names = {agent.name: interface for interface, agent in stats.agents.items()}
         try:
             known = await self._journal.uniqueids_since(since)
-            entries = await asyncio.to_thread(read_entries, self._queue_log, since)
+            skip = known | self.pipeline.tracker.live_uniqueids()
+            return await asyncio.to_thread(
+                self._queue_log.recover,
+                since,
+                skip=skip,
+                partial=partial,
+                agent_interfaces=names,
+                only=only,
+            )
         except Exception as error:
             self._queue_log_failed("read", error)
             return None
-        if only is not None:
-            entries = [entry for entry in entries if entry.callid in only]
-        skip = known | self.pipeline.tracker.live_uniqueids()
-        stats = self.pipeline.stats
-        names = {agent.name: interface for interface, agent in stats.agents.items()}
-        return recover_calls(
-            entries, since=since, skip=skip, partial=partial, agent_interfaces=names
-        )
 
     def _adopt_recovered(
         self, call: CallRecord, before: CallRecord | None, already: frozenset[str]

@@ -131,11 +131,14 @@ class RecordingIngest:
         units: Transactions,
         *,
         clock: Callable[[], datetime] = utc_now,
+        call_id: Callable[[str], str] | None = None,
     ) -> None:
         self.spool = spool
         self.store = store
         self.units = units
         self.clock = clock
+        # The PBX's id in a file name as the journal carries it (``pbx.naming``), if named.
+        self.call_id = call_id
         self.counters: Counter[str] = Counter()
         self._reported: set[Path] = set()
 
@@ -179,6 +182,8 @@ class RecordingIngest:
             return "no-audio"
         stored = await asyncio.to_thread(self.store.put, file.path, file.key)
         values = recording_values(file, info, stored, self.clock())
+        if self.call_id is not None:
+            values["uniqueid"] = self.call_id(file.name.uniqueid)
         try:
             await self.units(lambda connection: add_recording(connection, values))
         except IntegrityError:  # another process inserted the same key meanwhile

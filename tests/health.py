@@ -13,9 +13,9 @@ import urllib.request
 
 MONITOR_USER, MONITOR_PASSWORD = "monitor", "monitor test password"
 MONITOR_ENV = {"HOTLINE_ADMIN_USER": MONITOR_USER, "HOTLINE_ADMIN_PASSWORD": MONITOR_PASSWORD}
-MONITOR_AUTHORIZATION = "Basic " + base64.b64encode(
-    f"{MONITOR_USER}:{MONITOR_PASSWORD}".encode()
-).decode()
+MONITOR_AUTHORIZATION = (
+    "Basic " + base64.b64encode(f"{MONITOR_USER}:{MONITOR_PASSWORD}".encode()).decode()
+)
 
 
 def read_health(web_port: int, timeout: float = 2) -> tuple[int, dict]:

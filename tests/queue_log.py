@@ -59,7 +59,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from queue_stats.queue_log import QueueLogEntry, parse_line
+from ami.queue_log import QueueLogEntry, parse_line
 
 DEFAULT_SERVICE_LEVEL = 20  # asterisk-conf/queues.conf: servicelevel = 20 for every queue
 

@@ -155,6 +155,32 @@ async def test_an_answered_call_is_recorded_with_its_talk_time_hash_call_and_tic
         assert bridge.stop() == 0, bridge.log_tail()
 
 
+async def test_a_named_pbx_journals_and_records_its_calls_under_its_name(
+    asterisk,
+    tmp_path: Path,
+    talking_agent,
+    place_citizen_call,  # type: ignore[no-untyped-def]
+) -> None:
+    """With HOTLINE_PBX_NAME, the call's ids in the journal carry the PBX's name with
+    Asterisk's own uniqueid, and its ticket and recording are found under that id."""
+    bridge = start_bridge(asterisk, tmp_path, HOTLINE_PBX_NAME="east")
+    try:
+        call = place_citizen_call(CALLER, talk_seconds=5)
+        assert call.wait(timeout=60) == 0, call.diagnostics()
+        row = bridge.call_row(CALLER)
+        assert row["outcome"] == "answered"
+        own = row["uniqueid"].removeprefix("east/")
+        assert row["uniqueid"] == f"east/{own}" and row["linkedid"].startswith("east/")
+        assert own.replace(".", "").isdigit()  # Asterisk's own uniqueid, whole
+        assert row["ticket"] and bridge.ticket(row["ticket"])["caller_number"] == CALLER
+        recording = bridge.wait_for_row(
+            "SELECT * FROM recordings WHERE uniqueid = ?", row["uniqueid"]
+        )
+        assert recording["key"].endswith(f"/{own}_{row['ticket']}.wav")  # the PBX's file name
+    finally:
+        assert bridge.stop() == 0, bridge.log_tail()
+
+
 async def test_a_call_abandoned_in_the_queue_leaves_no_recording(
     asterisk,
     tmp_path: Path,

@@ -84,7 +84,8 @@ async def test_a_call_is_routed_connect_first_and_never_resume(served) -> None: 
 
 @pytest.mark.parametrize("behaviour", ["slow", "fail"])
 async def test_a_late_or_failed_decision_sends_the_default_route_in_budget(
-    served, behaviour: str  # type: ignore[no-untyped-def]
+    served,
+    behaviour: str,  # type: ignore[no-untyped-def]
 ) -> None:
     router, decider, _ = served
     decider.behaviour = behaviour

@@ -16,16 +16,16 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ami.feed import replay_file
-from ami.replay import ReplayClock
-from queue_stats.calls import CallOutcome, CallRecord, CallTracker
-from queue_stats.pipeline import EventPipeline
-from queue_stats.queue_log import (
+from ami.queue_log import (
     SOURCE_QUEUE_LOG,
     parse_line,
     queue_log_files,
     read_entries,
     recover_calls,
 )
+from ami.replay import ReplayClock
+from queue_stats.calls import CallOutcome, CallRecord, CallTracker
+from queue_stats.pipeline import EventPipeline
 from queue_stats.stats import QueueStats
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

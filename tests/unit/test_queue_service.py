@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from ami.codec import parse_message
 from ami.feed import resync_from_asterisk
+from ami.queue_log import AsteriskQueueLog
 from hotline.schema import upgrade_database
 from infra.bus import InProcessBus
 from infra.storage import create_engine, session_factory
@@ -64,11 +65,12 @@ class FakeAsterisk:
         self.asked.append(action)
         if action == "QueueStatus":
             # A live event arrives while Asterisk prepares the answer: it must be buffered.
-            into_service(self.service,
+            into_service(
+                self.service,
                 frame(
                     "Event: QueueCallerJoin\nChannel: PJSIP/citizens-0000000a\nUniqueid: 10.1\n"
                     "Linkedid: 10.1\nQueue: hotline\nPosition: 2\nCallerIDNum: 13900001111"
-                )
+                ),
             )
             assert self.service.pipeline.stats.queues == {}  # not applied yet
             return QUEUE_STATUS
@@ -114,22 +116,24 @@ async def test_a_late_subscriber_gets_the_snapshot_and_live_deltas(tmp_path: Pat
     deltas = bus.subscribe("stats")
     first_delta = asyncio.ensure_future(anext(deltas))
     await asyncio.sleep(0)
-    into_service(service,
+    into_service(
+        service,
         frame(
             "Event: QueueCallerJoin\nChannel: PJSIP/c-1\nUniqueid: 1.1\nLinkedid: 1.1\n"
             "Queue: hotline\nPosition: 1\nCallerIDNum: 1"
-        )
+        ),
     )
     delta = await asyncio.wait_for(first_delta, 2)
     assert delta["type"] == "stats.delta" and delta["seq"] == 1
     assert delta["queues"]["hotline"]["waiting_now"] == 1
     stored = await bus.load_snapshot("stats")
     assert stored["seq"] == 1 and stored["queues"]["hotline"]["offered"] == 1
-    into_service(service,
+    into_service(
+        service,
         frame(
             "Event: QueueCallerAbandon\nChannel: PJSIP/c-1\nUniqueid: 1.1\nLinkedid: 1.1\n"
             "Queue: hotline\nPosition: 1\nOriginalPosition: 1\nHoldTime: 7"
-        )
+        ),
     )
     into_service(service, frame("Event: Hangup\nChannel: PJSIP/c-1\nUniqueid: 1.1\nCause: 16"))
     second = await asyncio.wait_for(anext(deltas), 2)
@@ -154,11 +158,12 @@ async def test_hour_buckets_survive_a_restart(tmp_path: Path) -> None:
     bus = InProcessBus()
     service, engine = build(tmp_path, bus)
     for uid in ("1.1", "2.2"):
-        into_service(service,
+        into_service(
+            service,
             frame(
                 f"Event: QueueCallerJoin\nChannel: PJSIP/c\nUniqueid: {uid}\nLinkedid: {uid}\n"
                 "Queue: hotline\nPosition: 1\nCallerIDNum: 1"
-            )
+            ),
         )
     await service.flush_hours()
     await service.flush_hours()  # nothing new: a no-op
@@ -219,18 +224,19 @@ async def test_calls_of_an_absence_are_journalled_from_queue_log(tmp_path: Path)
         InProcessBus(),
         clock=lambda: NOW,
         observers=[answers],
-        queue_log=queue_log,
+        queue_log=AsteriskQueueLog(queue_log),
     )
     writer = asyncio.create_task(service.run_writer())
     # The first login: the journal is new, nothing to read.
     await resync_from_asterisk(service, EmptyAsterisk())
     # Seen live: 5.5 joins the queue; then AMI is lost.
-    into_service(service,
+    into_service(
+        service,
         frame(
             "Event: QueueCallerJoin\nChannel: PJSIP/citizens-00000005\nUniqueid: 5.5\n"
             "Linkedid: 5.5\nQueue: hotline\nPosition: 1\nCallerIDNum: 13800000005\n"
             "CallerIDName: 王五"
-        )
+        ),
     )
     t = int(NOW.timestamp())
     queue_log.write_text(
@@ -264,12 +270,13 @@ async def test_calls_of_an_absence_are_journalled_from_queue_log(tmp_path: Path)
     assert (counters.completed, counters.talk_seconds) == (1, 60)
 
     # 7.7 ends while AMI is up again: counted live, then journalled by the follow-up.
-    into_service(service,
+    into_service(
+        service,
         frame(
             "Event: AgentComplete\nChannel: PJSIP/citizens-00000007\nUniqueid: 7.7\n"
             "Linkedid: 7.7\nQueue: hotline\nInterface: PJSIP/agent1\nMemberName: Agent One\n"
             "HoldTime: 1\nTalkTime: 60\nReason: agent"
-        )
+        ),
     )
     with queue_log.open("a") as log:
         log.write(f"{t + 161}|7.7|hotline|Agent One|COMPLETEAGENT|1|60|1\n")
@@ -311,7 +318,7 @@ async def test_a_call_that_never_ends_in_queue_log_is_not_waited_for_forever(
         HourlyStore(sessions),
         InProcessBus(),
         clock=lambda: now[0],
-        queue_log=queue_log,
+        queue_log=AsteriskQueueLog(queue_log),
     )
     await resync_from_asterisk(service, EmptyAsterisk())  # watching from now on
     into_service(service, frame("Event: FullyBooted\nStatus: Fully Booted"))

@@ -8,6 +8,7 @@ builds it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ from hotline.schema import upgrade_database
 from infra.storage import create_engine, session_factory, transactions_for
 from ivr_bypass.decision import RoutingDecision, RoutingReason
 from tests.agi_commands import variables_set
+from tests.conftest import port_open
 from tests.health import MONITOR_ENV, read_health
 from tickets.store import TicketStore
 
@@ -230,3 +232,78 @@ async def test_a_fastagi_port_in_use_stops_the_start_at_once(
             await process.start()
     assert time.monotonic() - started < 15
     assert process.counters["restarts"] == 0
+
+
+def _niceness(pid: int) -> dict[int, int]:
+    """Each thread's niceness (field 19 of /proc/PID/task/TID/stat)."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            fields = task.joinpath("stat").read_text().rsplit(")", 1)[1].split()
+            found[int(task.name)] = int(fields[16])
+    return found
+
+
+def test_hotline_run_yields_the_cpu_to_its_routing_process_even_a_restarted_one(
+    tmp_path: Path,
+) -> None:
+    """Loaded, the web side must not take the CPU a route needs: ``hotline run`` adds
+    HOTLINE_BRIDGE_NICE to its own threads; its routing process, restarted too, keeps the
+    priority ``hotline run`` was started with."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    if base > 19 - 5:
+        pytest.skip("this test process is already at the lowest priority")
+    agi_port, web_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}",
+        "HOTLINE_AGI_PORT": str(agi_port),
+        "HOTLINE_WEB_PORT": str(web_port),
+        "HOTLINE_RECORDINGS_DIR": str(tmp_path / "recordings"),
+        "HOTLINE_RECORDINGS_SPOOL": str(tmp_path / "spool"),
+        "HOTLINE_AMI_SECRET": "",
+        "HOTLINE_REDIS_URL": "",
+        "HOTLINE_BRIDGE_NICE": "5",
+        **MONITOR_ENV,
+    }
+    log = (tmp_path / "run.log").open("wb")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "hotline.cli", "run", "--speed", "0"],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def routing_child(not_this: int | None = None) -> int:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                child = read_health(web_port)[1].get("agi", {}).get("process")
+                if isinstance(child, int) and child != not_this:
+                    return child
+            time.sleep(0.2)
+        raise AssertionError((tmp_path / "run.log").read_text())
+
+    try:
+        first = routing_child()
+        bridge = _niceness(run.pid)
+        # Every thread of hotline run but one yields: the one left is the thread that starts
+        # routing processes, so that a restarted one gets the priority the first one had.
+        assert sorted(bridge.values()).count(base + 5) == len(bridge) - 1, bridge
+        assert sorted(bridge.values()).count(base) == 1, bridge
+        assert set(_niceness(first).values()) == {base}
+        os.kill(first, signal.SIGKILL)
+        second = routing_child(not_this=first)
+        assert set(_niceness(second).values()) == {base}
+        deadline = time.monotonic() + 20
+        while not port_open("127.0.0.1", agi_port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert port_open("127.0.0.1", agi_port), "the restarted routing process does not listen"
+    finally:
+        run.terminate()
+        try:
+            run.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            run.kill()
+        log.close()

@@ -19,6 +19,7 @@ import pytest
 
 from ami.events import parse_event
 from ami.feed import replay_file
+from ami.queue_log import parse_line
 from ami.replay import ReplayClock, read_transcript
 from pbx.facts import (
     AgentConnected,
@@ -34,7 +35,6 @@ from pbx.facts import (
 )
 from queue_stats.calls import CallOutcome, CallRecord, CallTracker
 from queue_stats.pipeline import EventPipeline
-from queue_stats.queue_log import parse_line
 from queue_stats.stats import QueueStats
 from tests.queue_log import read_queue_log
 

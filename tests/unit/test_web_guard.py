@@ -331,7 +331,9 @@ async def test_the_total_cap_refuses_when_every_connection_is_busy() -> None:
             connector = aiohttp.TCPConnector(local_addr=(host, 0), force_close=True)
             client = aiohttp.ClientSession(connector=connector)
             for _ in range(count):
-                sockets.append((client, await client.ws_connect(f"http://127.0.0.1:{site.port}/ws")))
+                sockets.append(
+                    (client, await client.ws_connect(f"http://127.0.0.1:{site.port}/ws"))
+                )
         await until(lambda: site.counters["open"] == 5, what="5 open")
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", site.port, local_addr=("127.0.0.3", 0)

@@ -180,8 +180,6 @@ async def from_address(address: str) -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-
-
 # --- A. the login throttle ------------------------------------------------------------------
 
 

@@ -5,7 +5,8 @@ AMI only speaks of the present. A call that joins a queue and ends while the bri
 no ticket signature and no callback. app_queue writes every queue call to ``queue_log`` on the
 PBX host, with its own hold and talk seconds; after each login the bridge reads the lines since
 its last known call and rebuilds the calls it has no row for. This module is the pure part
-(lines in, :class:`CallRecord` out) plus the file reading, which the service runs in a thread.
+(lines in, :class:`CallRecord` out), the file reading, and ``AsteriskQueueLog``, the core's
+``queue_stats.absence.AbsenceLog`` for Asterisk (the service runs it in a thread).
 
 Line format (``queue_log = yes`` in logger.conf)::
 
@@ -36,6 +37,8 @@ from pathlib import Path
 from typing import cast
 
 from ami.events import interface_of
+from pbx.naming import PbxName
+from queue_stats.absence import Recovery
 from queue_stats.calls import CallOutcome, CallRecord
 
 SOURCE_QUEUE_LOG = "queue_log"
@@ -85,15 +88,6 @@ def parse_line(line: str) -> QueueLogEntry | None:
     if len(parts) < 5 or not parts[0].isdigit() or not parts[4]:
         return None
     return QueueLogEntry(int(parts[0]), parts[1], parts[2], parts[3], parts[4], tuple(parts[5:]))
-
-
-@dataclass(frozen=True, slots=True)
-class Recovery:
-    """What one reading of queue_log gave: finished calls to journal, and calls still going."""
-
-    calls: list[CallRecord]
-    in_progress: frozenset[str]
-    """Calls begun in the window that have no end line yet (read again later)."""
 
 
 def recover_calls(
@@ -307,3 +301,34 @@ def read_entries(path: Path, since: datetime) -> list[QueueLogEntry]:
                     entries.append(entry)
     entries.sort(key=lambda entry: entry.time)  # stable: a file's own order is kept
     return entries
+
+
+class AsteriskQueueLog:
+    """``queue_stats.absence.AbsenceLog`` on Asterisk's ``queue_log`` file (and its rotations).
+    With ``pbx``, each call's id is named as the live facts' are (``pbx.naming``)."""
+
+    def __init__(self, path: Path, pbx: PbxName | None = None) -> None:
+        self.path = path
+        self.pbx = pbx
+
+    def recover(
+        self,
+        since: datetime,
+        *,
+        skip: Container[str],
+        partial: Mapping[str, CallRecord],
+        agent_interfaces: Mapping[str, str],
+        only: Container[str] | None = None,
+    ) -> Recovery:
+        entries = read_entries(self.path, since)
+        if self.pbx is not None:
+            named = self.pbx.call_id
+            entries = [
+                entry if entry.callid == "NONE" else replace(entry, callid=named(entry.callid))
+                for entry in entries
+            ]
+        if only is not None:
+            entries = [entry for entry in entries if entry.callid in only]
+        return recover_calls(
+            entries, since=since, skip=skip, partial=partial, agent_interfaces=agent_interfaces
+        )
