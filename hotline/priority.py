@@ -86,8 +86,10 @@ class ChildLauncher:
         return await started
 
     def close(self) -> None:
+        """End the thread once the launches asked for are done (a later launch makes another)."""
         if self._thread is not None:
             self._requests.put(None)
+            self._thread = None
 
     def _serve(self) -> None:
         while (request := self._requests.get()) is not None:

@@ -251,7 +251,6 @@ class WalSync:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.counters = counters
-        self.longest_sync_seconds = 0.0
 
     def committed(self) -> None:
         """Called after each commit: the sync thread will fsync the WAL file soon."""
@@ -286,14 +285,12 @@ class WalSync:
                 if self._committed == self._durable:
                     return
                 target = self._committed
-            started = time.monotonic()
             try:
                 self._sync()
                 self.counters["wal_syncs"] += 1
             except OSError as error:  # the disk refused: nothing more we can do than say so
                 self.counters["wal_sync_failures"] += 1
                 log.error("could not sync the database's WAL to disk: %s", error)
-            self.longest_sync_seconds = max(self.longest_sync_seconds, time.monotonic() - started)
             with self._changed:
                 self._durable = target
                 self._changed.notify_all()
