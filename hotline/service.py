@@ -146,7 +146,7 @@ class Bridge:
             database: dict[str, Any] = {"up": True}
         except Exception as error:  # reported to the probe, not raised
             database = {"up": False, "problem": type(error).__name__}
-        writes = dict(getattr(self.units, "counters", {}))  # commits, WAL syncs (SQLite)
+        writes = dict(self.units.counters)
         database.update(writes)
         if writes.get("wal_sync_failures"):
             database["problem"] = "the disk refused to sync the database's write-ahead log"

@@ -170,6 +170,8 @@ class Transactions(Protocol):
     already, and queued work nobody waits for must not delay the calls behind it.
     """
 
+    counters: Counter[str]  # what the units did (SQLite: commits, WAL syncs and their failures)
+
     async def __call__(
         self, work: Callable[[Connection], T], start_by: float | None = None
     ) -> T: ...
@@ -467,6 +469,7 @@ class AsyncTransactions:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self.counters: Counter[str] = Counter()  # nothing to count: the server syncs its log
 
     async def __call__(self, work: Callable[[Connection], T], start_by: float | None = None) -> T:
         async with self._engine.begin() as connection:  # waits for a pooled connection first

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from pbx.facts import CallerReported, ChannelEvent, ChannelReported, DomainEvent
 
 SEPARATOR = "/"
+WithIds = TypeVar("WithIds", bound=ChannelEvent | CallerReported | ChannelReported)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,16}")
 
 
@@ -47,10 +49,14 @@ class PbxName:
             raise PbxNameError(f"{call_id[:80]!r} is not a call of PBX {self.name!r}")
         return call_id[len(prefix) :]
 
+    def ids_of(self, fact: WithIds) -> WithIds:
+        """``fact`` (one that carries call ids) with its uniqueid and linkedid named."""
+        return replace(
+            fact, uniqueid=self.call_id(fact.uniqueid), linkedid=self.call_id(fact.linkedid)
+        )
+
     def fact(self, fact: DomainEvent) -> DomainEvent:
         """``fact`` with its call ids named; facts about queues and members have none."""
         if isinstance(fact, ChannelEvent | CallerReported | ChannelReported):
-            return replace(
-                fact, uniqueid=self.call_id(fact.uniqueid), linkedid=self.call_id(fact.linkedid)
-            )
+            return self.ids_of(fact)
         return fact

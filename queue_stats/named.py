@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ivr_bypass.decision import RoutingDecision
-from pbx.facts import CallerReported, DomainEvent
+from pbx.facts import DomainEvent
 from pbx.naming import PbxName
 from queue_stats.pipeline import PresentState
 from queue_stats.service import QueueService
@@ -21,15 +21,10 @@ from queue_stats.service import QueueService
 
 def named_present(present: PresentState, pbx: PbxName) -> PresentState:
     """``present`` with its callers' and channels' ids named."""
-    callers: list[CallerReported] = []
-    for caller in present.callers:
-        callers.append(
-            replace(
-                caller, uniqueid=pbx.call_id(caller.uniqueid), linkedid=pbx.call_id(caller.linkedid)
-            )
-        )
     return replace(
-        present, callers=callers, channels={pbx.call_id(channel) for channel in present.channels}
+        present,
+        callers=[pbx.ids_of(caller) for caller in present.callers],
+        channels={pbx.call_id(channel) for channel in present.channels},
     )
 
 

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -150,9 +151,10 @@ async def test_a_killed_routing_process_is_replaced(routing) -> None:  # type: i
     assert answer["HOTLINE_REASON"] == "default"
 
 
-def test_the_routing_process_does_not_outlive_hotline_run(tmp_path: Path) -> None:
-    """``kill -9`` of ``hotline run``: its routing child lets go of the FastAGI port at once."""
-    agi_port, web_port = free_port(), free_port()
+def start_hotline_run(
+    tmp_path: Path, agi_port: int, web_port: int, **settings: str
+) -> tuple[subprocess.Popen[bytes], BinaryIO]:
+    """``hotline run`` on a fresh SQLite file, no PBX (the demo replay), its output in run.log."""
     env = {
         **os.environ,
         "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}",
@@ -162,6 +164,7 @@ def test_the_routing_process_does_not_outlive_hotline_run(tmp_path: Path) -> Non
         "HOTLINE_RECORDINGS_SPOOL": str(tmp_path / "spool"),
         "HOTLINE_AMI_SECRET": "",
         "HOTLINE_REDIS_URL": "",
+        **settings,
         **MONITOR_ENV,
     }
     log = (tmp_path / "run.log").open("wb")
@@ -172,6 +175,13 @@ def test_the_routing_process_does_not_outlive_hotline_run(tmp_path: Path) -> Non
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    return run, log
+
+
+def test_the_routing_process_does_not_outlive_hotline_run(tmp_path: Path) -> None:
+    """``kill -9`` of ``hotline run``: its routing child lets go of the FastAGI port at once."""
+    agi_port, web_port = free_port(), free_port()
+    run, log = start_hotline_run(tmp_path, agi_port, web_port)
     try:
         child = None
         deadline = time.monotonic() + 30
@@ -254,26 +264,7 @@ def test_hotline_run_yields_the_cpu_to_its_routing_process_even_a_restarted_one(
     if base > 19 - 5:
         pytest.skip("this test process is already at the lowest priority")
     agi_port, web_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}",
-        "HOTLINE_AGI_PORT": str(agi_port),
-        "HOTLINE_WEB_PORT": str(web_port),
-        "HOTLINE_RECORDINGS_DIR": str(tmp_path / "recordings"),
-        "HOTLINE_RECORDINGS_SPOOL": str(tmp_path / "spool"),
-        "HOTLINE_AMI_SECRET": "",
-        "HOTLINE_REDIS_URL": "",
-        "HOTLINE_BRIDGE_NICE": "5",
-        **MONITOR_ENV,
-    }
-    log = (tmp_path / "run.log").open("wb")
-    run = subprocess.Popen(
-        [sys.executable, "-m", "hotline.cli", "run", "--speed", "0"],
-        env=env,
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    run, log = start_hotline_run(tmp_path, agi_port, web_port, HOTLINE_BRIDGE_NICE="5")
 
     def routing_child(not_this: int | None = None) -> int:
         deadline = time.monotonic() + 30
