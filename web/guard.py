@@ -355,6 +355,12 @@ def _watch_requests(server: web.Server, guard: _Guard) -> None:
     server.request_handler = watched
 
 
+LISTEN_BACKLOG = 1024
+"""Connections the kernel holds for accept. aiohttp's 128 overflows when a shift's viewers
+reconnect at once: the overflow's handshakes are dropped and retried seconds later, so those
+viewers wait, and the header deadline starts only when the guard finally sees them."""
+
+
 class GuardedSite(web.BaseSite):
     """``web.TCPSite`` with the guard: registered with its runner like any site, so
     ``runner.cleanup()`` stops it too."""
@@ -366,7 +372,7 @@ class GuardedSite(web.BaseSite):
         port: int,
         limits: ConnectionLimits,
         *,
-        backlog: int = 128,
+        backlog: int = LISTEN_BACKLOG,
     ) -> None:
         super().__init__(runner, backlog=backlog)  # refuses a runner not set up
         if runner.server is None:

@@ -94,7 +94,7 @@ async def test_idle_and_slowloris_peers_are_cut_at_the_header_deadline(hotline: 
             ),
         ]
         attack = asyncio.gather(*peers)
-        await asyncio.sleep(0.3)  # connected (most of them: the listen backlog is 128), none cut
+        await asyncio.sleep(0.3)  # all connected (the listen backlog is 1024), none cut yet
         started = time.monotonic()
         async with web_client() as client, client.get(hotline.url("/healthz")) as response:
             health_status = response.status
