@@ -46,10 +46,11 @@ class AgiSession:
         self._writer = writer
         self._read_timeout = read_timeout
 
-    def deadline(self) -> asyncio.Timeout:
+    def deadline(self, seconds: float | None = None) -> asyncio.Timeout:
         """One read deadline for a whole exchange (the header block, or one command's reply):
-        one timer per exchange instead of one per line."""
-        return asyncio.timeout(self._read_timeout)
+        one timer per exchange instead of one per line. ``seconds`` for a command that waits on
+        purpose (a prompt and the caller's key) instead of the read timeout."""
+        return asyncio.timeout(self._read_timeout if seconds is None else seconds)
 
     async def read_line(self) -> str:
         async with self.deadline():
@@ -67,9 +68,11 @@ class AgiSession:
             raise AgiHangup("AGI connection closed in the middle of a line")
         return raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
-    async def command(self, line: str) -> AgiReply:
+    async def command(self, line: str, *, within: float | None = None) -> AgiReply:
+        """Send one command and read its reply; ``within`` replaces the read timeout for a
+        command that plays or listens (the reply comes when the prompt and the wait end)."""
         self._writer.write(line.encode("utf-8"))
-        async with self.deadline():
+        async with self.deadline(within):
             await self._writer.drain()
             reply_line = await self.next_line()
             if reply_line == "HANGUP":

@@ -22,6 +22,7 @@ from pbx.facts import (
     CallerJoinedQueue,
     CallerLeftQueue,
     CallerReported,
+    CallRated,
     ChannelCreated,
     ChannelHungUp,
     ChannelReported,
@@ -38,6 +39,7 @@ from pbx.facts import (
     QueueExited,
     QueueReported,
     RecordingStarted,
+    SurveyOffered,
 )
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class AmiEventError(ValueError):
 
 
 QUEUE_RESULT_EVENT = "HotlineQueueResult"
+RATING_EVENT = "HotlineRating"
+SURVEY_EVENT = "HotlineSurvey"
 
 
 def _text(message: Mapping[str, str], name: str) -> str:
@@ -304,10 +308,31 @@ def _mixmonitor_start(m: Mapping[str, str], at: datetime) -> RecordingStarted:
     return RecordingStarted(at, *_ids(m))
 
 
-def _user_event(m: Mapping[str, str], at: datetime) -> QueueExited | None:
-    if m.get("UserEvent") != QUEUE_RESULT_EVENT:
-        return None
-    return QueueExited(at, *_ids(m), m.get("Queue", ""), m.get("Status", "").upper())
+def _user_event(
+    m: Mapping[str, str], at: datetime
+) -> QueueExited | SurveyOffered | CallRated | None:
+    kind = m.get("UserEvent")
+    if kind == QUEUE_RESULT_EVENT:
+        return QueueExited(at, *_ids(m), m.get("Queue", ""), m.get("Status", "").upper())
+    if kind == SURVEY_EVENT:
+        talk = m.get("Talk", "")
+        return SurveyOffered(
+            at,
+            *_ids(m),
+            agent=m.get("Agent", ""),
+            queue=m.get("Queue", ""),
+            talk_seconds=int(talk) if talk.isdigit() else None,
+        )
+    if kind == RATING_EVENT:
+        return CallRated(
+            at,
+            *_ids(m),
+            rating=_text(m, "Rating"),
+            key=m.get("Key", ""),
+            agent=m.get("Agent", ""),
+            queue=m.get("Queue", ""),
+        )
+    return None
 
 
 def _fully_booted(m: Mapping[str, str], at: datetime) -> PbxBooted:

@@ -40,12 +40,17 @@ from ami.events import interface_of
 from pbx.naming import PbxName
 from queue_stats.absence import Recovery
 from queue_stats.calls import CallOutcome, CallRecord
+from survey.scale import NOT_RATED
 
 SOURCE_QUEUE_LOG = "queue_log"
 ROUTE_EVENT = "HOTLINECALL"
 """Our dialplan's line before a call's Dial or Queue: dialled|reason|ticket|caller|name."""
 END_EVENT = "HOTLINEEND"
 """Our dialplan's hangup handler: dialstatus|answeredtime|agent|cause|caller."""
+SURVEY_EVENT = "HOTLINESURVEY"
+"""Our dialplan's survey step begins (the agent has left): talk (the preferred agent's Dial)."""
+RATING_EVENT = "HOTLINERATING"
+"""The survey's result: rating|key (a scale code or not_rated)."""
 FIRST_EVENTS = frozenset({ROUTE_EVENT, "ENTERQUEUE", END_EVENT})
 TIMEOUT_EXITS = frozenset({"EXITWITHTIMEOUT", "EXITEMPTY", "EXITWITHKEY"})
 TRANSFERS = frozenset({"BLINDTRANSFER", "ATTENDEDTRANSFER"})
@@ -201,11 +206,19 @@ def _rebuild(
                 hold_seconds=entry.from_end(0),
             )
             left_queue = True
+    survey = next((entry for entry in call_lines if entry.event == SURVEY_EVENT), None)
+    rating = next((entry for entry in call_lines if entry.event == RATING_EVENT), None)
+    if rating is not None:
+        fields.update(
+            rating=rating.field(1) or NOT_RATED,
+            rating_key=rating.field(2) or None,
+            rated_at=_at(rating.time),
+        )
     first = call_lines[0]
     started = _at(route.time) if route is not None else _at(first.time)
     if end is not None:
         caller = caller or end.field(5)
-        _end_of_channel(fields, end, started, queued, interfaces)
+        _end_of_channel(fields, end, started, queued, interfaces, survey)
     elif not (queued and left_queue):
         return None
     if seen is not None:
@@ -233,8 +246,10 @@ def _end_of_channel(
     started: datetime,
     queued: bool,
     interfaces: Mapping[str, str],
+    survey: QueueLogEntry | None = None,
 ) -> None:
-    """What the HOTLINEEND line (dialstatus|answeredtime|agent|cause|caller) adds to a call."""
+    """What the HOTLINEEND line (dialstatus|answeredtime|agent|cause|caller) adds to a call;
+    ``survey``: the HOTLINESURVEY line, where the talk ended if the caller stayed to rate."""
     ended = _at(end.time)
     fields.update(ended_at=ended, hangup_cause=end.number(4) or None)
     if queued:
@@ -254,7 +269,8 @@ def _end_of_channel(
         return
     # The preferred agent's own Dial answered: ANSWEREDTIME is the talk.
     talk = end.number(2)
-    answered = _at(end.time - talk)
+    talk_ended = survey.time if survey is not None else end.time
+    answered = _at(talk_ended - talk)
     interface = interface_of(end.field(3)) or None
     names = {value: name for name, value in interfaces.items()}
     fields.update(

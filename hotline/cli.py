@@ -98,10 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     # 'hotline run' starts its routing process with the link it talks over; not for people.
     agi.add_argument("--link-fd", type=int, help=argparse.SUPPRESS)
 
-    from hotline import manage, recordings_cli
+    from hotline import manage, prompts_cli, recordings_cli
 
     manage.add_commands(commands)
     recordings_cli.add_commands(commands)
+    prompts_cli.add_parser(commands)
 
     db = commands.add_parser("db", help="database schema", description="Database schema.")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -174,7 +175,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         except (EslProtocolError, EslEventError) as error:
             print(f"hotline: {args.path}: unreadable ESL transcript: {error}", file=sys.stderr)
             return 1
-        snapshot = pipeline.stats.snapshot(esl_clock.current())
+        snapshot = pipeline.snapshot(esl_clock.current())
     else:
         clock = ReplayClock()
         pipeline = build_pipeline(settings, clock.current)
@@ -183,7 +184,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         except AmiProtocolError as error:
             print(f"hotline: {args.path} is not an AMI transcript: {error}", file=sys.stderr)
             return 1
-        snapshot = pipeline.stats.snapshot(clock.current())
+        snapshot = pipeline.snapshot(clock.current())
     if args.json:
         print(json.dumps(snapshot, ensure_ascii=False))
     else:
@@ -224,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hotline.manage import run_command
 
         return run_command(settings, args)
+    if args.command == "prompts":
+        from hotline import prompts_cli
+
+        return prompts_cli.run(settings.survey_scale, args)
     if args.command in ("recordings", "users"):
         from hotline import recordings_cli
 

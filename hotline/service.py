@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agi.routing import route_handler_for
 from agi.server import FastAgiServer
+from agi.survey import survey_handler_for
 from ami.agent_control import AmiAgentControl
 from ami.client import AmiClient
 from ami.codec import AmiMessage
@@ -55,10 +56,12 @@ from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
 from queue_stats.named import NamedPbx
 from queue_stats.pipeline import EventPipeline
+from queue_stats.satisfaction import SatisfactionStats
 from queue_stats.service import SNAPSHOT_KEY, CallObserver, QueueService, utc_now
 from queue_stats.stats import QueueStats
 from recording.ingest import RecordingIngest
 from recording.store import DirectoryStore
+from survey.scale import parse_scale
 from tickets.cti import CtiNotifier
 from tickets.service import TicketService
 from tickets.sla import sla_report
@@ -171,7 +174,7 @@ class Bridge:
 def build_pipeline(settings: Settings, clock: Callable[[], datetime]) -> EventPipeline:
     """The pure pipeline as configured; ``hotline run`` and ``hotline replay`` share it."""
     return EventPipeline(
-        CallTracker(frozenset(settings.inbound_contexts)),
+        CallTracker(frozenset(settings.inbound_contexts), surveys=settings.survey),
         QueueStats(
             settings.zone,
             short_abandon_seconds=settings.short_abandon_seconds,
@@ -179,6 +182,7 @@ def build_pipeline(settings: Settings, clock: Callable[[], datetime]) -> EventPi
             wrap_up_seconds=settings.wrap_up_seconds,
         ),
         clock,
+        SatisfactionStats(settings.zone, parse_scale(settings.survey_scale)),
     )
 
 
@@ -205,7 +209,14 @@ def build_route_server(
         counters=counters,
     )
     agi = FastAgiServer(
-        {"route": route_handler_for(budgeted)},
+        {
+            "route": route_handler_for(budgeted),
+            "survey": survey_handler_for(
+                parse_scale(settings.survey_scale),
+                key_seconds=settings.survey_key_seconds,
+                counters=counters,
+            ),
+        },
         host=settings.agi_host,
         port=settings.agi_port,
         read_timeout=settings.agi_read_timeout,
@@ -274,6 +285,7 @@ def build_bridge(
         bus,
         match_days=settings.ticket_match_days,
         clock=clock,
+        scale=parse_scale(settings.survey_scale),
     )
     observers: list[CallObserver] = [tickets]
     webhook = None

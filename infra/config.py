@@ -22,6 +22,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from survey.scale import DEFAULT_SCALE_TEXT, ScaleError, parse_scale
+
 ENV_PREFIX = "HOTLINE_"
 CONFIG_FILE_VARIABLE = "HOTLINE_CONFIG"
 
@@ -99,6 +101,12 @@ class Settings(BaseSettings):
     short_abandon_seconds: float = Field(5.0, ge=0, le=600)
     wrap_up_seconds: float = Field(2.0, ge=0, le=3600)
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # The citizen's rating after the human (FastAGI ``survey``): on, an answered call without
+    # a valid key is "not rated" (the dialplan's HOTLINE_SURVEY_URL must be set as well). The
+    # scale: key=code/中文/English/kind;... with kind good, neutral or review (see README).
+    survey: bool = True
+    survey_scale: str = DEFAULT_SCALE_TEXT
+    survey_key_seconds: float = Field(5.0, ge=1, le=30)
     # Routing (ivr_bypass): queues, the emergency numbers and the decision's time budget.
     enterprise_queue: str = Field("enterprise", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     emergency_queue: str = Field("emergency", pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -147,6 +155,15 @@ class Settings(BaseSettings):
                 "use sqlite+aiosqlite:// or postgresql+asyncpg://"
             )
         return url.set(drivername=driver).render_as_string(hide_password=False)
+
+    @field_validator("survey_scale")
+    @classmethod
+    def _usable_scale(cls, value: str) -> str:
+        try:
+            parse_scale(value)
+        except ScaleError as error:
+            raise ValueError(str(error)) from None
+        return value
 
     @field_validator("redis_url")
     @classmethod

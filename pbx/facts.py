@@ -233,6 +233,34 @@ class QueueExited(ChannelEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class SurveyOffered(ChannelEvent):
+    """The agent has left and the caller, still on the line, is asked for a rating (our
+    dialplan's ``HotlineSurvey``). ``talk_seconds``: the preferred agent's Dial talk
+    (``ANSWEREDTIME``), which ends here and not at the caller's hang-up; ``None`` after Queue,
+    whose ``AgentComplete`` says it."""
+
+    agent: str
+    queue: str
+    talk_seconds: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallRated(ChannelEvent):
+    """The citizen's one-key rating after the human (our dialplan's ``HotlineRating``).
+
+    ``rating`` is a code of the configured scale or ``not_rated`` (a wrong key twice, silence,
+    or the survey could not run); ``agent`` the interface that talked with the caller. A
+    caller who hangs up during the survey sends none: an answered call that ends without one
+    is ``not_rated`` too (``queue_stats.calls``).
+    """
+
+    rating: str
+    key: str
+    agent: str
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
 class PbxBooted:
     """Asterisk finished booting (or we logged in to a running one): channel state starts over."""
 
@@ -263,5 +291,7 @@ DomainEvent = (
     | RecordingStarted
     | RecordingFinished
     | QueueExited
+    | SurveyOffered
+    | CallRated
     | PbxBooted
 )

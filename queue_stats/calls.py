@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -28,6 +28,7 @@ from pbx.facts import (
     CallerJoinedQueue,
     CallerLeftQueue,
     CallerReported,
+    CallRated,
     ChannelCreated,
     ChannelHungUp,
     DialAnswered,
@@ -35,7 +36,9 @@ from pbx.facts import (
     HangupRequested,
     PbxBooted,
     QueueExited,
+    SurveyOffered,
 )
+from survey.scale import NOT_RATED
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,11 @@ class CallRecord:
     routing_reason: str | None = None
     source: str = "ami"
     """Who told the bridge of this call: ``ami`` live, or ``queue_log`` after an absence."""
+    rating: str | None = None
+    """The citizen's rating after the human: a scale code, ``not_rated``, or ``None`` for a
+    call nobody answered (or with the survey off)."""
+    rating_key: str | None = None
+    rated_at: datetime | None = None
 
 
 def timed_out_in_queue(unrequested: bool, requests_heard: bool) -> bool:
@@ -133,8 +141,13 @@ class CallTracker:
     raised: a bridge that connects in the middle of the day must not crash on calls already up.
     """
 
-    def __init__(self, inbound_contexts: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, inbound_contexts: frozenset[str] = frozenset(), *, surveys: bool = False
+    ) -> None:
+        """``surveys``: the dialplan asks answered callers for a rating, so an answered call
+        that ends without one is ``not_rated`` (the caller hung up), never left blank."""
         self._inbound_contexts = inbound_contexts
+        self._surveys = surveys
         # Live calls as plain field dicts (cheap to update); frozen into CallRecord at the end.
         self._calls: dict[str, dict[str, Any]] = {}
         self._pending_routings: OrderedDict[str, Routing] = OrderedDict()
@@ -153,6 +166,8 @@ class CallTracker:
             CallerLeftQueue: self._on_caller_left,
             CallerAbandoned: self._on_caller_abandoned,
             QueueExited: self._on_queue_exited,
+            SurveyOffered: self._on_survey_offered,
+            CallRated: self._on_rated,
             AgentConnected: self._on_agent_connected,
             AgentCompleted: self._on_agent_completed,
             DialAnswered: self._on_dial_answered,
@@ -160,6 +175,18 @@ class CallTracker:
             HangupRequested: self._on_hangup_requested,
             PbxBooted: self._on_pbx_booted,
         }
+
+    @property
+    def surveys(self) -> bool:
+        return self._surveys
+
+    def settle_rating(self, call: CallRecord) -> CallRecord:
+        """A call rebuilt elsewhere (queue_log) rated as a live one would be."""
+        if call.outcome is CallOutcome.ANSWERED and self._surveys and call.rating is None:
+            return replace(call, rating=NOT_RATED, rated_at=call.rated_at or call.ended_at)
+        if call.outcome is not CallOutcome.ANSWERED and call.rating is not None:
+            return replace(call, rating=None, rating_key=None, rated_at=None)
+        return call
 
     @property
     def live_calls(self) -> int:
@@ -261,6 +288,32 @@ class CallTracker:
         if event.status == "TIMEOUT":
             # Asterisk also sent QueueCallerAbandon for this caller; the dialplan's word wins.
             self._update(event.uniqueid, "exit", outcome=CallOutcome.TIMEOUT)
+
+    def _on_survey_offered(self, event: SurveyOffered) -> None:
+        """The talk ended when the survey began: the preferred agent's Dial says how long it
+        was (after Queue, ``AgentComplete`` said it already)."""
+        fields = self._calls.get(event.uniqueid)
+        if fields is None:
+            self.anomalies["survey-unknown-call"] += 1
+            return
+        if fields.get("talk_seconds") is None and event.talk_seconds is not None:
+            fields["talk_seconds"] = event.talk_seconds
+
+    def _on_rated(self, event: CallRated) -> None:
+        """One rating per call: the first the dialplan reports stands."""
+        fields = self._calls.get(event.uniqueid)
+        if fields is not None and fields.get("rating") not in (None, NOT_RATED):
+            self.anomalies["second-rating"] += 1
+            return
+        self._update(
+            event.uniqueid,
+            "rating",
+            rating=event.rating,
+            rating_key=event.key or None,
+            rated_at=event.at,
+        )
+        if fields is not None and event.agent and not fields.get("agent_interface"):
+            fields["agent_interface"] = event.agent
 
     def _on_agent_connected(self, event: AgentConnected) -> None:
         self._update(
@@ -382,6 +435,12 @@ class CallTracker:
             outcome = CallOutcome.HUNG_UP_BEFORE_QUEUE
         if outcome is CallOutcome.ANSWERED and fields.get("talk_seconds") is None:
             fields["talk_seconds"] = _asterisk_seconds(fields.get("answered_at"), event.at)
+        if outcome is CallOutcome.ANSWERED and self._surveys and fields.get("rating") is None:
+            fields["rating"] = NOT_RATED
+            fields["rated_at"] = event.at
+        if outcome is not CallOutcome.ANSWERED and fields.get("rating") is not None:
+            self.anomalies["rating-of-unanswered-call"] += 1
+            fields["rating"] = fields["rating_key"] = fields["rated_at"] = None
         fields["outcome"] = outcome
         fields["ended_at"] = event.at
         fields["hangup_cause"] = event.cause

@@ -41,6 +41,9 @@ class CallRow(Base):
     ticket: Mapped[str | None] = mapped_column(String(64), index=True)
     routing_reason: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(16), default="ami", server_default="ami")
+    rating: Mapped[str | None] = mapped_column(String(24), index=True)
+    rating_key: Mapped[str | None] = mapped_column(String(4))
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 _COPIED_FIELDS = (
@@ -62,6 +65,9 @@ _COPIED_FIELDS = (
     "ticket",
     "routing_reason",
     "source",
+    "rating",
+    "rating_key",
+    "rated_at",
 )
 
 
@@ -99,6 +105,24 @@ class CallJournal:
                 )
             ).one()
         return None if oldest is None or newest is None else (utc(oldest), utc(newest))
+
+    async def ratings_since(self, since: datetime) -> list[tuple[str, str, datetime, str]]:
+        """(queue, agent, ended_at, rating) of the rated calls that ended since ``since``: the
+        day's satisfaction figures at a start."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(
+                    CallRow.queue,
+                    CallRow.agent_interface,
+                    CallRow.ended_at,
+                    CallRow.started_at,
+                    CallRow.rating,
+                ).where(CallRow.rating.is_not(None), CallRow.ended_at >= since)
+            )
+            return [
+                (queue or "", agent or "", utc(ended or started), rating)
+                for queue, agent, ended, started, rating in rows.all()
+            ]
 
     async def uniqueids_since(self, since: datetime) -> set[str]:
         async with self._sessions() as session:

@@ -26,6 +26,7 @@ from pbx.facts import (
     QueueReported,
 )
 from queue_stats.calls import CallRecord, CallTracker
+from queue_stats.satisfaction import SatisfactionStats
 from queue_stats.stats import QueueStats
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,15 @@ class PresentState:
 
 class EventPipeline:
     def __init__(
-        self, tracker: CallTracker, stats: QueueStats, clock: Callable[[], datetime]
+        self,
+        tracker: CallTracker,
+        stats: QueueStats,
+        clock: Callable[[], datetime],
+        satisfaction: SatisfactionStats | None = None,
     ) -> None:
         self.tracker = tracker
         self.stats = stats
+        self.satisfaction = satisfaction
         self._clock = clock
         self.counters: Counter[str] = Counter()
 
@@ -73,6 +79,9 @@ class EventPipeline:
         self.counters["events"] += 1
         finished = self.tracker.handle(event)
         changed = self.stats.handle(event)
+        if finished and self.satisfaction is not None:
+            for finished_call in finished:
+                changed = self.satisfaction.count_call(finished_call) or changed
         result = PipelineResult(finished, changed)
         kind = type(event)  # exact types: cheaper than isinstance with unions on every frame
         if kind is CallerJoinedQueue:
@@ -90,6 +99,13 @@ class EventPipeline:
             if call is not None and call.answered_at == answered.at and not queue_dial:
                 result.answered_call = call
         return result
+
+    def snapshot(self, now: datetime) -> dict[str, Any]:
+        """Today's figures as ``hotline replay --json`` prints them (the panel adds live state)."""
+        figures = self.stats.snapshot(now)
+        if self.satisfaction is not None:
+            figures["satisfaction"] = self.satisfaction.snapshot(now)
+        return figures
 
 
 def format_table(snapshot: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from queue_stats.calls import CallOutcome, CallRecord, Routing
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
 from queue_stats.pipeline import EventPipeline, PresentState, RingingAgent
+from queue_stats.satisfaction import Rating
 from queue_stats.stats import AgentState
 
 log = logging.getLogger(__name__)
@@ -378,7 +379,11 @@ class QueueService:
     def _adopt_recovered(
         self, call: CallRecord, before: CallRecord | None, already: frozenset[str]
     ) -> None:
+        call = self.pipeline.tracker.settle_rating(call)
         if self.pipeline.stats.count_recovered(call, already):
+            self._changed.set()
+        satisfaction = self.pipeline.satisfaction
+        if satisfaction is not None and satisfaction.count_call(call):
             self._changed.set()
         if call.outcome is CallOutcome.ANSWERED and (before is None or before.answered_at is None):
             self._notify("call_answered", call)  # signs the ticket at queue_log's answer time
@@ -405,6 +410,8 @@ class QueueService:
             talking_to = stats.agents[interface].on_call_with
             call = self.pipeline.tracker.call(talking_to) if talking_to else None
             agent["caller"] = call.caller_number if call is not None else None
+        if self.pipeline.satisfaction is not None:
+            figures["satisfaction"] = self.pipeline.satisfaction.snapshot(now)
         return {
             **figures,
             "last_15_minutes": stats.recent_snapshot(now),
@@ -464,6 +471,10 @@ class QueueService:
         now = self._clock()
         midnight = now.astimezone(stats.zone).replace(hour=0, minute=0, second=0, microsecond=0)
         stats.seed_hours(await self._hours.since(midnight.astimezone(UTC)), now)
+        satisfaction = self.pipeline.satisfaction
+        if satisfaction is not None:
+            rows = await self._journal.ratings_since(midnight.astimezone(UTC))
+            satisfaction.seed((Rating(q, a, at, code) for q, a, at, code in rows), now)
 
     async def flush_hours(self) -> None:
         buckets = self.pipeline.stats.take_dirty_hours()

@@ -20,6 +20,7 @@ from typing import TypeVar
 from infra.bus import Bus
 from ivr_bypass.decision import normalise_number
 from queue_stats.calls import CallOutcome, CallRecord
+from survey.scale import RatingScale
 from tickets.model import TicketError
 from tickets.store import TicketStore
 
@@ -40,8 +41,11 @@ class TicketService:
         *,
         match_days: int,
         clock: Callable[[], datetime],
+        scale: RatingScale | None = None,
     ) -> None:
+        """``scale``: the citizens' ratings of calls go onto their tickets with this scale."""
         self._store = store
+        self._scale = scale
         self._bus = bus
         self._match_window = timedelta(days=match_days)
         self._clock = clock
@@ -130,8 +134,34 @@ class TicketService:
                         "at": at.isoformat(),
                     }
                 )
+        await self._rate(number, call)
         self._call_locks.pop(call.uniqueid, None)
         return replace(call, ticket=number)
+
+    async def _rate(self, number: str, call: CallRecord) -> None:
+        """A scale answer goes onto the ticket with the agent; ``not_rated`` stays on the call."""
+        answer = self._scale.answer_for_code(call.rating or "") if self._scale else None
+        if answer is None:
+            return
+        at = call.rated_at or call.ended_at or self._clock()
+        agent = call.agent_interface or ""
+        review = answer.needs_review
+        if not await self._store.rate(number, answer.code, agent, call.uniqueid, at, review=review):
+            return
+        self.counters["rated"] += 1
+        if review:
+            self.counters["to_review"] += 1
+        log.info("ticket %s rated %s for %s (call %s)", number, answer.code, agent, call.uniqueid)
+        await self._publish(
+            {
+                "type": "ticket.review" if review else "ticket.rated",
+                "ticket": number,
+                "rating": answer.code,
+                "agent": agent,
+                "call": call.uniqueid,
+                "at": at.isoformat(),
+            }
+        )
 
     async def ensure_ticket(self, call: CallRecord) -> str:
         """The ticket of ``call``: routing's, else the caller's open one, else a new one."""

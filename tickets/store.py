@@ -79,6 +79,14 @@ class TicketRow(Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     callback_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     called_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rating: Mapped[str | None] = mapped_column(String(24))
+    rated_agent: Mapped[str | None] = mapped_column(String(128))
+    rated_call: Mapped[str | None] = mapped_column(String(64))
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    review_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), index=True
+    )
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class TicketDayRow(Base):
@@ -103,6 +111,9 @@ _TIMESTAMPS = (
 )
 
 
+_RATING_TIMESTAMPS = ("rated_at", "review_requested_at", "reviewed_at")
+
+
 @dataclass(frozen=True, slots=True)
 class Ticket:
     number: str
@@ -124,13 +135,22 @@ class Ticket:
     closed_at: datetime | None
     callback_requested_at: datetime | None
     called_back_at: datetime | None
+    rating: str | None = None
+    """The citizen's latest rating of a call about this ticket (a scale code), with who talked
+    with them, which call and when; ``not_rated`` calls leave it as it is."""
+    rated_agent: str | None = None
+    rated_call: str | None = None
+    rated_at: datetime | None = None
+    review_requested_at: datetime | None = None
+    """A rating asked for a supervisor's review (dissatisfied), until ``reviewed_at``."""
+    reviewed_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: TicketRow) -> Ticket:
         values: dict[str, Any] = {
             name: getattr(row, name) for name in cls.__dataclass_fields__ if name != "status"
         }
-        for name in _TIMESTAMPS:
+        for name in (*_TIMESTAMPS, *_RATING_TIMESTAMPS):
             if values[name] is not None:
                 values[name] = utc(values[name])
         return cls(status=TicketStatus(row.status), **values)
@@ -138,6 +158,10 @@ class Ticket:
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
+
+    @property
+    def awaits_review(self) -> bool:
+        return self.review_requested_at is not None and self.reviewed_at is None
 
     def clock_facts(self) -> TicketClockFacts:
         return TicketClockFacts(
@@ -323,6 +347,44 @@ class TicketStore:
 
         return await self._units(orm_unit(asking))
 
+    async def rate(
+        self, number: str, rating: str, agent: str, call: str, at: datetime, *, review: bool
+    ) -> bool:
+        """The citizen rated a call about this ticket: the latest rating stands on the ticket
+        (an older one arriving late changes nothing); ``review`` puts it on the review list.
+        Returns whether the ticket changed."""
+        at = utc(at)
+
+        def rating_it(session: Session) -> bool:
+            row = _locked_row(session, number)
+            if row.rated_at is not None and utc(row.rated_at) > at:
+                return False
+            row.rating = rating[:24]
+            row.rated_agent = agent[:128] or None
+            row.rated_call = call[:64]
+            row.rated_at = at
+            if review:
+                row.review_requested_at = at
+                row.reviewed_at = None
+            row.updated_at = max(utc(row.updated_at), at)
+            return True
+
+        return await self._units(orm_unit(rating_it))
+
+    async def mark_reviewed(self, number: str, at: datetime) -> Ticket:
+        """A supervisor has looked into the rating: the ticket leaves the review list."""
+        at = utc(at)
+
+        def reviewing(session: Session) -> Ticket:
+            row = _locked_row(session, number)
+            if row.review_requested_at is None:
+                raise TicketError(f"ticket {number} is not on the review list")
+            row.reviewed_at = at
+            row.updated_at = max(utc(row.updated_at), at)
+            return Ticket.from_row(row)
+
+        return await self._units(orm_unit(reviewing))
+
     # -- people's side --------------------------------------------------------------------------
 
     async def set_status(self, number: str, wanted: TicketStatus, at: datetime) -> Ticket:
@@ -365,6 +427,7 @@ class TicketStore:
         opened_until: datetime | None = None,
         only_open: bool = False,
         owners_or_nobody: Sequence[str] | None = None,
+        to_review: bool = False,
         limit: int = 100,
     ) -> list[Ticket]:
         """Tickets newest first; ``owners_or_nobody`` keeps those these agent interfaces own
@@ -379,6 +442,10 @@ class TicketStore:
             query = query.where(TicketRow.status == status.value)
         if only_open:
             query = query.where(TicketRow.status.in_(_OPEN))
+        if to_review:
+            query = query.where(
+                TicketRow.review_requested_at.is_not(None), TicketRow.reviewed_at.is_(None)
+            )
         if caller_digits:
             query = query.where(TicketRow.caller_number == caller_digits)
         if opened_from is not None:

@@ -37,6 +37,17 @@ def ticket_json(ticket: Ticket, report: SlaReport, zone: Any) -> dict[str, Any]:
         "department": ticket.department,
         "emergency": ticket.emergency,
         "satisfaction": ticket.satisfaction,
+        "rating": (
+            {
+                "code": ticket.rating,
+                "agent": ticket.rated_agent,
+                "call": ticket.rated_call,
+                "at": local_time(ticket.rated_at, zone),
+                "to_review": ticket.awaits_review,
+            }
+            if ticket.rating
+            else None
+        ),
         "opened_at": local_time(ticket.opened_at, zone),
         "signed_at": local_time(ticket.signed_at, zone) or None,
         "on_time": report.on_time,
@@ -65,4 +76,5 @@ def call_json(call: CallRow | Row[Any], zone: Any) -> dict[str, Any]:
         "hold_seconds": call.hold_seconds,
         "talk_seconds": call.talk_seconds,
         "ticket": call.ticket,
+        "rating": call.rating,
     }

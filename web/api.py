@@ -157,6 +157,11 @@ class PanelApi:
         routes.add_patch(
             "/api/v1/tickets/{number}", json_refusals(self.patch_ticket), name="ticket-edit"
         )
+        routes.add_post(
+            "/api/v1/tickets/{number}/reviewed",
+            json_refusals(self.mark_reviewed),
+            name="ticket-reviewed",
+        )
         routes.add_get("/api/v1/calls", json_refusals(self.list_calls), name="calls")
 
     async def get_stats(self, request: web.Request) -> web.Response:
@@ -183,6 +188,7 @@ class PanelApi:
             opened_from=datetime.combine(since, time(), self.zone) if since else None,
             only_open=request.query.get("open") == "true" or overdue,
             owners_or_nobody=None if sees_every_call(user) else user.phones,
+            to_review=request.query.get("review") in ("1", "true"),
             limit=100_000 if overdue else limit,
         )
         now = self.clock()
@@ -240,6 +246,19 @@ class PanelApi:
             ticket = await self.tickets.update(ticket.number, edit, status, now)
         except TicketError as error:
             raise json_error(400, str(error)) from None
+        return web.json_response(ticket_json(ticket, self.sla(ticket, now), self.zone))
+
+    async def mark_reviewed(self, request: web.Request) -> web.Response:
+        """A supervisor has followed up a dissatisfied rating: off the review list."""
+        user = current_user(request)
+        if not sees_every_call(user):
+            raise json_error(403, "supervisors review ratings")
+        ticket = await self._ticket(request, user)
+        now = self.clock()
+        try:
+            ticket = await self.tickets.mark_reviewed(ticket.number, now)
+        except TicketError as error:
+            raise json_error(409, str(error)) from None
         return web.json_response(ticket_json(ticket, self.sla(ticket, now), self.zone))
 
     async def list_calls(self, request: web.Request) -> web.Response:

@@ -105,6 +105,17 @@ DOCUMENT: dict[str, Any] = {
                     "owner_agent": {"type": ["string", "null"]},
                     "on_time": {"type": ["boolean", "null"]},
                     "clocks": {"type": "array", "items": {"type": "object"}},
+                    "rating": {
+                        "description": "the citizen's latest rating of a call about it",
+                        "type": ["object", "null"],
+                        "properties": {
+                            "code": {"type": "string"},
+                            "agent": {"type": ["string", "null"]},
+                            "call": {"type": ["string", "null"]},
+                            "at": {"type": "string"},
+                            "to_review": {"type": "boolean"},
+                        },
+                    },
                 },
                 "required": ["number", "status", "clocks"],
             },
@@ -116,6 +127,10 @@ DOCUMENT: dict[str, Any] = {
                     "outcome": {"type": "string"},
                     "agent": {"type": ["string", "null"]},
                     "ticket": {"type": ["string", "null"]},
+                    "rating": {
+                        "description": "scale code, not_rated, or null (unanswered)",
+                        "type": ["string", "null"],
+                    },
                 },
                 "required": ["uniqueid", "started_at", "outcome"],
             },
@@ -212,6 +227,11 @@ DOCUMENT: dict[str, Any] = {
                     _query("status", "only this status", {"type": "string"}),
                     _query("open", "only open tickets", {"enum": ["true", "false"]}),
                     _query("overdue", "only late open tickets", {"enum": ["true", "false"]}),
+                    _query(
+                        "review",
+                        "only tickets whose rating awaits a supervisor's review",
+                        {"enum": ["1", "true", "false"]},
+                    ),
                     _CALLER,
                     _SINCE,
                     _LIMIT,
@@ -244,6 +264,16 @@ DOCUMENT: dict[str, Any] = {
                     **_refused(400, 401, 403, 404, 413),
                 },
             },
+        },
+        "/api/v1/tickets/{number}/reviewed": {
+            "post": {
+                "summary": "a supervisor followed up the ticket's rating: off the review list",
+                "parameters": [_TICKET_NUMBER],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Ticket"}),
+                    **_refused(401, 403, 404, 409),
+                },
+            }
         },
         "/api/v1/calls": {
             "get": {

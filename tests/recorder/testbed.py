@@ -400,10 +400,13 @@ class Phones:
         *,
         answer: bool = True,
         voice: Path | None = None,
+        hang_up_after: float | None = None,
         ready_timeout: float = 5.0,
     ) -> SippProcess:
         """Start ``agent`` (agent1..agent4): answering, or ringing without answer. With
-        ``voice`` (raw u-law audio) the agent answers and talks, streaming it as RTP."""
+        ``voice`` (raw u-law audio) the agent answers and talks, streaming it as RTP. With
+        ``hang_up_after`` the agent answers and hangs up that many seconds later, leaving the
+        citizen on the line (for the survey)."""
         port = AGENT_PORTS[agent]
         if agent in self.agents and self.agents[agent].running():
             raise TestbedError(f"{agent} is already running")
@@ -414,13 +417,17 @@ class Phones:
             scenario = "agent_speaks.xml"
             self.log_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(voice, self.log_dir / "agent-voice.ulaw")
+        keys: list[str] = []
+        if hang_up_after is not None:
+            scenario = "agent_hangs_up.xml"
+            keys = ["-key", "talk_ms", str(max(0, int(hang_up_after * 1000)))]
         phone = self._spawn(
             agent,
             [
                 "-sf", str(SIPP_SCENARIOS / scenario),
                 "-i", AGENT_IP, "-bind_local", "-p", str(port),
                 "-mp", str(self.ports.media_base(AGENT_IP)),
-                "-aa",
+                "-aa", *keys,
             ],
         )  # fmt: skip
         self.agents[agent] = phone
@@ -460,6 +467,42 @@ class Phones:
                 "-key", "talk_ms", str(max(0, int(line_seconds * 1000))),
                 "-s", service,
                 "-timeout", f"{int(line_seconds) + 120}s", "-timeout_error",
+                target,
+            ],
+        )  # fmt: skip
+        self.citizens.append(phone)
+        return phone
+
+    def call_and_rate(
+        self,
+        caller: str,
+        name: str,
+        keys: list[tuple[float, str]],
+        *,
+        hang_up_after: float = 30.0,
+        service: str = "12345",
+        target: str = SIP_TARGET,
+    ) -> SippProcess:
+        """A citizen who stays on after the agent and presses ``keys`` (one or two of
+        ``(seconds after Asterisk answered, digit)``) as SIP INFO; hangs up ``hang_up_after``
+        seconds after the last key unless Asterisk ends the call first."""
+        if not 1 <= len(keys) <= 2:
+            raise TestbedError("a rating citizen presses one or two keys")
+        (at1, key1), (at2, key2) = keys[0], (keys[1] if len(keys) == 2 else (0.0, "0"))
+        phone = self._spawn(
+            f"citizen-{caller}",
+            [
+                "-sf", str(SIPP_SCENARIOS / "citizen_rates.xml"),
+                "-i", CITIZEN_IP, "-bind_local", "-p", str(self.ports.sip_port(CITIZEN_IP)),
+                "-mp", str(self.ports.media_base(CITIZEN_IP)),
+                "-m", "1", "-l", "1",
+                "-key", "caller", caller,
+                "-key", "name", name,
+                "-key", "key1", key1, "-key", "press1_ms", str(int(at1 * 1000)),
+                "-key", "key2", key2, "-key", "press2_ms", str(int(at2 * 1000)),
+                "-key", "bye_ms", str(int(hang_up_after * 1000)),
+                "-s", service,
+                "-timeout", f"{int(max(at1, at2) + hang_up_after) + 60}s", "-timeout_error",
                 target,
             ],
         )  # fmt: skip

@@ -106,7 +106,17 @@ def test_replay_json_is_exactly_one_object_of_the_documented_shape(real_session:
         check=True,
     )
     document = json.loads(result.stdout)
-    assert set(document) == {"queues", "agents"}
+    assert set(document) == {"queues", "agents", "satisfaction"}
+    satisfaction = document["satisfaction"]
+    assert set(satisfaction) == {
+        "scale", "today", "queues", "agents", "last_15_minutes", "last_15_minutes_queues", "hours",
+    }  # fmt: skip
+    assert set(satisfaction["today"]) == {
+        "rated", "not_rated", "answers", "to_review", "satisfaction_rate", "participation_rate",
+    }  # fmt: skip
+    # A dialplan of before the survey: every answered call of the session counts as not rated.
+    answered = sum(queue["answered"] for queue in document["queues"].values())
+    assert (satisfaction["today"]["rated"], satisfaction["today"]["not_rated"]) == (0, answered)
     assert set(document["queues"]["hotline"]) == {
         "offered",
         "answered",

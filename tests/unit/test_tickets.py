@@ -34,6 +34,7 @@ from ivr_bypass.directory import DirectoryError, EnterpriseDirectory
 from ivr_bypass.router import Router, free_agents_in
 from queue_stats.calls import CallOutcome, CallRecord
 from queue_stats.journal import CallJournal
+from survey.scale import DEFAULT_SCALE
 from tests.agi_commands import variables_set
 from tickets.model import (
     ALLOWED_MOVES,
@@ -495,3 +496,61 @@ async def test_a_burst_that_outruns_the_database_gets_the_default_route_without_
         await agi.close()
         await units.close()
         await engine.dispose()
+
+
+async def test_a_rated_call_rates_its_ticket_and_dissatisfied_asks_for_a_review(
+    sqlite_url: str,
+) -> None:
+    await upgrade_database(sqlite_url)
+    engine = create_engine(sqlite_url)
+    sessions = session_factory(engine)
+    store = TicketStore(sessions, SHANGHAI)
+    service = TicketService(
+        store, InProcessBus(), match_days=7, clock=lambda: T0, scale=DEFAULT_SCALE
+    )
+    answered = replace(
+        CALL,
+        outcome=CallOutcome.ANSWERED,
+        agent_interface="PJSIP/agent1",
+        answered_at=T0 + timedelta(seconds=5),
+        ended_at=T0 + timedelta(seconds=60),
+    )
+    basic = await service.link(
+        replace(answered, rating="basic", rating_key="2", rated_at=T0 + timedelta(seconds=58))
+    )
+    await CallJournal(sessions).record(basic)
+    ticket = await store.get(basic.ticket or "")
+    assert (ticket.rating, ticket.rated_agent, ticket.rated_call) == (
+        "basic", "PJSIP/agent1", CALL.uniqueid,
+    )  # fmt: skip
+    assert not ticket.awaits_review and await store.list(to_review=True) == []
+    [row] = await store.calls_of(ticket.number)
+    assert (row.rating, row.rating_key) == ("basic", "2")
+
+    later = replace(
+        answered,
+        uniqueid="1795575999.1",
+        ticket=ticket.number,
+        agent_interface="PJSIP/agent2",
+        rating="dissatisfied",
+        rated_at=T0 + timedelta(minutes=30),
+    )
+    await service.link(later)
+    reviewed = [t.number for t in await store.list(to_review=True)]
+    assert reviewed == [ticket.number]
+    ticket = await store.get(ticket.number)
+    assert (ticket.rating, ticket.rated_agent) == ("dissatisfied", "PJSIP/agent2")
+    # A late-arriving older rating changes nothing; "not rated" never reaches the ticket.
+    await service.link(replace(answered, ticket=ticket.number, rating="satisfied"))
+    await service.link(replace(later, uniqueid="1795576000.2", rating="not_rated"))
+    assert (await store.get(ticket.number)).rating == "dissatisfied"
+    done = await store.mark_reviewed(ticket.number, T0 + timedelta(hours=1))
+    assert not done.awaits_review and await store.list(to_review=True) == []
+    assert service.counters["rated"] == 2 and service.counters["to_review"] == 1
+    await engine.dispose()
+
+
+async def test_only_a_ticket_on_the_review_list_can_be_marked_reviewed(store: TicketStore) -> None:
+    number = await store.create("13800138000", T0)
+    with pytest.raises(TicketError, match="not on the review list"):
+        await store.mark_reviewed(number, T0)

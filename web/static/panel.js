@@ -2,7 +2,7 @@
 // that came from a caller or the PBX is put on the page with textContent, never as HTML.
 "use strict";
 
-const state = { snapshot: null, seq: 0, csrf: null };
+const state = { snapshot: null, seq: 0, csrf: null, reviews: [], reviewsSeen: null };
 
 function percent(value) {
   return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)} %`;
@@ -48,6 +48,101 @@ function renderQueues(snapshot) {
   }
 }
 
+function answerLabel(scale, code) {
+  const answer = (scale || []).find((each) => each.code === code);
+  if (!answer) return code === "not_rated" ? t("not_rated") : code;
+  return language.startsWith("zh") ? answer.zh : answer.en;
+}
+
+function renderSatisfaction(snapshot) {
+  // A tile for the whole centre, then one per queue: rates, and each answer's count.
+  const satisfaction = snapshot.satisfaction;
+  const holder = document.getElementById("satisfaction");
+  holder.replaceChildren();
+  if (!satisfaction) return;
+  const template = document.getElementById("satisfaction-tile");
+  const tiles = [["all", t("all_queues"), satisfaction.today, satisfaction.last_15_minutes]];
+  for (const [queue, figures] of Object.entries(satisfaction.queues || {})) {
+    tiles.push([queue, queue, figures, (satisfaction.last_15_minutes_queues || {})[queue]]);
+  }
+  document.getElementById("no-ratings").hidden = satisfaction.today.rated + satisfaction.today.not_rated > 0;
+  for (const [key, title, figures, recent] of tiles) {
+    const tile = template.content.cloneNode(true);
+    const set = (selector, text) => { tile.querySelector(selector).textContent = text; };
+    tile.querySelector(".tile").dataset.satisfaction = key;
+    set(".rating-name", title);
+    set(".rated", `${t("rated")} ${figures.rated} · ${t("not_rated")} ${figures.not_rated}`);
+    set(".satisfaction_rate", percent(figures.satisfaction_rate));
+    set(".participation_rate", percent(figures.participation_rate));
+    const answers = tile.querySelector(".answers");
+    for (const [code, count] of Object.entries(figures.answers)) {
+      const line = document.createElement("div");
+      const name = document.createElement("dt");
+      name.textContent = answerLabel(satisfaction.scale, code);
+      const value = document.createElement("dd");
+      value.textContent = String(count);
+      value.dataset.answer = code;
+      line.append(name, value);
+      answers.append(line);
+    }
+    set(".recent", recent ? `${percent(recent.satisfaction_rate)} (${recent.rated})` : "–");
+    if (figures.to_review > 0) tile.querySelector(".tile").classList.add("busy");
+    applyTexts(tile);
+    holder.append(tile);
+  }
+  const waiting = satisfaction.today.to_review;
+  if (waiting !== state.reviewsSeen) {
+    state.reviewsSeen = waiting;
+    loadReviews();
+  }
+}
+
+async function loadReviews() {
+  // Tickets whose citizen was dissatisfied, until a supervisor marks them reviewed.
+  const response = await fetch("/api/v1/tickets?review=1");
+  if (!response.ok) return;
+  state.reviews = await response.json();
+  renderReviews();
+}
+
+function renderReviews() {
+  const body = document.getElementById("reviews");
+  body.replaceChildren();
+  const reviews = state.reviews || [];
+  document.getElementById("no-reviews").hidden = reviews.length > 0;
+  document.getElementById("review-table").hidden = reviews.length === 0;
+  const scale = state.snapshot && state.snapshot.satisfaction ? state.snapshot.satisfaction.scale : [];
+  for (const ticket of reviews) {
+    const row = document.createElement("tr");
+    row.dataset.ticket = ticket.number;
+    const rating = ticket.rating || {};
+    for (const text of [
+      ticket.number,
+      `${ticket.caller_number || ""} ${ticket.caller_name || ""}`.trim(),
+      answerLabel(scale, rating.code),
+      rating.agent || "–",
+      rating.at || "",
+    ]) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.append(cell);
+    }
+    const action = document.createElement("td");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = t("reviewed");
+    button.addEventListener("click", async () => {
+      const done = await fetch(`/api/v1/tickets/${encodeURIComponent(ticket.number)}/reviewed`, {
+        method: "POST", headers: { "X-CSRF-Token": state.csrf || "" },
+      });
+      if (done.ok) loadReviews();
+    });
+    action.append(button);
+    row.append(action);
+    body.append(row);
+  }
+}
+
 function renderAgents(snapshot) {
   const body = document.getElementById("agents");
   body.replaceChildren();
@@ -61,6 +156,7 @@ function renderAgents(snapshot) {
       agent.pause_reason || "",
       String(agent.answered),
       seconds(agent.talk_seconds),
+      agentSatisfaction(snapshot, interfaceName),
     ];
     for (const text of cells) {
       const cell = document.createElement("td");
@@ -70,6 +166,11 @@ function renderAgents(snapshot) {
     row.children[1].className = `state state-${agent.state}`;
     body.append(row);
   }
+}
+
+function agentSatisfaction(snapshot, interfaceName) {
+  const figures = ((snapshot.satisfaction || {}).agents || {})[interfaceName];
+  return figures && figures.rated ? `${percent(figures.satisfaction_rate)} (${figures.rated})` : "–";
 }
 
 function renderPbx(snapshot) {
@@ -129,6 +230,7 @@ function renderHours(snapshot) {
 function render() {
   if (!state.snapshot) return;
   renderQueues(state.snapshot);
+  renderSatisfaction(state.snapshot);
   renderHours(state.snapshot);
   renderAgents(state.snapshot);
   renderPbx(state.snapshot);
@@ -151,7 +253,7 @@ function onLive(message, socket) {
 }
 
 async function start() {
-  document.addEventListener("languagechange", render);
+  document.addEventListener("languagechange", () => { render(); renderReviews(); });
   const who = await openSession(() => state.csrf);
   if (!who) return;
   if (who.user.role === "agent") {
