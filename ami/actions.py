@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 
 _INTERFACE = re.compile(r"^[A-Za-z]+/[A-Za-z0-9_.@+-]{1,80}$")
+# A Local channel may end in /n: no optimising away (it keeps its recording in the bridge).
+_CHANNEL = re.compile(r"^[A-Za-z]+/[A-Za-z0-9_.@+-]{1,80}(/n)?$")
 _QUEUE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DIALPLAN_NAME = re.compile(r"^[A-Za-z0-9_+*#.-]{1,80}$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -88,7 +90,7 @@ def originate(
 ) -> AmiAction:
     """Ring ``channel`` and, when it answers, run ``exten@context`` (never an application)."""
     headers: dict[str, str | int | list[str]] = {
-        "Channel": _check(_INTERFACE, channel, "channel"),
+        "Channel": _check(_CHANNEL, channel, "channel"),
         "Context": _check(_DIALPLAN_NAME, context, "context"),
         "Exten": _check(_DIALPLAN_NAME, exten, "extension"),
         "Priority": int(priority),

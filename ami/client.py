@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 # Actions Asterisk answers with one message. panoramisk 1.4 guesses from the answer's text that
 # "Added interface to queue" (QueueAdd's success) starts a list, and then waits for the rest of a
 # list that never comes, until the deadline: for these it is told there is no list.
-SINGLE_ANSWER_ACTIONS = frozenset({"QueueAdd", "QueueRemove", "QueuePause", "QueuePenalty"})
+SINGLE_ANSWER_ACTIONS = frozenset(
+    {"QueueAdd", "QueueRemove", "QueuePause", "QueuePenalty", "Originate"}
+)
 
 
 class AmiNotConnected(ConnectionError):

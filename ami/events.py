@@ -18,6 +18,8 @@ from pbx.facts import (
     AgentCompleted,
     AgentConnected,
     AgentRingNoAnswer,
+    CallbackAgentMissed,
+    CallbackDialled,
     CallerAbandoned,
     CallerJoinedQueue,
     CallerLeftQueue,
@@ -52,6 +54,8 @@ class AmiEventError(ValueError):
 QUEUE_RESULT_EVENT = "HotlineQueueResult"
 RATING_EVENT = "HotlineRating"
 SURVEY_EVENT = "HotlineSurvey"
+CALLBACK_EVENT = "HotlineCallback"
+CALLBACK_AGENT_EVENT = "HotlineCallbackAgent"
 
 
 def _text(message: Mapping[str, str], name: str) -> str:
@@ -207,13 +211,14 @@ def _agent_complete(m: Mapping[str, str], at: datetime) -> AgentCompleted:
 
 
 def _dial_begin(m: Mapping[str, str], at: datetime) -> DialStarted | None:
-    if not m.get("DestChannel"):
+    # No caller channel: an Originate (a callback) dials on nobody's behalf.
+    if not m.get("DestChannel") or not m.get("Uniqueid"):
         return None
     return DialStarted(at, *_ids(m), m["DestChannel"], interface_of(m["DestChannel"]))
 
 
 def _dial_end(m: Mapping[str, str], at: datetime) -> DialAnswered | None:
-    if m.get("DialStatus") != "ANSWER" or not m.get("DestChannel"):
+    if m.get("DialStatus") != "ANSWER" or not m.get("DestChannel") or not m.get("Uniqueid"):
         return None
     return DialAnswered(
         at, *_ids(m), m["DestChannel"], interface_of(m["DestChannel"]), route=_route_of(m)
@@ -308,9 +313,10 @@ def _mixmonitor_start(m: Mapping[str, str], at: datetime) -> RecordingStarted:
     return RecordingStarted(at, *_ids(m))
 
 
-def _user_event(
-    m: Mapping[str, str], at: datetime
-) -> QueueExited | SurveyOffered | CallRated | None:
+UserFact = QueueExited | SurveyOffered | CallRated | CallbackDialled | CallbackAgentMissed
+
+
+def _user_event(m: Mapping[str, str], at: datetime) -> UserFact | None:
     kind = m.get("UserEvent")
     if kind == QUEUE_RESULT_EVENT:
         return QueueExited(at, *_ids(m), m.get("Queue", ""), m.get("Status", "").upper())
@@ -322,6 +328,23 @@ def _user_event(
             agent=m.get("Agent", ""),
             queue=m.get("Queue", ""),
             talk_seconds=int(talk) if talk.isdigit() else None,
+        )
+    if kind == CALLBACK_EVENT:
+        started = _number(m, "Started", default=0)
+        return CallbackDialled(
+            at,
+            *_ids(m),
+            callback=_number(m, "Callback"),
+            ticket=m.get("Ticket", ""),
+            number=m.get("Number", ""),
+            agent=m.get("Agent", ""),
+            status=m.get("Status", "").upper(),
+            talk_seconds=_number(m, "Answered", default=0),
+            started_at=datetime.fromtimestamp(started, tz=UTC) if started else at,
+        )
+    if kind == CALLBACK_AGENT_EVENT:
+        return CallbackAgentMissed(
+            at, _number(m, "Callback"), m.get("Agent", ""), m.get("Status", "").upper()
         )
     if kind == RATING_EVENT:
         return CallRated(

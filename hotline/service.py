@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agi.routing import route_handler_for
 from agi.server import FastAgiServer
 from agi.survey import survey_handler_for
-from ami.agent_control import AmiAgentControl
+from ami.agent_control import AmiAgentControl, AmiCallbackDialer
 from ami.client import AmiClient
 from ami.codec import AmiMessage
 from ami.feed import AmiFeed, keep_event, resync_from_asterisk
 from ami.queue_log import AsteriskQueueLog
 from ami.replay import ReplayClock, read_transcript, replay
+from callbacks.policy import RetryPolicy
+from callbacks.service import CallbackService
+from callbacks.store import CallbackStore
 from esl.agent_control import EslAgentControl
 from esl.client import EslClient
 from esl.feed import FreeswitchFeed
@@ -70,6 +73,7 @@ from tickets.webhook import WebhookSender
 from web.agent_actions import AgentActions
 from web.api import PanelApi
 from web.app import WebParts, create_app
+from web.callbacks_api import CallbackApi
 from web.guard import ConnectionLimits, GuardedSite, start_guarded_site
 from web.live import LiveHub
 from web.metrics import Metrics
@@ -109,6 +113,8 @@ class Bridge:
     esl: EslClient | None = None  # FreeSWITCH's Event Socket, when configured
     agent_control: AgentControl | None = None
     launcher: ChildLauncher | None = None  # starts the routing process at its own priority
+    callbacks: CallbackService | None = None
+    callback_store: CallbackStore | None = None
     web: WebParts = field(init=False)
     web_site: GuardedSite | None = None  # the web port, once it listens
 
@@ -163,6 +169,7 @@ class Bridge:
             "routing": dict(self.routing_counters),
             "tickets": dict(self.tickets.counters),
             "recordings": dict(self.recordings.counters),
+            **({"callbacks": dict(self.callbacks.counters)} if self.callbacks else {}),
             **({"live": dict(self.web.live.counters)} if self.web.live else {}),
             **({"web": dict(self.web_site.counters)} if self.web_site else {}),
             **({"playback": dict(self.web.playback.counters)} if self.web.playback else {}),
@@ -280,12 +287,26 @@ def build_bridge(
     units = transactions_for(engine, sync=settings.database_sync)
     reads = transactions_for(engine, read_only=True)
     ticket_store = TicketStore(sessions, settings.zone, settings.ticket_prefix, units, reads)
+    callback_store = CallbackStore(units, reads)
+    callbacks = CallbackService(
+        callback_store,
+        ticket_store,
+        bus,
+        policy=RetryPolicy(
+            settings.callback_attempts, timedelta(minutes=settings.callback_spacing_minutes)
+        ),
+        on_time_limit=timedelta(minutes=settings.sla_callback_minutes),
+        clock=clock,
+        journal=lambda call: queues.journal_call(call),  # queues: made below
+        free_agents=lambda: queues.free_agents(),
+    )
     tickets = TicketService(
         ticket_store,
         bus,
         match_days=settings.ticket_match_days,
         clock=clock,
         scale=parse_scale(settings.survey_scale),
+        on_missed=callbacks.requested,
     )
     observers: list[CallObserver] = [tickets]
     webhook = None
@@ -306,6 +327,7 @@ def build_bridge(
             if settings.queue_log is not None and replay_path is None
             else None
         ),
+        fact_listeners=[callbacks.on_fact],
     )
     # What a PBX adapter and the route link feed: with a PBX name, ids carry it.
     entry: QueueService | NamedPbx = queues if pbx is None else NamedPbx(queues, pbx)
@@ -354,6 +376,9 @@ def build_bridge(
     if ami is not None:
         _watch_ami(ami, queues, entry)
         control = AmiAgentControl(ami)
+        callbacks.dialer = AmiCallbackDialer(
+            ami, agent_ring_seconds=settings.callback_agent_ring_seconds
+        )
     bridge = Bridge(
         settings=settings,
         engine=engine,
@@ -375,6 +400,8 @@ def build_bridge(
         esl=esl,
         agent_control=control,
         launcher=launcher,
+        callbacks=callbacks,
+        callback_store=callback_store,
     )
     bridge.web = build_web(bridge, clock)
     return bridge
@@ -453,6 +480,11 @@ def build_web(bridge: Bridge, clock: Callable[[], datetime]) -> WebParts:
         live=LiveHub(bus, stats),
         metrics=Metrics(bridge.health, stats, settings.metrics_token.get_secret_value()),
         agent_actions=AgentActions(bridge.agent_control),
+        callbacks=(
+            CallbackApi(bridge.callbacks, bridge.callback_store, zone, clock)
+            if bridge.callbacks is not None and bridge.callback_store is not None
+            else None
+        ),
     )
 
 
@@ -545,6 +577,8 @@ async def run_bridge(
         asyncio.create_task(bridge.units.run_checkpoints(), name="wal-checkpoints"),
         asyncio.create_task(bridge.recordings.run(), name="recording-ingest"),
     ]
+    if bridge.callbacks is not None:
+        tasks.append(asyncio.create_task(bridge.callbacks.run(), name="callback-retries"))
     if bridge.webhook is not None:
         tasks.append(asyncio.create_task(bridge.webhook.run(), name="webhook"))
     await bridge.agi.start()

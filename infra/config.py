@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     survey: bool = True
     survey_scale: str = DEFAULT_SCALE_TEXT
     survey_key_seconds: float = Field(5.0, ge=1, le=30)
+    # Callbacks of missed callers (one task per caller): attempts before giving up, minutes
+    # between attempts, and how long the agent's phone rings first (the dialplan's own
+    # HOTLINE_CALLBACK_AGENT_RING should be the same). On time: within sla_callback_minutes.
+    callback_attempts: int = Field(3, ge=1, le=20)
+    callback_spacing_minutes: float = Field(10.0, ge=0, le=1440)
+    callback_agent_ring_seconds: float = Field(20.0, ge=5, le=120)
     # Routing (ivr_bypass): queues, the emergency numbers and the decision's time budget.
     enterprise_queue: str = Field("enterprise", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     emergency_queue: str = Field("emergency", pattern=r"^[A-Za-z0-9_-]{1,64}$")

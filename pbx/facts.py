@@ -261,6 +261,33 @@ class CallRated(ChannelEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class CallbackAgentMissed:
+    """A callback's first leg: the agent's phone did not answer (``status``: the PBX's dial
+    status), so the citizen was never dialled (our dialplan's ``HotlineCallbackAgent``)."""
+
+    at: datetime
+    callback: int
+    agent: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackDialled(ChannelEvent):
+    """A callback's citizen leg ended (our dialplan's ``HotlineCallback``): the agent was on
+    the line and the citizen's number was dialled from ``started_at``. ``status`` is the dial
+    status (ANSWER, NOANSWER, BUSY, CHANUNAVAIL, CONGESTION, CANCEL); ``talk_seconds`` the
+    talk when the citizen answered."""
+
+    callback: int
+    ticket: str
+    number: str
+    agent: str
+    status: str
+    talk_seconds: int
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class PbxBooted:
     """Asterisk finished booting (or we logged in to a running one): channel state starts over."""
 
@@ -293,5 +320,7 @@ DomainEvent = (
     | QueueExited
     | SurveyOffered
     | CallRated
+    | CallbackAgentMissed
+    | CallbackDialled
     | PbxBooted
 )

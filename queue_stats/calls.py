@@ -56,6 +56,11 @@ class CallOutcome(StrEnum):
     """The caller hung up before reaching a queue or an agent."""
     UNKNOWN = "unknown"
     """The call ended while the bridge could not see AMI; only its start is known."""
+    # A callback (direction outbound): how its citizen leg ended.
+    REACHED = "reached"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,8 @@ class CallRecord:
     call nobody answered (or with the survey off)."""
     rating_key: str | None = None
     rated_at: datetime | None = None
+    direction: str = "inbound"
+    """``inbound`` (a citizen called), or ``outbound`` (a callback: the agent, then the citizen)."""
 
 
 def timed_out_in_queue(unrequested: bool, requests_heard: bool) -> bool:

@@ -44,6 +44,7 @@ class CallRow(Base):
     rating: Mapped[str | None] = mapped_column(String(24), index=True)
     rating_key: Mapped[str | None] = mapped_column(String(4))
     rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    direction: Mapped[str] = mapped_column(String(8), default="inbound", server_default="inbound")
 
 
 _COPIED_FIELDS = (
@@ -68,6 +69,7 @@ _COPIED_FIELDS = (
     "rating",
     "rating_key",
     "rated_at",
+    "direction",
 )
 
 

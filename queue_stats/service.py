@@ -125,7 +125,10 @@ class QueueService:
         observers: Sequence[CallObserver] = (),
         link_ticket: TicketLinker | None = None,
         queue_log: AbsenceLog | None = None,
+        fact_listeners: Sequence[Callable[[DomainEvent], None]] = (),
     ) -> None:
+        """``fact_listeners``: features that follow facts beside the statistics (callbacks);
+        each is called with every fact and must not block."""
         self.pipeline = pipeline
         self._journal = journal
         self._hours = hours
@@ -143,6 +146,7 @@ class QueueService:
         self._publishing: set[asyncio.Task[None]] = set()
         self._agent_states: dict[str, tuple[str, str]] = {}
         self._queue_log = queue_log
+        self.fact_listeners = list(fact_listeners)
         # Calls found in queue_log still going at the last resync, and since when to look.
         self._queue_log_pending: set[str] = set()
         self._queue_log_pending_since: datetime | None = None
@@ -176,6 +180,18 @@ class QueueService:
             self._finished.put_nowait(call)
         if result.stats_changed:
             self._changed.set()
+        for listener in self.fact_listeners:
+            try:
+                listener(fact)
+            except Exception:  # one feature's bug must not stop the statistics
+                self.counters["listener_errors"] += 1
+                log.exception("a fact listener failed on %s", type(fact).__name__)
+
+    def journal_call(self, call: CallRecord) -> None:
+        """A call a feature put together itself (a callback's outbound leg): linked to its
+        ticket and written in order with the others."""
+        self.counters["calls_finished"] += 1
+        self._finished.put_nowait(call)
 
     def _publish_soon(self, channel: str, message: dict[str, object]) -> None:
         """Publish from a synchronous step; a failure is counted, never raised into the pipeline."""

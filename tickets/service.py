@@ -31,6 +31,8 @@ REMEMBERED_CALLS = 10_000
 ATTEMPTS = 5
 FIRST_RETRY_DELAY = 0.2
 T = TypeVar("T")
+MissedCallHook = Callable[[str, CallRecord], Awaitable[None]]
+_NOT_MISSED = frozenset({CallOutcome.ANSWERED, CallOutcome.UNKNOWN})
 
 
 class TicketService:
@@ -42,10 +44,13 @@ class TicketService:
         match_days: int,
         clock: Callable[[], datetime],
         scale: RatingScale | None = None,
+        on_missed: MissedCallHook | None = None,
     ) -> None:
-        """``scale``: the citizens' ratings of calls go onto their tickets with this scale."""
+        """``scale``: the citizens' ratings of calls go onto their tickets with this scale.
+        ``on_missed``: told of each missed call with its ticket (the callback list)."""
         self._store = store
         self._scale = scale
+        self._on_missed = on_missed
         self._bus = bus
         self._match_window = timedelta(days=match_days)
         self._clock = clock
@@ -116,7 +121,8 @@ class TicketService:
 
     async def _link(self, call: CallRecord) -> CallRecord:
         number = await self.ensure_ticket(call)
-        if call.outcome is not CallOutcome.ANSWERED and call.outcome is not CallOutcome.UNKNOWN:
+        missed = call.direction == "inbound" and call.outcome not in _NOT_MISSED
+        if missed:
             at = call.ended_at or self._clock()
             if await self._store.request_callback(number, at):
                 self.counters["callbacks"] += 1
@@ -134,6 +140,12 @@ class TicketService:
                         "at": at.isoformat(),
                     }
                 )
+        if missed and self._on_missed is not None:
+            try:
+                await self._on_missed(number, call)
+            except Exception:  # the callback list's trouble must not hold the journal back
+                self.counters["callback_list_failures"] += 1
+                log.exception("call %s: not put on the callback list", call.uniqueid)
         await self._rate(number, call)
         self._call_locks.pop(call.uniqueid, None)
         return replace(call, ticket=number)

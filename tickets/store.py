@@ -347,6 +347,27 @@ class TicketStore:
 
         return await self._units(orm_unit(asking))
 
+    async def reached_by_callback(self, number: str, at: datetime) -> bool:
+        """A callback reached the citizen: the ticket's callback clock stops (a ``callback``
+        ticket moves on to ``contacted``). False if no callback was pending."""
+        at = utc(at)
+
+        def reaching(session: Session) -> bool:
+            row = _locked_row(session, number)
+            status = TicketStatus(row.status)
+            if status is TicketStatus.CALLBACK:
+                _apply(row, move(status, TicketStatus.CONTACTED, at, _stamps(row)))
+                return True
+            if row.callback_requested_at is None or row.called_back_at is not None:
+                return False
+            row.called_back_at = at
+            if row.contacted_at is None:
+                row.contacted_at = at
+            row.updated_at = max(utc(row.updated_at), at)
+            return True
+
+        return await self._units(orm_unit(reaching))
+
     async def rate(
         self, number: str, rating: str, agent: str, call: str, at: datetime, *, review: bool
     ) -> bool:

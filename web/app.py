@@ -12,6 +12,7 @@ from aiohttp import web
 from web import auth, openapi
 from web.agent_actions import AgentActions
 from web.api import PanelApi
+from web.callbacks_api import CallbackApi
 from web.live import LiveHub
 from web.metrics import Metrics
 from web.recordings import RecordingPlayback
@@ -56,6 +57,7 @@ class WebParts:
     live: LiveHub | None = None
     metrics: Metrics | None = None
     agent_actions: AgentActions | None = None
+    callbacks: CallbackApi | None = None
 
 
 def _page(name: str) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
@@ -82,7 +84,14 @@ def create_app(parts: WebParts) -> web.Application:
     app.router.add_get("/healthz", healthz, name="healthz")
     auth.add_routes(app)
     openapi.add_routes(app)
-    for part in (parts.playback, parts.api, parts.live, parts.metrics, parts.agent_actions):
+    for part in (
+        parts.playback,
+        parts.api,
+        parts.live,
+        parts.metrics,
+        parts.agent_actions,
+        parts.callbacks,
+    ):
         if part is not None:
             part.add_routes(app)
     if STATIC_DIR.is_dir():

@@ -275,6 +275,35 @@ DOCUMENT: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/callbacks": {
+            "get": {
+                "summary": "the callback list (one task per missed caller), oldest first, with "
+                "today's callback figures and the retry policy",
+                "parameters": [
+                    _query("all", "closed tasks too", {"enum": ["true", "false"]}),
+                ],
+                "responses": {"200": _json({"type": "object"}), **_refused(401)},
+            }
+        },
+        "/api/v1/callbacks/{task_id}/dial": {
+            "post": {
+                "summary": "call back: the PBX rings the agent's phone (one's own; supervisors "
+                "may name one), then the citizen's",
+                "parameters": [
+                    {
+                        "name": "task_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                ],
+                "requestBody": _body(_object({"agent": {"type": "string"}})),
+                "responses": {
+                    "200": _json({"type": "object"}),
+                    **_refused(400, 401, 403, 404, 409, 503),
+                },
+            }
+        },
         "/api/v1/calls": {
             "get": {
                 "summary": "calls of the journal, newest first (agents: their own)",

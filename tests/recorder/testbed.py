@@ -41,6 +41,7 @@ SIP_TARGET = f"{SIP_HOST}:{SIP_PORT}"
 CITIZEN_IP = "127.0.0.2"
 AGENT_IP = "127.0.0.1"
 AGENT_PORTS = {"agent1": 5071, "agent2": 5072, "agent3": 5073, "agent4": 5074}
+CITIZEN_PHONE_PORT = 5090  # the citizens' trunk's AOR (pjsip_site.conf): callbacks ring here
 QUEUES = ("hotline", "enterprise", "emergency")
 
 
@@ -436,6 +437,34 @@ class Phones:
             if not phone.running() or time.monotonic() > deadline:
                 phone.stop()
                 raise TestbedError(f"SIPp {agent} did not start:\n{phone.diagnostics()}")
+            time.sleep(0.02)
+        return phone
+
+    def start_citizen_phone(
+        self, *, answer: bool, hang_up_after: float = 3.0, ready_timeout: float = 5.0
+    ) -> SippProcess:
+        """The phone a callback reaches on 127.0.0.2:5090: it answers and hangs up
+        ``hang_up_after`` seconds later, or (``answer=False``) rings until Asterisk gives up.
+        Serves any number of calls."""
+        if not udp_port_free(CITIZEN_IP, CITIZEN_PHONE_PORT):
+            raise TestbedError(f"{CITIZEN_IP}:{CITIZEN_PHONE_PORT}/udp is taken")
+        scenario = "agent_hangs_up.xml" if answer else "agent_noanswer.xml"
+        keys = ["-key", "talk_ms", str(int(hang_up_after * 1000))] if answer else []
+        phone = self._spawn(
+            "citizen-phone",
+            [
+                "-sf", str(SIPP_SCENARIOS / scenario),
+                "-i", CITIZEN_IP, "-bind_local", "-p", str(CITIZEN_PHONE_PORT),
+                "-mp", str(self.ports.media_base(CITIZEN_IP)),
+                "-aa", *keys,
+            ],
+        )  # fmt: skip
+        self.agents["citizen-phone"] = phone
+        deadline = time.monotonic() + ready_timeout
+        while udp_port_free(CITIZEN_IP, CITIZEN_PHONE_PORT):
+            if not phone.running() or time.monotonic() > deadline:
+                phone.stop()
+                raise TestbedError(f"SIPp citizen phone did not start:\n{phone.diagnostics()}")
             time.sleep(0.02)
         return phone
 

@@ -13,7 +13,7 @@ import re
 import socket as sockets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -24,8 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert
 
-from ami.agent_control import AmiAgentControl
+from ami.agent_control import AmiAgentControl, AmiCallbackDialer
 from ami.client import AmiActionFailed
+from callbacks.policy import RetryPolicy
+from callbacks.service import CallbackService
+from callbacks.store import CallbackStore
 from infra.bus import InProcessBus
 from infra.storage import create_engine, session_factory, transactions_for
 from queue_stats.journal import CallRow
@@ -36,6 +39,7 @@ from tickets.store import TicketStore
 from web.agent_actions import AgentActions
 from web.api import PanelApi
 from web.app import STATIC_DIR, WebParts, create_app
+from web.callbacks_api import CallbackApi
 from web.live import LiveHub
 from web.metrics import Metrics, prometheus_text
 from web.recordings import RecordingPlayback
@@ -140,6 +144,19 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
         stats,
         clock=lambda: NOW,
     )
+    callback_store = CallbackStore(units)
+    callbacks = CallbackService(
+        callback_store,
+        store,
+        bus,
+        policy=RetryPolicy(3, timedelta(minutes=10)),
+        on_time_limit=timedelta(minutes=30),
+        clock=lambda: NOW,
+        journal=lambda call: None,
+        free_agents=frozenset,
+    )
+    callbacks.dialer = AmiCallbackDialer(ami)
+    await callback_store.request(theirs, "13900139000", "", NOW)
     parts = WebParts(
         health,
         SessionCodec(SessionCodec.new_secret(), units),
@@ -149,6 +166,7 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
         live=hub,
         metrics=Metrics(health, stats),
         agent_actions=AgentActions(AmiAgentControl(ami)),
+        callbacks=CallbackApi(callbacks, callback_store, SHANGHAI, lambda: NOW),
     )
     client = TestClient(TestServer(create_app(parts)))
     await client.start_server()
@@ -503,6 +521,50 @@ async def test_the_openapi_document_lists_exactly_the_routes_the_app_has(panel: 
         if route.method != "HEAD" and route.name not in PAGES
     }
     assert documented == served
+
+
+async def test_an_agent_calls_back_from_their_phone_through_originate(panel: Panel) -> None:
+    session = await panel.login("li")
+    csrf = {"X-CSRF-Token": session["csrf"]}
+    listed = await (await panel.client.get("/api/v1/callbacks")).json()
+    [task] = listed["callbacks"]
+    assert (task["caller_number"], task["ticket"], task["status"]) == (
+        "13900139000", panel.tickets["theirs"], "due",
+    )  # fmt: skip
+    assert listed["today"]["requested"] == 1 and listed["policy"]["attempts"] == 3
+    dialled = await panel.client.post(f"/api/v1/callbacks/{task['id']}/dial", headers=csrf)
+    assert dialled.status == 200, await dialled.text()
+    assert (await dialled.json())["status"] == "dialling"
+    [(name, headers)] = panel.ami.sent
+    assert name == "Originate"
+    assert headers["Channel"] == "Local/agent1@hotline-callback-agent/n"
+    assert (headers["Context"], headers["Exten"]) == ("hotline-callback", "13900139000")
+    assert sorted(headers["Variable"]) == [
+        "HOTLINE_CALLBACK=1", "HOTLINE_CALLBACK_AGENT=PJSIP/agent1",
+        f"HOTLINE_TICKET={panel.tickets['theirs']}",
+    ]  # fmt: skip
+    again = await panel.client.post(f"/api/v1/callbacks/{task['id']}/dial", headers=csrf)
+    assert again.status == 409 and "dialling" in (await again.json())["error"]
+    unknown = await panel.client.post("/api/v1/callbacks/999/dial", headers=csrf)
+    assert unknown.status == 404
+    other = await panel.client.post(
+        f"/api/v1/callbacks/{task['id']}/dial", json={"agent": "PJSIP/agent2"}, headers=csrf
+    )
+    assert other.status == 403  # agents call back from their own phone only
+
+
+async def test_a_supervisor_without_a_phone_must_name_the_agent_who_calls_back(
+    panel: Panel,
+) -> None:
+    session = await panel.login("wang")
+    csrf = {"X-CSRF-Token": session["csrf"]}
+    refused = await panel.client.post("/api/v1/callbacks/1/dial", headers=csrf)
+    assert refused.status == 400 and "no softphone" in (await refused.json())["error"]
+    named = await panel.client.post(
+        "/api/v1/callbacks/1/dial", json={"agent": "PJSIP/agent2"}, headers=csrf
+    )
+    assert named.status == 200
+    assert panel.ami.sent[0][1]["Channel"] == "Local/agent2@hotline-callback-agent/n"
 
 
 async def test_an_agent_pauses_with_a_reason_and_logs_out_of_a_queue(panel: Panel) -> None:

@@ -136,6 +136,7 @@ async function start() {
   setUpPhonePicker();
   renderPhone();
   followLive(onLive);
+  followCallbacks(() => me.csrf, Boolean(me.user.agent));
 }
 
 function setUpPhonePicker() {

@@ -114,6 +114,7 @@ async function start() {
     document.getElementById("filter-status").value = "callback";
     search({ status: "callback" });
   });
+  followCallbacks(() => csrf, Boolean(who.user.agent));
   const wanted = new URLSearchParams(window.location.search).get("ticket");
   await search();
   if (wanted) await showTicket(wanted);

@@ -1,0 +1,244 @@
+"""The callback list at work: missed calls in, attempts out through the PBX, results back.
+
+``requested`` puts a missed caller on the list (merged per caller). ``dial`` starts an attempt
+for an agent: the PBX rings the agent's phone, then the citizen's (``Dialer``). The PBX reports
+how it went as facts (``CallbackAgentMissed``, ``CallbackDialled``): the task moves on under
+the retry policy, the attempt is journalled as an outbound call linked to the ticket, and a
+reached citizen stops the ticket's callback clock. ``run`` dials the retries whose spacing
+has passed, through the agent who began the task, once that agent is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from callbacks.policy import CallbackStatus, DialOutcome, RetryPolicy, on_time, outcome_of
+from callbacks.store import CallbackError, CallbackStore, CallbackTask
+from infra.bus import Bus
+from ivr_bypass.decision import normalise_number
+from pbx.control import PbxRefused, PbxUnavailable
+from pbx.facts import CallbackAgentMissed, CallbackDialled, DomainEvent
+from queue_stats.calls import CallOutcome, CallRecord
+from tickets.store import TicketStore
+
+log = logging.getLogger(__name__)
+
+CALLBACKS_CHANNEL = "tickets"  # the panels listen there for ticket news already
+RETRY_CHECK_SECONDS = 1.0
+STALE_DIALLING = timedelta(minutes=10)  # an attempt the PBX never reported on
+
+_OUTCOMES = {
+    DialOutcome.REACHED: CallOutcome.REACHED,
+    DialOutcome.NO_ANSWER: CallOutcome.NO_ANSWER,
+    DialOutcome.BUSY: CallOutcome.BUSY,
+    DialOutcome.FAILED: CallOutcome.FAILED,
+}
+
+
+class Dialer(Protocol):
+    """The PBX side of an attempt: ring ``agent``, then ``number``; raises ``PbxRefused`` or
+    ``PbxUnavailable`` when the PBX would not start it."""
+
+    async def call_back(self, agent: str, number: str, *, callback: int, ticket: str) -> None: ...
+
+
+class CallbackService:
+    def __init__(
+        self,
+        store: CallbackStore,
+        tickets: TicketStore,
+        bus: Bus,
+        *,
+        policy: RetryPolicy,
+        on_time_limit: timedelta,
+        clock: Callable[[], datetime],
+        journal: Callable[[CallRecord], None],
+        free_agents: Callable[[], frozenset[str]],
+    ) -> None:
+        self._store = store
+        self._tickets = tickets
+        self._bus = bus
+        self.policy = policy
+        self._on_time_limit = on_time_limit
+        self._clock = clock
+        self._journal = journal
+        self._free_agents = free_agents
+        self.dialer: Dialer | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self.counters: Counter[str] = Counter()
+
+    # -- in --------------------------------------------------------------------------------------
+
+    async def requested(self, ticket: str, call: CallRecord) -> None:
+        """A missed inbound call (``TicketService``'s hook): on the list, one task per caller."""
+        digits = normalise_number(call.caller_number).digits
+        at = call.ended_at or self._clock()
+        task, merged = await self._store.request(ticket, digits, call.caller_name, at)
+        self.counters["merged" if merged else "requested"] += 1
+        await self._publish("callback.merged" if merged else "callback.requested", task)
+
+    def on_fact(self, fact: DomainEvent) -> None:
+        """The PBX's word on an attempt (from the AMI feed); handled in the background."""
+        if isinstance(fact, CallbackDialled):
+            self._in_background(self._on_dialled(fact))
+        elif isinstance(fact, CallbackAgentMissed):
+            self._in_background(self._on_agent_missed(fact))
+
+    async def dial(self, task_id: int, agent: str) -> CallbackTask:
+        """Start an attempt from ``agent``'s phone; ``CallbackError`` if the task is not
+        waiting for one, ``PbxUnavailable``/``PbxRefused`` if the PBX would not dial."""
+        if self.dialer is None:
+            raise PbxUnavailable("no PBX to dial through (a replay, or none configured)")
+        task = await self._store.start(task_id, agent, self._clock())
+        try:
+            await self.dialer.call_back(
+                agent, task.caller_number, callback=task.id, ticket=task.ticket
+            )
+        except (PbxUnavailable, PbxRefused) as error:
+            await self._store.give_back(task.id, "pbx_refused")
+            self.counters["dial_refused"] += 1
+            log.warning("callback %d: the PBX did not dial (%s)", task.id, error)
+            raise
+        self.counters["attempts_started"] += 1
+        log.info("callback %d: ringing %s, then %s", task.id, agent, task.caller_number)
+        await self._publish("callback.dialling", task)
+        return task
+
+    # -- the PBX's reports -------------------------------------------------------------------------
+
+    async def _on_agent_missed(self, fact: CallbackAgentMissed) -> None:
+        task = await self._store.finish(
+            fact.callback, DialOutcome.AGENT_NO_ANSWER, fact.at, self.policy
+        )
+        if task is None:
+            self.counters["unexpected_reports"] += 1
+            return
+        self.counters["agent_no_answer"] += 1
+        log.info("callback %d: %s did not answer (%s)", task.id, fact.agent, fact.status)
+        await self._publish("callback.agent_missed", task)
+
+    async def _on_dialled(self, fact: CallbackDialled) -> None:
+        outcome = outcome_of(fact.status)
+        reached = outcome is DialOutcome.REACHED
+        when = fact.at - timedelta(seconds=fact.talk_seconds) if reached else fact.at
+        task = await self._store.finish(fact.callback, outcome, when, self.policy)
+        if task is None:
+            self.counters["unexpected_reports"] += 1
+            log.warning("callback %d: a report for no attempt under way", fact.callback)
+        self._journal(self._journal_row(fact, outcome, task))
+        if task is None:
+            return
+        self.counters[f"outcome_{outcome.value}"] += 1
+        if reached and await self._tickets.reached_by_callback(task.ticket, when):
+            self.counters["ticket_clocks_stopped"] += 1
+        log.info("callback %d: %s (%s), task %s", task.id, outcome.value, fact.status,
+                 task.status.value)  # fmt: skip
+        await self._publish("callback.attempted", task)
+
+    def _journal_row(
+        self, fact: CallbackDialled, outcome: DialOutcome, task: CallbackTask | None
+    ) -> CallRecord:
+        reached = outcome is DialOutcome.REACHED
+        answered_at = fact.at - timedelta(seconds=fact.talk_seconds) if reached else None
+        return CallRecord(
+            uniqueid=fact.uniqueid,
+            linkedid=fact.linkedid,
+            channel=fact.channel,
+            caller_number=fact.number,
+            caller_name=task.caller_name if task is not None else "",
+            dialled_number=fact.number,
+            started_at=fact.started_at,
+            agent_interface=fact.agent or (task.agent if task is not None else None),
+            answered_at=answered_at,
+            ended_at=fact.at,
+            hold_seconds=(
+                max(0, round((answered_at - fact.started_at).total_seconds()))
+                if answered_at
+                else None
+            ),
+            talk_seconds=fact.talk_seconds if reached else None,
+            outcome=_OUTCOMES[outcome],
+            ticket=fact.ticket or (task.ticket if task is not None else None),
+            routing_reason="callback",
+            direction="outbound",
+        )
+
+    # -- retries ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Dial each retry once its spacing has passed and its agent is free."""
+        while True:
+            await asyncio.sleep(RETRY_CHECK_SECONDS)
+            try:
+                await self.dial_due_retries()
+            except Exception as error:  # the list stays as it is; the next round tries again
+                self.counters["retry_failures"] += 1
+                log.warning("callback retries not dialled: %s", error)
+
+    async def dial_due_retries(self) -> int:
+        if self.dialer is None:
+            return 0
+        free = self._free_agents()
+        dialled = 0
+        for task in await self._store.due_retries(self._clock()):
+            if task.agent is None or task.agent not in free:
+                continue
+            try:
+                await self.dial(task.id, task.agent)
+            except (CallbackError, PbxRefused, PbxUnavailable):
+                continue
+            free = free - {task.agent}
+            dialled += 1
+        return dialled
+
+    # -- out -------------------------------------------------------------------------------------
+
+    async def figures(self, since: datetime) -> dict[str, Any]:
+        """Callbacks owed since ``since``: how many, reached, given up, still open, and the
+        on-time rate (reached within the SLA's callback time / those whose time is up)."""
+        now = self._clock()
+        tasks = await self._store.requested_since(since)
+        reached = [t for t in tasks if t.status is CallbackStatus.REACHED]
+        decided = [
+            t
+            for t in tasks
+            if t.reached_at is not None or now - t.requested_at > self._on_time_limit
+        ]
+        timely = [t for t in decided if on_time(t.requested_at, t.reached_at, self._on_time_limit)]
+        return {
+            "requested": len(tasks),
+            "missed_calls": sum(t.missed_calls for t in tasks),
+            "reached": len(reached),
+            "gave_up": sum(t.status is CallbackStatus.GAVE_UP for t in tasks),
+            "open": sum(t.is_open for t in tasks),
+            "attempts": sum(t.attempts for t in tasks),
+            "on_time_rate": round(len(timely) / len(decided), 4) if decided else None,
+            "on_time_minutes": self._on_time_limit.total_seconds() / 60,
+        }
+
+    async def _publish(self, kind: str, task: CallbackTask) -> None:
+        try:
+            await self._bus.publish(
+                CALLBACKS_CHANNEL,
+                {"type": kind, "callback": task.id, "ticket": task.ticket,
+                 "status": task.status.value, "attempts": task.attempts},
+            )  # fmt: skip
+        except Exception as error:  # the task is stored; a missed live update is only logged
+            self.counters["publish_failures"] += 1
+            log.warning("could not publish %s: %s", kind, error)
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        task.add_done_callback(self._report_failure)
+
+    def _report_failure(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.counters["report_failures"] += 1
+            log.error("a callback report was not handled: %s", task.exception())
