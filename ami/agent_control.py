@@ -57,7 +57,9 @@ class AmiCallbackDialer:
         self.ami = ami
         self._agent_ring = agent_ring_seconds
 
-    async def call_back(self, agent: str, number: str, *, callback: int, ticket: str) -> None:
+    async def call_back(
+        self, agent: str, number: str, *, callback: int, ticket: str, visit: bool = False
+    ) -> None:
         tech, _, agent_id = agent.partition("/")
         if tech.upper() != "PJSIP" or not agent_id:
             raise PbxRefused(f"callbacks ring PJSIP phones, not {agent!r}")
@@ -72,6 +74,7 @@ class AmiCallbackDialer:
                     "HOTLINE_CALLBACK": str(callback),
                     "HOTLINE_TICKET": ticket,
                     "HOTLINE_CALLBACK_AGENT": agent,
+                    **({"HOTLINE_VISIT": "yes"} if visit else {}),
                 },
             )
         )

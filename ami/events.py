@@ -42,6 +42,7 @@ from pbx.facts import (
     QueueReported,
     RecordingStarted,
     SurveyOffered,
+    VisitRated,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ RATING_EVENT = "HotlineRating"
 SURVEY_EVENT = "HotlineSurvey"
 CALLBACK_EVENT = "HotlineCallback"
 CALLBACK_AGENT_EVENT = "HotlineCallbackAgent"
+VISIT_RATING_EVENT = "HotlineVisitRating"
 
 
 def _text(message: Mapping[str, str], name: str) -> str:
@@ -313,7 +315,9 @@ def _mixmonitor_start(m: Mapping[str, str], at: datetime) -> RecordingStarted:
     return RecordingStarted(at, *_ids(m))
 
 
-UserFact = QueueExited | SurveyOffered | CallRated | CallbackDialled | CallbackAgentMissed
+UserFact = (
+    QueueExited | SurveyOffered | CallRated | CallbackDialled | CallbackAgentMissed | VisitRated
+)
 
 
 def _user_event(m: Mapping[str, str], at: datetime) -> UserFact | None:
@@ -345,6 +349,14 @@ def _user_event(m: Mapping[str, str], at: datetime) -> UserFact | None:
     if kind == CALLBACK_AGENT_EVENT:
         return CallbackAgentMissed(
             at, _number(m, "Callback"), m.get("Agent", ""), m.get("Status", "").upper()
+        )
+    if kind == VISIT_RATING_EVENT:
+        return VisitRated(
+            at,
+            ticket=_text(m, "Ticket"),
+            rating=_text(m, "Rating"),
+            key=m.get("Key", ""),
+            agent=m.get("Agent", ""),
         )
     if kind == RATING_EVENT:
         return CallRated(

@@ -18,12 +18,14 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from callbacks.policy import CallbackStatus, DialOutcome, RetryPolicy, on_time, outcome_of
-from callbacks.store import CallbackError, CallbackStore, CallbackTask
+from callbacks.store import VISIT, CallbackError, CallbackStore, CallbackTask
 from infra.bus import Bus
 from ivr_bypass.decision import normalise_number
 from pbx.control import PbxRefused, PbxUnavailable
-from pbx.facts import CallbackAgentMissed, CallbackDialled, DomainEvent
+from pbx.facts import CallbackAgentMissed, CallbackDialled, DomainEvent, VisitRated
 from queue_stats.calls import CallOutcome, CallRecord
+from survey.scale import NOT_RATED, RatingScale
+from tickets.model import TicketStatus
 from tickets.store import TicketStore
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,11 @@ class Dialer(Protocol):
     """The PBX side of an attempt: ring ``agent``, then ``number``; raises ``PbxRefused`` or
     ``PbxUnavailable`` when the PBX would not start it."""
 
-    async def call_back(self, agent: str, number: str, *, callback: int, ticket: str) -> None: ...
+    async def call_back(
+        self, agent: str, number: str, *, callback: int, ticket: str, visit: bool = False
+    ) -> None:
+        """``visit``: a return visit, whose citizen is asked for a rating of the case once the
+        agent hangs up."""
 
 
 class CallbackService:
@@ -59,8 +65,10 @@ class CallbackService:
         clock: Callable[[], datetime],
         journal: Callable[[CallRecord], None],
         free_agents: Callable[[], frozenset[str]],
+        scale: RatingScale | None = None,
     ) -> None:
         self._store = store
+        self._scale = scale
         self._tickets = tickets
         self._bus = bus
         self.policy = policy
@@ -88,6 +96,19 @@ class CallbackService:
             self._in_background(self._on_dialled(fact))
         elif isinstance(fact, CallbackAgentMissed):
             self._in_background(self._on_agent_missed(fact))
+        elif isinstance(fact, VisitRated):
+            self._in_background(self._on_visit_rated(fact))
+
+    async def visit(self, number: str, agent: str) -> CallbackTask:
+        """The return visit (回访) of a resolved ticket, from ``agent``'s phone: the same path
+        as a callback; once the agent hangs up, the citizen rates the whole case."""
+        ticket = await self._tickets.get(number)
+        if ticket.status not in (TicketStatus.RESOLVED, TicketStatus.CLOSED):
+            raise CallbackError(f"ticket {number} is {ticket.status}: visits follow a resolution")
+        task = await self._store.visit(
+            number, ticket.caller_number, ticket.caller_name, self._clock()
+        )
+        return await self.dial(task.id, agent)
 
     async def dial(self, task_id: int, agent: str) -> CallbackTask:
         """Start an attempt from ``agent``'s phone; ``CallbackError`` if the task is not
@@ -97,7 +118,11 @@ class CallbackService:
         task = await self._store.start(task_id, agent, self._clock())
         try:
             await self.dialer.call_back(
-                agent, task.caller_number, callback=task.id, ticket=task.ticket
+                agent,
+                task.caller_number,
+                callback=task.id,
+                ticket=task.ticket,
+                visit=task.kind == VISIT,
             )
         except (PbxUnavailable, PbxRefused) as error:
             await self._store.give_back(task.id, "pbx_refused")
@@ -121,6 +146,14 @@ class CallbackService:
         self.counters["agent_no_answer"] += 1
         log.info("callback %d: %s did not answer (%s)", task.id, fact.agent, fact.status)
         await self._publish("callback.agent_missed", task)
+
+    async def _on_visit_rated(self, fact: VisitRated) -> None:
+        answer = self._scale.answer_for_code(fact.rating) if self._scale else None
+        code = answer.code if answer is not None else NOT_RATED
+        review = answer is not None and answer.needs_review
+        if await self._tickets.rate_visit(fact.ticket, code, fact.agent, fact.at, review=review):
+            self.counters[f"visit_{code}"] += 1
+            log.info("ticket %s: the return visit rated the case %s", fact.ticket, code)
 
     async def _on_dialled(self, fact: CallbackDialled) -> None:
         outcome = outcome_of(fact.status)
@@ -164,7 +197,7 @@ class CallbackService:
             talk_seconds=fact.talk_seconds if reached else None,
             outcome=_OUTCOMES[outcome],
             ticket=fact.ticket or (task.ticket if task is not None else None),
-            routing_reason="callback",
+            routing_reason="visit" if task is not None and task.kind == VISIT else "callback",
             direction="outbound",
         )
 
@@ -183,6 +216,9 @@ class CallbackService:
     async def dial_due_retries(self) -> int:
         if self.dialer is None:
             return 0
+        for task in await self._store.give_back_stale(self._clock() - STALE_DIALLING):
+            self.counters["unreported_attempts"] += 1
+            log.warning("callback %d: the PBX never reported its attempt; waiting again", task.id)
         free = self._free_agents()
         dialled = 0
         for task in await self._store.due_retries(self._clock()):

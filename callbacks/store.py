@@ -24,6 +24,7 @@ from callbacks.policy import (
 from infra.storage import Base, Transactions, orm_unit, utc
 
 _OPEN = tuple(status.value for status in OPEN_STATUSES)
+CALLBACK, VISIT = "callback", "visit"
 
 
 class CallbackError(ValueError):
@@ -34,6 +35,7 @@ class CallbackRow(Base):
     __tablename__ = "callbacks"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), default="callback", server_default="callback")
     ticket: Mapped[str] = mapped_column(String(40), index=True)
     caller_number: Mapped[str] = mapped_column(String(32), index=True)
     caller_name: Mapped[str] = mapped_column(String(128), default="")
@@ -54,6 +56,8 @@ class CallbackRow(Base):
 @dataclass(frozen=True, slots=True)
 class CallbackTask:
     id: int
+    kind: str
+    """``callback`` (a missed caller) or ``visit`` (the return visit of a resolved ticket)."""
     ticket: str
     caller_number: str
     caller_name: str
@@ -99,7 +103,11 @@ class CallbackStore:
         def requesting(session: Session) -> tuple[CallbackTask, bool]:
             row = session.scalar(
                 select(CallbackRow)
-                .where(CallbackRow.caller_number == caller_digits, CallbackRow.status.in_(_OPEN))
+                .where(
+                    CallbackRow.kind == CALLBACK,
+                    CallbackRow.caller_number == caller_digits,
+                    CallbackRow.status.in_(_OPEN),
+                )
                 .order_by(CallbackRow.requested_at)
                 .limit(1)
                 .with_for_update()
@@ -109,6 +117,7 @@ class CallbackStore:
                 row.last_missed_at = max(utc(row.last_missed_at), at)
                 return CallbackTask.from_row(row), True
             row = CallbackRow(
+                kind=CALLBACK,
                 ticket=ticket,
                 caller_number=caller_digits,
                 caller_name=caller_name[:128],
@@ -123,6 +132,40 @@ class CallbackStore:
             return CallbackTask.from_row(row), False
 
         return await self._units(orm_unit(requesting))
+
+    async def visit(
+        self, ticket: str, caller_digits: str, caller_name: str, at: datetime
+    ) -> CallbackTask:
+        """The return visit of ``ticket``: its open visit task, or a new one (due at once)."""
+        at = utc(at)
+
+        def visiting(session: Session) -> CallbackTask:
+            row = session.scalar(
+                select(CallbackRow)
+                .where(
+                    CallbackRow.kind == VISIT,
+                    CallbackRow.ticket == ticket,
+                    CallbackRow.status.in_(_OPEN),
+                )
+                .with_for_update()
+            )
+            if row is None:
+                row = CallbackRow(
+                    kind=VISIT,
+                    ticket=ticket,
+                    caller_number=caller_digits,
+                    caller_name=caller_name[:128],
+                    status=CallbackStatus.DUE.value,
+                    missed_calls=0,
+                    requested_at=at,
+                    last_missed_at=at,
+                    attempts=0,
+                )
+                session.add(row)
+                session.flush()
+            return CallbackTask.from_row(row)
+
+        return await self._units(orm_unit(visiting))
 
     async def start(self, task_id: int, agent: str, at: datetime) -> CallbackTask:
         """An attempt begins with ``agent``'s phone; refused unless the task waits for one."""
@@ -183,6 +226,31 @@ class CallbackStore:
 
         return await self._units(orm_unit(giving_back))
 
+    async def give_back_stale(self, before: datetime) -> list[CallbackTask]:
+        """Attempts begun before ``before`` that the PBX never reported on (it restarted, or
+        the bridge was away when it did): the tasks wait again, nothing is left hanging."""
+        before = utc(before)
+
+        def stale(session: Session) -> list[CallbackTask]:
+            rows = session.scalars(
+                select(CallbackRow)
+                .where(
+                    CallbackRow.status == CallbackStatus.DIALLING.value,
+                    CallbackRow.dialling_since < before,
+                )
+                .with_for_update()
+            ).all()
+            for row in rows:
+                row.status = (
+                    CallbackStatus.RETRY.value if row.attempts else CallbackStatus.DUE.value
+                )
+                row.next_attempt_at = None if not row.attempts else row.dialling_since
+                row.dialling_since = None
+                row.last_outcome = "unreported"
+            return [CallbackTask.from_row(row) for row in rows]
+
+        return await self._units(orm_unit(stale))
+
     async def get(self, task_id: int) -> CallbackTask:
         def getting(session: Session) -> CallbackTask:
             row = session.get(CallbackRow, task_id)
@@ -219,7 +287,9 @@ class CallbackStore:
         since = utc(since)
 
         def since_then(session: Session) -> list[CallbackTask]:
-            query = select(CallbackRow).where(CallbackRow.requested_at >= since)
+            query = select(CallbackRow).where(
+                CallbackRow.kind == CALLBACK, CallbackRow.requested_at >= since
+            )
             return [CallbackTask.from_row(row) for row in session.scalars(query)]
 
         return await self._reads(orm_unit(since_then))

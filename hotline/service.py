@@ -299,6 +299,7 @@ def build_bridge(
         clock=clock,
         journal=lambda call: queues.journal_call(call),  # queues: made below
         free_agents=lambda: queues.free_agents(),
+        scale=parse_scale(settings.survey_scale),
     )
     tickets = TicketService(
         ticket_store,

@@ -288,6 +288,18 @@ class CallbackDialled(ChannelEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class VisitRated:
+    """The return visit's rating of the whole case (一事一评), our dialplan's
+    ``HotlineVisitRating``: the citizen's key after the visiting agent hung up."""
+
+    at: datetime
+    ticket: str
+    rating: str
+    key: str
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
 class PbxBooted:
     """Asterisk finished booting (or we logged in to a running one): channel state starts over."""
 
@@ -322,5 +334,6 @@ DomainEvent = (
     | CallRated
     | CallbackAgentMissed
     | CallbackDialled
+    | VisitRated
     | PbxBooted
 )

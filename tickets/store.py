@@ -87,6 +87,9 @@ class TicketRow(Base):
         DateTime(timezone=True), index=True
     )
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    visit_rating: Mapped[str | None] = mapped_column(String(24))
+    visit_agent: Mapped[str | None] = mapped_column(String(128))
+    visit_rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class TicketDayRow(Base):
@@ -111,7 +114,7 @@ _TIMESTAMPS = (
 )
 
 
-_RATING_TIMESTAMPS = ("rated_at", "review_requested_at", "reviewed_at")
+_RATING_TIMESTAMPS = ("rated_at", "review_requested_at", "reviewed_at", "visit_rated_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,10 @@ class Ticket:
     review_requested_at: datetime | None = None
     """A rating asked for a supervisor's review (dissatisfied), until ``reviewed_at``."""
     reviewed_at: datetime | None = None
+    visit_rating: str | None = None
+    """The return visit's rating of the whole case (一事一评), a scale code or not_rated."""
+    visit_agent: str | None = None
+    visit_rated_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: TicketRow) -> Ticket:
@@ -384,6 +391,28 @@ class TicketStore:
             row.rated_agent = agent[:128] or None
             row.rated_call = call[:64]
             row.rated_at = at
+            if review:
+                row.review_requested_at = at
+                row.reviewed_at = None
+            row.updated_at = max(utc(row.updated_at), at)
+            return True
+
+        return await self._units(orm_unit(rating_it))
+
+    async def rate_visit(
+        self, number: str, rating: str, agent: str, at: datetime, *, review: bool
+    ) -> bool:
+        """The return visit's rating of the whole case (一事一评): the latest visit stands;
+        ``review`` puts the ticket on the review list as a dissatisfied call would."""
+        at = utc(at)
+
+        def rating_it(session: Session) -> bool:
+            row = _locked_row(session, number)
+            if row.visit_rated_at is not None and utc(row.visit_rated_at) > at:
+                return False
+            row.visit_rating = rating[:24]
+            row.visit_agent = agent[:128] or None
+            row.visit_rated_at = at
             if review:
                 row.review_requested_at = at
                 row.reviewed_at = None

@@ -48,6 +48,15 @@ def ticket_json(ticket: Ticket, report: SlaReport, zone: Any) -> dict[str, Any]:
             if ticket.rating
             else None
         ),
+        "visit": (
+            {
+                "code": ticket.visit_rating,
+                "agent": ticket.visit_agent,
+                "at": local_time(ticket.visit_rated_at, zone),
+            }
+            if ticket.visit_rating
+            else None
+        ),
         "opened_at": local_time(ticket.opened_at, zone),
         "signed_at": local_time(ticket.signed_at, zone) or None,
         "on_time": report.on_time,

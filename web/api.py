@@ -44,7 +44,7 @@ TEXT_FIELDS = ("category", "description", "department")
 # Days a query may start from: converting a day far outside them to UTC overflows.
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2200, 12, 31)
 _LIMIT = re.compile(r"[0-9]{1,9}")  # ASCII only: "²".isdigit() is True, int("²") fails
-_TICKET_NUMBER = re.compile(r"[0-9A-Za-z]{1,16}-[0-9]{8}-[0-9]{6,9}")
+TICKET_NUMBER = re.compile(r"[0-9A-Za-z]{1,16}-[0-9]{8}-[0-9]{6,9}")
 _STATUSES = tuple(status.value for status in TicketStatus)
 
 
@@ -200,7 +200,7 @@ class PanelApi:
     async def _ticket(self, request: web.Request, user: User) -> Ticket:
         """The ticket the path names, if this user may see it (else the same 404 as unknown)."""
         number = request.match_info["number"]
-        if _TICKET_NUMBER.fullmatch(number):
+        if TICKET_NUMBER.fullmatch(number):
             try:
                 ticket = await self.tickets.get(number)
             except TicketError:

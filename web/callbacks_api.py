@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,7 +22,9 @@ from aiohttp import web
 from callbacks.service import CallbackService
 from callbacks.store import CallbackError, CallbackStore, CallbackTask
 from pbx.control import PbxRefused, PbxUnavailable
+from tickets.model import TicketError
 from tickets.views import local_time
+from web.api import TICKET_NUMBER
 from web.auth import current_user
 from web.bodies import read_json
 from web.errors import json_error, json_refusals
@@ -35,6 +37,7 @@ MAX_BODY = 1024
 def callback_json(task: CallbackTask, zone: ZoneInfo) -> dict[str, Any]:
     return {
         "id": task.id,
+        "kind": task.kind,
         "ticket": task.ticket,
         "caller_number": task.caller_number,
         "caller_name": task.caller_name,
@@ -69,6 +72,9 @@ class CallbackApi:
         app.router.add_post(
             "/api/v1/callbacks/{task_id}/dial", json_refusals(self.dial), name="callback-dial"
         )
+        app.router.add_post(
+            "/api/v1/tickets/{number}/visit", json_refusals(self.visit), name="ticket-visit"
+        )
 
     async def list(self, request: web.Request) -> web.Response:
         current_user(request)
@@ -88,10 +94,27 @@ class CallbackApi:
         )
 
     async def dial(self, request: web.Request) -> web.Response:
-        user = current_user(request)
         raw_id = request.match_info["task_id"]
         if not _TASK_ID.fullmatch(raw_id):
             raise json_error(404, "no such callback")
+        agent = await self._agent(request)
+        return await self._started(self.service.dial(int(raw_id), agent))
+
+    async def visit(self, request: web.Request) -> web.Response:
+        """The return visit of a resolved ticket, from the caller's phone."""
+        number = request.match_info["number"]
+        if not TICKET_NUMBER.fullmatch(number):
+            raise json_error(404, "no such ticket")
+        agent = await self._agent(request)
+        try:
+            return await self._started(self.service.visit(number, agent))
+        except TicketError:
+            raise json_error(404, "no such ticket") from None
+
+    @staticmethod
+    async def _agent(request: web.Request) -> str:
+        """Whose phone rings first: one's own, or one a supervisor names."""
+        user = current_user(request)
         body: Any = {}
         if request.can_read_body:
             body = await read_json(request, max_bytes=MAX_BODY, max_depth=2)
@@ -101,15 +124,16 @@ class CallbackApi:
         if named is None or named == user.agent_interface:
             if user.agent_interface is None:
                 raise json_error(400, "name the agent: this user has no softphone interface")
-            agent = user.agent_interface
-        elif user.role not in HEARS_EVERY_CALL:
+            return user.agent_interface
+        if user.role not in HEARS_EVERY_CALL:
             raise json_error(403, "agents call back from their own phone")
-        elif not isinstance(named, str) or not AGENT_INTERFACE.fullmatch(named):
+        if not isinstance(named, str) or not AGENT_INTERFACE.fullmatch(named):
             raise json_error(400, "agent is an interface like PJSIP/agent1")
-        else:
-            agent = named
+        return named
+
+    async def _started(self, attempt: Awaitable[CallbackTask]) -> web.Response:
         try:
-            task = await self.service.dial(int(raw_id), agent)
+            task = await attempt
         except CallbackError as error:
             status = 404 if "no callback" in str(error) else 409
             raise json_error(status, str(error)) from None

@@ -304,6 +304,18 @@ DOCUMENT: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/tickets/{number}/visit": {
+            "post": {
+                "summary": "the return visit of a resolved ticket: the PBX rings the agent's "
+                "phone, then the citizen's, who rates the whole case when the agent hangs up",
+                "parameters": [_TICKET_NUMBER],
+                "requestBody": _body(_object({"agent": {"type": "string"}})),
+                "responses": {
+                    "200": _json({"type": "object"}),
+                    **_refused(400, 401, 403, 404, 409, 503),
+                },
+            }
+        },
         "/api/v1/calls": {
             "get": {
                 "summary": "calls of the journal, newest first (agents: their own)",

@@ -64,6 +64,24 @@ class Desk:
             assert response.status == 200, await response.text()
             return await response.json()
 
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        async with self.client.post(
+            f"{self.base}{path}", json=body, headers={"X-CSRF-Token": self.csrf}
+        ) as response:
+            return response.status, await response.json()
+
+    async def resolve(self, ticket: str) -> None:
+        for status in ("contacted", "resolved"):
+            async with self.client.patch(
+                f"{self.base}/api/v1/tickets/{ticket}",
+                json={"status": status},
+                headers={"X-CSRF-Token": self.csrf},
+            ) as response:
+                moved = await response.json()
+            if moved.get("status") == "resolved":
+                return
+        assert moved.get("status") == "resolved", moved
+
     async def call_back(self, task_id: int) -> tuple[int, dict[str, Any]]:
         async with self.client.post(
             f"{self.base}/api/v1/callbacks/{task_id}/dial",
@@ -230,4 +248,42 @@ async def test_a_citizen_who_does_not_answer_is_tried_again_then_the_task_says_w
         assert bridge.ticket(ticket)["called_back_at"] is None  # the clock still runs
     finally:
         asterisk.cli("dialplan set global HOTLINE_CALLBACK_RING 30")
+        assert bridge.stop() == 0, bridge.log_tail()
+
+
+async def test_a_return_visit_asks_the_citizen_to_rate_the_whole_case(
+    asterisk,
+    tmp_path: Path,
+    sipp_phones,
+    place_citizen_call,  # type: ignore[no-untyped-def]
+) -> None:
+    """一事一评: a resolved ticket's return visit goes out like a callback; the agent hangs up
+    after two seconds, the citizen hears the question and presses 1."""
+    pause_everyone(asterisk)
+    bridge = start(asterisk, tmp_path)
+    base = f"http://127.0.0.1:{bridge.web_port}"
+    try:
+        ticket = await missed_twice(bridge, place_citizen_call, "13700137003")
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+            desk = await Desk.log_in(base, client, AGENT)
+            status, refused = await desk.post(f"/api/v1/tickets/{ticket}/visit", {})
+            assert status == 409 and "resolution" in refused["error"]  # not resolved yet
+            await desk.resolve(ticket)
+            sipp_phones.start_agent("agent1", hang_up_after=2.0)
+            phone = sipp_phones.start_citizen_phone(answer=True, rate=(6.0, "1"))
+            status, visit = await desk.post(f"/api/v1/tickets/{ticket}/visit", {})
+            assert status == 200 and visit["kind"] == "visit", visit
+            done = await wait_for_task(desk, visit["id"], "reached")
+            assert done["attempts"] == 1
+        rated = bridge.wait_for_row(
+            "SELECT * FROM tickets WHERE number = ? AND visit_rating IS NOT NULL", ticket
+        )
+        assert (rated["visit_rating"], rated["visit_agent"]) == ("satisfied", "PJSIP/agent1")
+        assert rated["status"] == "resolved"  # the visit rates the case; it does not move it
+        row = bridge.wait_for_row("SELECT * FROM calls WHERE direction = 'outbound'")
+        assert (row["routing_reason"], row["outcome"], row["ticket"]) == (
+            "visit", "reached", ticket,
+        )  # fmt: skip
+        assert "Signal=1" in phone.messages
+    finally:
         assert bridge.stop() == 0, bridge.log_tail()

@@ -441,15 +441,25 @@ class Phones:
         return phone
 
     def start_citizen_phone(
-        self, *, answer: bool, hang_up_after: float = 3.0, ready_timeout: float = 5.0
+        self,
+        *,
+        answer: bool,
+        hang_up_after: float = 3.0,
+        rate: tuple[float, str] | None = None,
+        ready_timeout: float = 5.0,
     ) -> SippProcess:
         """The phone a callback reaches on 127.0.0.2:5090: it answers and hangs up
-        ``hang_up_after`` seconds later, or (``answer=False``) rings until Asterisk gives up.
-        Serves any number of calls."""
+        ``hang_up_after`` seconds later, or (``answer=False``) rings until Asterisk gives up,
+        or (``rate``: seconds after answering, digit) answers and presses the digit as SIP INFO,
+        then waits for Asterisk to hang up. Serves any number of calls."""
         if not udp_port_free(CITIZEN_IP, CITIZEN_PHONE_PORT):
             raise TestbedError(f"{CITIZEN_IP}:{CITIZEN_PHONE_PORT}/udp is taken")
         scenario = "agent_hangs_up.xml" if answer else "agent_noanswer.xml"
         keys = ["-key", "talk_ms", str(int(hang_up_after * 1000))] if answer else []
+        if rate is not None:
+            scenario = "citizen_phone_rates.xml"
+            keys = ["-key", "key", rate[1], "-key", "press_ms", str(int(rate[0] * 1000)),
+                    "-key", "bye_ms", "30000"]  # fmt: skip
         phone = self._spawn(
             "citizen-phone",
             [

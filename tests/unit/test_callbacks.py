@@ -29,8 +29,10 @@ from hotline.schema import upgrade_database
 from infra.bus import InProcessBus
 from infra.storage import create_engine, session_factory, transactions_for
 from pbx.control import PbxUnavailable
-from pbx.facts import CallbackAgentMissed, CallbackDialled
+from pbx.facts import CallbackAgentMissed, CallbackDialled, VisitRated
 from queue_stats.calls import CallOutcome, CallRecord
+from survey.scale import DEFAULT_SCALE
+from tickets.model import TicketStatus
 from tickets.store import TicketStore
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -81,12 +83,16 @@ class FakeDialer:
     """The PBX port, recording what it was asked; ``down`` makes it refuse like a lost AMI."""
 
     asked: list[tuple[str, str, int, str]] = field(default_factory=list)
+    visits: list[bool] = field(default_factory=list)
     down: bool = False
 
-    async def call_back(self, agent: str, number: str, *, callback: int, ticket: str) -> None:
+    async def call_back(
+        self, agent: str, number: str, *, callback: int, ticket: str, visit: bool = False
+    ) -> None:
         if self.down:
             raise PbxUnavailable("AMI is down")
         self.asked.append((agent, number, callback, ticket))
+        self.visits.append(visit)
 
 
 @dataclass
@@ -120,6 +126,7 @@ async def bed(tmp_path: Path) -> AsyncIterator[Bed]:
         clock=lambda: now[0],
         journal=journal.append,
         free_agents=lambda: frozenset(free),
+        scale=DEFAULT_SCALE,
     )
     dialer = FakeDialer()
     service.dialer = dialer
@@ -243,6 +250,52 @@ async def test_an_agent_who_does_not_answer_or_a_pbx_that_is_down_leaves_the_tas
     assert len(bed.journal) == 1  # the PBX's call is journalled all the same
 
 
+async def test_an_attempt_the_pbx_never_reports_on_is_given_back_after_ten_minutes(
+    bed: Bed,
+) -> None:
+    ticket = await bed.tickets.create("13800138000", T0)
+    await bed.service.requested(ticket, missed("5.1", "13800138000"))
+    [task] = await bed.store.tasks()
+    await bed.service.dial(task.id, "PJSIP/agent1")
+    bed.now[0] = T0 + timedelta(minutes=9)
+    await bed.service.dial_due_retries()
+    assert (await bed.store.get(task.id)).status is CallbackStatus.DIALLING
+    bed.now[0] = T0 + timedelta(minutes=11)
+    await bed.service.dial_due_retries()
+    back = await bed.store.get(task.id)
+    assert (back.status, back.last_outcome) == (CallbackStatus.DUE, "unreported")
+    assert bed.service.counters["unreported_attempts"] == 1
+
+
+async def test_a_return_visit_follows_a_resolution_and_its_rating_goes_to_the_ticket(
+    bed: Bed,
+) -> None:
+    ticket = await bed.tickets.create("13800138000", T0, caller_name="张三")
+    with pytest.raises(CallbackError, match="resolution"):
+        await bed.service.visit(ticket, "PJSIP/agent1")
+    for status in (TicketStatus.SIGNED, TicketStatus.CONTACTED, TicketStatus.RESOLVED):
+        await bed.tickets.set_status(ticket, status, T0)
+    visit = await bed.service.visit(ticket, "PJSIP/agent1")
+    assert (visit.kind, visit.status, visit.caller_name) == (
+        "visit",
+        CallbackStatus.DIALLING,
+        "张三",
+    )
+    assert bed.dialer.asked == [("PJSIP/agent1", "13800138000", visit.id, ticket)]
+    assert await bed.service.figures(T0 - timedelta(hours=1)) == {
+        **await bed.service.figures(T0 - timedelta(hours=1)),
+        "requested": 0,
+    }  # visits are not callbacks owed
+    bed.service.on_fact(VisitRated(T0, ticket, "dissatisfied", "3", "PJSIP/agent1"))
+    await settled(bed.service)
+    rated = await bed.tickets.get(ticket)
+    assert (rated.visit_rating, rated.visit_agent) == ("dissatisfied", "PJSIP/agent1")
+    assert rated.awaits_review and rated.status is TicketStatus.RESOLVED
+    bed.service.on_fact(VisitRated(T0, ticket, "wonderful", "9", "PJSIP/agent1"))
+    await settled(bed.service)
+    assert (await bed.tickets.get(ticket)).visit_rating == "not_rated"  # not on the scale
+
+
 def test_the_dialplans_callback_events_become_facts() -> None:
     ended = parse_event(
         parse_message(
@@ -266,3 +319,12 @@ def test_the_dialplans_callback_events_become_facts() -> None:
         T0,
     )
     assert missed_agent == CallbackAgentMissed(T0, 7, "PJSIP/agent1", "NOANSWER")
+    visit = parse_event(
+        parse_message(
+            "Event: UserEvent\r\nUserEvent: HotlineVisitRating\r\n"
+            "Ticket: 12345-20261208-000001\r\nAgent: PJSIP/agent1\r\nRating: satisfied\r\n"
+            "Key: 1\r\n\r\n"
+        ),
+        T0,
+    )
+    assert visit == VisitRated(T0, "12345-20261208-000001", "satisfied", "1", "PJSIP/agent1")

@@ -23,7 +23,7 @@ function renderCallbacks() {
     row.dataset.status = task.status;
     for (const value of [
       `${task.caller_number} ${task.caller_name || ""}`.trim(),
-      task.ticket,
+      task.kind === "visit" ? `${task.ticket} (${t("cb_kind_visit")})` : task.ticket,
       String(task.missed_calls),
       task.requested_at,
       String(task.attempts),

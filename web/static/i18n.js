@@ -131,6 +131,9 @@ const TEXTS = {
     cb_on_time: "on time",
     cb_ringing_you: "Your phone rings first; answer it and the citizen is dialled.",
     call_back: "Call back",
+    return_visit: "Return visit",
+    visit_rating: "Return visit's rating",
+    cb_kind_visit: "return visit",
   },
   "zh-CN": {
     title: "12345 热线",
@@ -260,6 +263,9 @@ const TEXTS = {
     cb_on_time: "及时率",
     cb_ringing_you: "您的话机先振铃，接起后将呼叫市民。",
     call_back: "回拨",
+    return_visit: "回访",
+    visit_rating: "回访评价",
+    cb_kind_visit: "回访",
   },
 };
 

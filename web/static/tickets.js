@@ -85,7 +85,25 @@ async function showTicket(number) {
   lines("detail-clocks", ticket.clocks.map((clock) =>
     `${clock.name}: ${t("due")} ${clock.due} · ${clock.state}${clock.done_at ? ` · ${clock.done_at}` : ""}`));
   lines("detail-calls", ticket.calls.map((call) =>
-    `${call.started_at} · ${call.outcome} · ${call.agent || "–"} · ${call.talk_seconds ?? "–"} s`));
+    `${call.started_at} · ${call.outcome} · ${call.agent || "–"} · ${call.talk_seconds ?? "–"} s`
+    + `${call.rating ? ` · ${t("rating")}: ${call.rating}` : ""}`));
+  lines("detail-ratings", [
+    ticket.rating ? `${t("rating")}: ${ticket.rating.code} · ${ticket.rating.agent || "–"} · ${ticket.rating.at}` : null,
+    ticket.visit ? `${t("visit_rating")}: ${ticket.visit.code} · ${ticket.visit.agent || "–"} · ${ticket.visit.at}` : null,
+  ].filter(Boolean));
+  const visit = document.getElementById("visit-button");
+  visit.hidden = !["resolved", "closed"].includes(ticket.status);
+  visit.onclick = async () => {
+    const response = await fetch(`/api/v1/tickets/${encodeURIComponent(ticket.number)}/visit`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": callbackList.csrf() || "" },
+      body: "{}",
+    });
+    const body = await response.json().catch(() => ({}));
+    document.getElementById("visit-result").textContent =
+      response.ok ? t("cb_ringing_you") : `${t("failed")} ${body.error || response.statusText}`;
+    loadCallbacks();
+  };
   const recordings = document.getElementById("detail-recordings");
   recordings.replaceChildren(...ticket.recordings.map((recording) => {
     const figure = document.createElement("figure");

@@ -1,5 +1,6 @@
 """The citizen's rating after the human: on the call row, and the latest on its ticket, with
-the agent; a dissatisfied rating puts the ticket on the supervisors' review list.
+the agent; a dissatisfied rating puts the ticket on the supervisors' review list. The return
+visit's rating of the whole case (一事一评) on the ticket too.
 
 Revision ID: 0008
 Revises: 0007
@@ -30,6 +31,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("rated_at", _WHEN, nullable=True))
         batch.add_column(sa.Column("review_requested_at", _WHEN, nullable=True))
         batch.add_column(sa.Column("reviewed_at", _WHEN, nullable=True))
+        batch.add_column(sa.Column("visit_rating", sa.String(length=24), nullable=True))
+        batch.add_column(sa.Column("visit_agent", sa.String(length=128), nullable=True))
+        batch.add_column(sa.Column("visit_rated_at", _WHEN, nullable=True))
         batch.create_index("ix_tickets_review_requested_at", ["review_requested_at"])
 
 
@@ -37,6 +41,9 @@ def downgrade() -> None:
     with op.batch_alter_table("tickets") as batch:
         batch.drop_index("ix_tickets_review_requested_at")
         for name in (
+            "visit_rated_at",
+            "visit_agent",
+            "visit_rating",
             "reviewed_at",
             "review_requested_at",
             "rated_at",

@@ -1,4 +1,5 @@
-"""Callback tasks (one per caller, with their attempts) and the direction of a journalled call.
+"""Callback tasks (one per caller, with their attempts; return visits too) and the direction
+of a journalled call.
 
 Revision ID: 0009
 Revises: 0008
@@ -20,6 +21,7 @@ def upgrade() -> None:
     op.create_table(
         "callbacks",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=8), nullable=False, server_default="callback"),
         sa.Column("ticket", sa.String(length=40), nullable=False),
         sa.Column("caller_number", sa.String(length=32), nullable=False),
         sa.Column("caller_name", sa.String(length=128), nullable=False),
