@@ -197,7 +197,8 @@ function renderHours(snapshot) {
     chart.className = "hour-chart";
     chart.dataset.queue = queue;
     const caption = document.createElement("figcaption");
-    caption.textContent = `${queue} · ${t("volume")} / ${t("answer_rate")}`;
+    caption.textContent = `${queue} · ${t("volume")} / ${t("answer_rate")} / ${t("satisfaction_rate")}`;
+    const rated = ((snapshot.satisfaction || {}).hours || {})[queue] || {};
     const bars = document.createElement("div");
     bars.className = "bars";
     for (const [hour, figures] of entries) {
@@ -216,10 +217,13 @@ function renderHours(snapshot) {
       const label = document.createElement("span");
       label.className = "bar-hour";
       label.textContent = `${hour}:00`;
+      const satisfied = document.createElement("span");
+      satisfied.className = "bar-satisfaction";
+      satisfied.textContent = rated[hour] && rated[hour].rated ? percent(rated[hour].satisfaction_rate) : "";
       const track = document.createElement("div");
       track.className = "bar-track";
       track.append(bar);
-      column.append(rate, count, track, label);
+      column.append(rate, count, track, label, satisfied);
       bars.append(column);
     }
     chart.append(caption, bars);
