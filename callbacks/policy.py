@@ -10,6 +10,7 @@ citizen nothing: the task is due again at once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -90,3 +91,14 @@ def on_time(requested_at: datetime, reached_at: datetime | None, limit: timedelt
     """Whether the citizen was reached within ``limit`` of the missed call (the callback
     on-time rate's test; a task not reached is late once the limit has passed)."""
     return reached_at is not None and reached_at - requested_at <= limit
+
+
+def quiet_line_offers(
+    due: Sequence[int], free_agents: Sequence[str], offered: Mapping[int, str]
+) -> list[tuple[int, str]]:
+    """When nobody waits in a queue: the oldest due callbacks (``due``, oldest first) not on
+    offer yet, each paired with a free agent who holds no offer. One offer per agent."""
+    busy = set(offered.values())
+    agents = [agent for agent in free_agents if agent not in busy]
+    tasks = [task for task in due if task not in offered]
+    return list(zip(tasks, agents, strict=False))

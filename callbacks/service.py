@@ -17,7 +17,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from callbacks.policy import CallbackStatus, DialOutcome, RetryPolicy, on_time, outcome_of
+from callbacks.policy import (
+    CallbackStatus,
+    DialOutcome,
+    RetryPolicy,
+    on_time,
+    outcome_of,
+    quiet_line_offers,
+)
 from callbacks.store import VISIT, CallbackError, CallbackStore, CallbackTask
 from infra.bus import Bus
 from ivr_bypass.decision import normalise_number
@@ -30,7 +37,8 @@ from tickets.store import TicketStore
 
 log = logging.getLogger(__name__)
 
-CALLBACKS_CHANNEL = "tickets"  # the panels listen there for ticket news already
+CALLBACKS_CHANNEL = "tickets"
+OFFERS_CHANNEL = "calls"  # per agent: an offer reaches only the agent it is made to
 RETRY_CHECK_SECONDS = 1.0
 STALE_DIALLING = timedelta(minutes=10)  # an attempt the PBX never reported on
 
@@ -66,9 +74,16 @@ class CallbackService:
         journal: Callable[[CallRecord], None],
         free_agents: Callable[[], frozenset[str]],
         scale: RatingScale | None = None,
+        quiet: Callable[[], bool] | None = None,
+        offer_seconds: float = 20.0,
     ) -> None:
+        """``quiet``: when set, callbacks are offered to free agents while it says nobody
+        waits in any queue (off by default); an offer stands ``offer_seconds``."""
         self._store = store
         self._scale = scale
+        self._quiet = quiet
+        self._offer_for = timedelta(seconds=offer_seconds)
+        self._offers: dict[int, tuple[str, datetime]] = {}
         self._tickets = tickets
         self._bus = bus
         self.policy = policy
@@ -116,6 +131,7 @@ class CallbackService:
         if self.dialer is None:
             raise PbxUnavailable("no PBX to dial through (a replay, or none configured)")
         task = await self._store.start(task_id, agent, self._clock())
+        self._offers.pop(task_id, None)
         try:
             await self.dialer.call_back(
                 agent,
@@ -204,14 +220,62 @@ class CallbackService:
     # -- retries ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Dial each retry once its spacing has passed and its agent is free."""
+        """Dial each retry once its spacing has passed and its agent is free; when the line is
+        quiet (and offers are on), offer the oldest due callbacks to free agents."""
         while True:
             await asyncio.sleep(RETRY_CHECK_SECONDS)
             try:
                 await self.dial_due_retries()
+                await self.offer_when_quiet()
             except Exception as error:  # the list stays as it is; the next round tries again
                 self.counters["retry_failures"] += 1
                 log.warning("callback retries not dialled: %s", error)
+
+    async def offer_when_quiet(self) -> int:
+        """Offer due callbacks to free agents while nobody waits: the agent's screen pops the
+        offer and the agent accepts it (``dial``). An offer not taken in time lapses and may
+        go to another agent."""
+        if self._quiet is None or self.dialer is None:
+            return 0
+        now = self._clock()
+        self._offers = {task: held for task, held in self._offers.items() if held[1] > now}
+        if not self._quiet():
+            return 0
+        due = [
+            task
+            for task in await self._store.tasks(open_only=True, limit=50)
+            if task.status is CallbackStatus.DUE and task.kind != VISIT
+        ]
+        by_id = {task.id: task for task in due}
+        free = sorted(self._free_agents())
+        offered = {task: agent for task, (agent, _) in self._offers.items()}
+        made = 0
+        for task_id, agent in quiet_line_offers([t.id for t in due], free, offered):
+            task = by_id[task_id]
+            self._offers[task_id] = (agent, now + self._offer_for)
+            await self._publish_offer(task, agent)
+            made += 1
+        self.counters["offers"] += made
+        return made
+
+    async def _publish_offer(self, task: CallbackTask, agent: str) -> None:
+        try:
+            await self._bus.publish(
+                OFFERS_CHANNEL,
+                {
+                    "type": "callback.offer",
+                    "agent": agent,
+                    "callback": task.id,
+                    "ticket": task.ticket,
+                    "caller_number": task.caller_number,
+                    "caller_name": task.caller_name,
+                    "missed_calls": task.missed_calls,
+                    "expires_in": self._offer_for.total_seconds(),
+                },
+            )
+        except Exception as error:
+            self.counters["publish_failures"] += 1
+            log.warning("could not offer callback %d: %s", task.id, error)
 
     async def dial_due_retries(self) -> int:
         if self.dialer is None:

@@ -300,6 +300,8 @@ def build_bridge(
         journal=lambda call: queues.journal_call(call),  # queues: made below
         free_agents=lambda: queues.free_agents(),
         scale=parse_scale(settings.survey_scale),
+        quiet=(lambda: queues.nobody_waiting()) if settings.callback_offer_when_quiet else None,
+        offer_seconds=settings.callback_offer_seconds,
     )
     tickets = TicketService(
         ticket_store,

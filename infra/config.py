@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     callback_attempts: int = Field(3, ge=1, le=20)
     callback_spacing_minutes: float = Field(10.0, ge=0, le=1440)
     callback_agent_ring_seconds: float = Field(20.0, ge=5, le=120)
+    # Off by default: while nobody waits in a queue, offer the oldest due callbacks to free
+    # agents (their screen pops the offer; accepting starts the dialling); an offer stands
+    # this many seconds, then it may go to another agent.
+    callback_offer_when_quiet: bool = False
+    callback_offer_seconds: float = Field(20.0, ge=5, le=600)
     # Routing (ivr_bypass): queues, the emergency numbers and the decision's time budget.
     enterprise_queue: str = Field("enterprise", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     emergency_queue: str = Field("emergency", pattern=r"^[A-Za-z0-9_-]{1,64}$")

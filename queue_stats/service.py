@@ -224,6 +224,10 @@ class QueueService:
             if agent.state(now) is AgentState.IDLE
         )
 
+    def nobody_waiting(self) -> bool:
+        """No caller waits in any queue (the line is quiet: callbacks may be offered)."""
+        return not any(queue.waiting for queue in self.pipeline.stats.queues.values())
+
     def on_routed(self, uniqueid: str, decision: RoutingDecision) -> None:
         self.pipeline.tracker.routed(
             uniqueid,

@@ -287,3 +287,37 @@ async def test_a_return_visit_asks_the_citizen_to_rate_the_whole_case(
         assert "Signal=1" in phone.messages
     finally:
         assert bridge.stop() == 0, bridge.log_tail()
+
+
+async def test_a_quiet_line_offers_the_oldest_callback_to_a_free_agent_who_accepts(
+    asterisk,
+    tmp_path: Path,
+    sipp_phones,
+    place_citizen_call,  # type: ignore[no-untyped-def]
+) -> None:
+    pause_everyone(asterisk)
+    bridge = start(asterisk, tmp_path, HOTLINE_CALLBACK_OFFER_WHEN_QUIET="true")
+    base = f"http://127.0.0.1:{bridge.web_port}"
+    try:
+        ticket = await missed_twice(bridge, place_citizen_call, "13700137004")
+        sipp_phones.start_agent("agent1")
+        sipp_phones.start_citizen_phone(answer=True, hang_up_after=2)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+            desk = await Desk.log_in(base, client, AGENT)
+            async with client.ws_connect(f"{base}/api/v1/live") as socket:
+                await socket.receive_json(timeout=10)  # the snapshot
+                # agent1 becomes free and nobody waits: the line is quiet.
+                asterisk.cli("queue unpause member PJSIP/agent1 queue hotline")
+                offer: dict[str, Any] = {}
+                while offer.get("type") != "callback.offer":
+                    offer = await socket.receive_json(timeout=20)
+            assert (offer["agent"], offer["ticket"], offer["missed_calls"]) == (
+                "PJSIP/agent1", ticket, 2,
+            )  # fmt: skip
+            status, accepted = await desk.call_back(offer["callback"])
+            assert status == 200, accepted
+            reached = await wait_for_task(desk, offer["callback"], "reached")
+        assert reached["agent"] == "PJSIP/agent1"
+        assert bridge.ticket(ticket)["called_back_at"] is not None
+    finally:
+        assert bridge.stop() == 0, bridge.log_tail()

@@ -22,6 +22,7 @@ from callbacks.policy import (
     after_attempt,
     on_time,
     outcome_of,
+    quiet_line_offers,
 )
 from callbacks.service import CallbackService
 from callbacks.store import CallbackError, CallbackStore
@@ -328,3 +329,57 @@ def test_the_dialplans_callback_events_become_facts() -> None:
         T0,
     )
     assert visit == VisitRated(T0, "12345-20261208-000001", "satisfied", "1", "PJSIP/agent1")
+
+
+def test_quiet_line_offers_pair_the_oldest_due_with_free_agents_who_hold_none() -> None:
+    assert quiet_line_offers([7, 8, 9], ["PJSIP/agent1", "PJSIP/agent2"], {}) == [
+        (7, "PJSIP/agent1"), (8, "PJSIP/agent2"),
+    ]  # fmt: skip
+    # 7 is on offer to agent1 already: the next task goes to the next free agent.
+    assert quiet_line_offers([7, 8], ["PJSIP/agent1", "PJSIP/agent2"], {7: "PJSIP/agent1"}) == [
+        (8, "PJSIP/agent2")
+    ]
+    assert quiet_line_offers([7], [], {}) == []
+
+
+async def test_offers_go_out_only_while_quiet_and_lapse_after_their_time(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/hotline.db"
+    await upgrade_database(url)
+    engine = create_engine(url)
+    units = transactions_for(engine)
+    tickets = TicketStore(session_factory(engine), SHANGHAI, units=units)
+    store = CallbackStore(units)
+    bus = InProcessBus()
+    quiet, now = [False], [T0]
+    service = CallbackService(
+        store, tickets, bus, policy=POLICY, on_time_limit=timedelta(minutes=30),
+        clock=lambda: now[0], journal=lambda call: None,
+        free_agents=lambda: frozenset({"PJSIP/agent1"}), quiet=lambda: quiet[0],
+        offer_seconds=20,
+    )  # fmt: skip
+    service.dialer = FakeDialer()
+    heard: list[dict] = []
+
+    async def listen() -> None:
+        async for message in bus.subscribe("calls"):
+            heard.append(message)
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0)
+    ticket = await tickets.create("13800138000", T0)
+    await service.requested(ticket, missed("6.1", "13800138000"))
+    assert await service.offer_when_quiet() == 0  # someone waits in a queue
+    quiet[0] = True
+    assert await service.offer_when_quiet() == 1
+    assert await service.offer_when_quiet() == 0  # still on offer
+    now[0] = T0 + timedelta(seconds=21)
+    assert await service.offer_when_quiet() == 1  # lapsed: offered again
+    await asyncio.sleep(0.01)
+    assert [m["type"] for m in heard] == ["callback.offer"] * 2
+    assert heard[0]["agent"] == "PJSIP/agent1" and heard[0]["missed_calls"] == 1
+    [task] = await store.tasks()
+    await service.dial(task.id, "PJSIP/agent1")  # the agent accepted
+    assert await service.offer_when_quiet() == 0  # nothing due any more
+    listener.cancel()
+    await units.close()
+    await engine.dispose()

@@ -3,7 +3,7 @@
 // and the caller's earlier tickets and calls. All text goes in with textContent.
 "use strict";
 
-const me = { user: null, csrf: null, snapshot: null, ticket: null };
+const me = { user: null, csrf: null, snapshot: null, ticket: null, offerTimer: null };
 
 async function api(path, options = {}) {
   const headers = { "Content-Type": "application/json", "X-CSRF-Token": me.csrf || "" };
@@ -112,9 +112,27 @@ function onLive(message) {
   } else if (message.type === "stats.delta" && me.snapshot) {
     mergeDelta(me.snapshot, message);
     renderPhone();
+  } else if (message.type === "callback.offer" && message.agent === me.user.agent) {
+    showOffer(message);
   } else if (message.type === "call.ringing" && message.agent === me.user.agent) {
     popUp(message).catch((error) => text("ticket-result", `${t("failed")} ${error.message}`));
   }
+}
+
+function showOffer(offer) {
+  // A callback offered while nobody waits: accepting rings this phone, then the citizen.
+  const box = document.getElementById("offer");
+  text("offer-caller", `${offer.caller_number} ${offer.caller_name || ""}`.trim());
+  text("offer-ticket", offer.ticket);
+  text("offer-missed", String(offer.missed_calls));
+  box.dataset.callback = String(offer.callback);
+  box.hidden = false;
+  document.getElementById("offer-accept").onclick = async () => {
+    box.hidden = true;
+    await dialCallback(offer.callback);
+  };
+  clearTimeout(me.offerTimer);
+  me.offerTimer = setTimeout(() => { box.hidden = true; }, offer.expires_in * 1000);
 }
 
 async function start() {

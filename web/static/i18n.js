@@ -134,6 +134,8 @@ const TEXTS = {
     return_visit: "Return visit",
     visit_rating: "Return visit's rating",
     cb_kind_visit: "return visit",
+    cb_offer: "The line is quiet: call back?",
+    cb_accept: "Call back now",
   },
   "zh-CN": {
     title: "12345 热线",
@@ -266,6 +268,8 @@ const TEXTS = {
     return_visit: "回访",
     visit_rating: "回访评价",
     cb_kind_visit: "回访",
+    cb_offer: "当前无人排队：回拨这位市民？",
+    cb_accept: "立即回拨",
   },
 };
 
