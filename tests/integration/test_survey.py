@@ -10,6 +10,9 @@ two seconds later, and the question (7.5 s in zh) is interrupted by the first ke
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -162,7 +165,8 @@ async def test_a_dialplan_with_the_survey_switched_off_still_reaches_a_person(
 async def test_a_supervisor_sees_the_satisfaction_tiles_and_reviews_a_dissatisfied_rating(
     asterisk,
     tmp_path: Path,
-    sipp_phones,  # type: ignore[no-untyped-def]
+    sipp_phones,
+    ami_events,  # type: ignore[no-untyped-def]
 ) -> None:
     """Two real rated calls (满意, then 不满意), then Chromium on the supervisor's panel: the
     tiles say 50 %, the review list holds the dissatisfied call's ticket until it is marked
@@ -172,11 +176,23 @@ async def test_a_supervisor_sees_the_satisfaction_tiles_and_reviews_a_dissatisfi
     bridge = start(asterisk, tmp_path)
     base = f"http://127.0.0.1:{bridge.web_port}"
     try:
-        for caller, key in (("13900139005", "1"), ("13900139006", "3")):
-            citizen = sipp_phones.call_and_rate(caller, "周九", [(6.0, key)])
-            assert await citizen.wait_async(timeout=90) == 0, citizen.diagnostics()
-            rated_row(bridge, caller)
+        async with ami_events(asterisk.ami_probe_username, asterisk.ami_probe_secret) as ami:
+            for caller, key in (("13900139005", "1"), ("13900139006", "3")):
+                citizen = sipp_phones.call_and_rate(caller, "周九", [(6.0, key)])
+                assert await citizen.wait_async(timeout=90) == 0, citizen.diagnostics()
+                rated_row(bridge, caller)
+            transcript = tmp_path / "survey-session.ami"
+            transcript.write_bytes(bytes(ami.wire.raw))
         dissatisfied = rated_row(bridge, "13900139006")["ticket"]
+        # The same AMI session, replayed: `hotline replay --json` counts what the bridge did.
+        replay = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "hotline.cli", "replay", str(transcript), "--json"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        replayed = json.loads(replay.stdout)["satisfaction"]["today"]
+        assert (replayed["rated"], replayed["answers"]["satisfied"]) == (2, 1)
+        assert replayed["answers"]["dissatisfied"] == 1 and replayed["satisfaction_rate"] == 0.5
 
         def at_the_panel() -> tuple[str, int]:
             with sync_playwright() as playwright:

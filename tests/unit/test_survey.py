@@ -7,6 +7,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,7 +16,11 @@ from agi.server import FastAgiServer
 from agi.survey import survey_handler_for
 from ami.codec import parse_message
 from ami.events import parse_event
+from ami.feed import replay_file
 from ami.queue_log import parse_line, recover_calls
+from ami.replay import ReplayClock
+from hotline.service import build_pipeline
+from infra.config import Settings
 from pbx.facts import (
     AgentConnected,
     CallerJoinedQueue,
@@ -387,3 +392,28 @@ def test_a_preferred_agents_talk_ends_when_the_survey_begins() -> None:
     )
     [call] = tracker.handle(ChannelHungUp(T0 + timedelta(seconds=50), "4.1", "4.1", "c", 16, ""))
     assert (call.talk_seconds, call.rating) == (30, NOT_RATED)
+
+
+# -- a real session: two calls on the Asterisk 22 test bed, rated 1 and 3 --------------------
+
+SURVEY_SESSION = Path(__file__).resolve().parents[1] / "fixtures" / "survey-ratings.ami"
+
+
+def test_a_recorded_session_gives_each_call_its_rating_and_the_figures() -> None:
+    """Recorded by the survey's real-bed test (the probe's AMI session): agent1 answered each
+    call and hung up after 2 s; one citizen pressed 1, the other 3."""
+    clock = ReplayClock()
+    pipeline = build_pipeline(Settings(), clock.current)
+    calls = replay_file(SURVEY_SESSION, pipeline, clock)
+    assert [(c.outcome, c.agent_interface, c.rating, c.rating_key) for c in calls] == [
+        (CallOutcome.ANSWERED, "PJSIP/agent1", "satisfied", "1"),
+        (CallOutcome.ANSWERED, "PJSIP/agent1", "dissatisfied", "3"),
+    ]
+    # The talk is the agent's 2 s, not the minute the survey kept the caller on the line.
+    assert all(c.talk_seconds is not None and c.talk_seconds <= 3 for c in calls)
+    assert all(c.ended_at and c.rated_at and c.rated_at <= c.ended_at for c in calls)
+    figures = pipeline.snapshot(clock.current())["satisfaction"]
+    assert figures["today"]["answers"] == {"satisfied": 1, "basic": 0, "dissatisfied": 1}
+    assert figures["today"]["satisfaction_rate"] == 0.5
+    assert figures["today"]["participation_rate"] == 1.0
+    assert figures["agents"]["PJSIP/agent1"]["to_review"] == 1
