@@ -116,20 +116,7 @@ class CallbackStore:
                 row.missed_calls += 1
                 row.last_missed_at = max(utc(row.last_missed_at), at)
                 return CallbackTask.from_row(row), True
-            row = CallbackRow(
-                kind=CALLBACK,
-                ticket=ticket,
-                caller_number=caller_digits,
-                caller_name=caller_name[:128],
-                status=CallbackStatus.DUE.value,
-                missed_calls=1,
-                requested_at=at,
-                last_missed_at=at,
-                attempts=0,
-            )
-            session.add(row)
-            session.flush()
-            return CallbackTask.from_row(row), False
+            return _new_task(session, CALLBACK, ticket, caller_digits, caller_name, at), False
 
         return await self._units(orm_unit(requesting))
 
@@ -150,19 +137,7 @@ class CallbackStore:
                 .with_for_update()
             )
             if row is None:
-                row = CallbackRow(
-                    kind=VISIT,
-                    ticket=ticket,
-                    caller_number=caller_digits,
-                    caller_name=caller_name[:128],
-                    status=CallbackStatus.DUE.value,
-                    missed_calls=0,
-                    requested_at=at,
-                    last_missed_at=at,
-                    attempts=0,
-                )
-                session.add(row)
-                session.flush()
+                return _new_task(session, VISIT, ticket, caller_digits, caller_name, at)
             return CallbackTask.from_row(row)
 
         return await self._units(orm_unit(visiting))
@@ -293,6 +268,26 @@ class CallbackStore:
             return [CallbackTask.from_row(row) for row in session.scalars(query)]
 
         return await self._reads(orm_unit(since_then))
+
+
+def _new_task(
+    session: Session, kind: str, ticket: str, digits: str, name: str, at: datetime
+) -> CallbackTask:
+    """A task due now: a callback for one missed call, or a visit (no missed call)."""
+    row = CallbackRow(
+        kind=kind,
+        ticket=ticket,
+        caller_number=digits,
+        caller_name=name[:128],
+        status=CallbackStatus.DUE.value,
+        missed_calls=1 if kind == CALLBACK else 0,
+        requested_at=at,
+        last_missed_at=at,
+        attempts=0,
+    )
+    session.add(row)
+    session.flush()
+    return CallbackTask.from_row(row)
 
 
 def _locked(session: Session, task_id: int) -> CallbackRow:

@@ -381,38 +381,32 @@ class TicketStore:
         """The citizen rated a call about this ticket: the latest rating stands on the ticket
         (an older one arriving late changes nothing); ``review`` puts it on the review list.
         Returns whether the ticket changed."""
-        at = utc(at)
-
-        def rating_it(session: Session) -> bool:
-            row = _locked_row(session, number)
-            if row.rated_at is not None and utc(row.rated_at) > at:
-                return False
-            row.rating = rating[:24]
-            row.rated_agent = agent[:128] or None
-            row.rated_call = call[:64]
-            row.rated_at = at
-            if review:
-                row.review_requested_at = at
-                row.reviewed_at = None
-            row.updated_at = max(utc(row.updated_at), at)
-            return True
-
-        return await self._units(orm_unit(rating_it))
+        fields = {
+            "rating": rating[:24],
+            "rated_agent": agent[:128] or None,
+            "rated_call": call[:64],
+        }
+        return await self._rated(number, "rated_at", fields, utc(at), review)
 
     async def rate_visit(
         self, number: str, rating: str, agent: str, at: datetime, *, review: bool
     ) -> bool:
         """The return visit's rating of the whole case (一事一评): the latest visit stands;
         ``review`` puts the ticket on the review list as a dissatisfied call would."""
-        at = utc(at)
+        fields = {"visit_rating": rating[:24], "visit_agent": agent[:128] or None}
+        return await self._rated(number, "visit_rated_at", fields, utc(at), review)
+
+    async def _rated(
+        self, number: str, stamp: str, fields: dict[str, str | None], at: datetime, review: bool
+    ) -> bool:
+        """A rating's ``fields`` onto the ticket unless a later one (``stamp``) is there."""
 
         def rating_it(session: Session) -> bool:
             row = _locked_row(session, number)
-            if row.visit_rated_at is not None and utc(row.visit_rated_at) > at:
+            latest = getattr(row, stamp)
+            if latest is not None and utc(latest) > at:
                 return False
-            row.visit_rating = rating[:24]
-            row.visit_agent = agent[:128] or None
-            row.visit_rated_at = at
+            _apply(row, {**fields, stamp: at})
             if review:
                 row.review_requested_at = at
                 row.reviewed_at = None

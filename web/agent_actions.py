@@ -28,6 +28,20 @@ MAX_REASON = 64
 MAX_BODY = 4096
 
 
+def acting_interface(user: User, named: object, own_only: str) -> str:
+    """The phone an action is for: the user's own, or (supervisors and admins) the one
+    ``named``; ``own_only`` is what an agent naming another phone is told."""
+    if named is None or named == user.agent_interface:
+        if user.agent_interface is None:
+            raise json_error(400, "name the agent: this user has no softphone interface")
+        return user.agent_interface
+    if user.role not in HEARS_EVERY_CALL:
+        raise json_error(403, own_only)
+    if not isinstance(named, str) or not AGENT_INTERFACE.fullmatch(named):
+        raise json_error(400, "agent is an interface like PJSIP/agent1, or an agent's name")
+    return named
+
+
 class AgentActions:
     def __init__(self, control: AgentControl | None) -> None:
         self.control = control
@@ -46,16 +60,7 @@ class AgentActions:
 
     @staticmethod
     def _interface(user: User, body: dict[str, Any]) -> str:
-        named = body.get("agent")
-        if named is None or named == user.agent_interface:
-            if user.agent_interface is None:
-                raise json_error(400, "name the agent: this user has no softphone interface")
-            return user.agent_interface
-        if user.role not in HEARS_EVERY_CALL:
-            raise json_error(403, "agents act only on their own phone")
-        if not isinstance(named, str) or not AGENT_INTERFACE.fullmatch(named):
-            raise json_error(400, "agent is an interface like PJSIP/agent1, or an agent's name")
-        return named
+        return acting_interface(user, body.get("agent"), "agents act only on their own phone")
 
     def _control(self) -> AgentControl:
         if self.control is None:

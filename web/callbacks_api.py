@@ -24,11 +24,11 @@ from callbacks.store import CallbackError, CallbackStore, CallbackTask
 from pbx.control import PbxRefused, PbxUnavailable
 from tickets.model import TicketError
 from tickets.views import local_time
+from web.agent_actions import acting_interface
 from web.api import TICKET_NUMBER
 from web.auth import current_user
 from web.bodies import read_json
 from web.errors import json_error, json_refusals
-from web.users import AGENT_INTERFACE, HEARS_EVERY_CALL
 
 _TASK_ID = re.compile(r"[1-9][0-9]{0,17}")
 MAX_BODY = 1024
@@ -120,16 +120,7 @@ class CallbackApi:
             body = await read_json(request, max_bytes=MAX_BODY, max_depth=2)
         if not isinstance(body, dict):
             raise json_error(400, "send a JSON object")
-        named = body.get("agent")
-        if named is None or named == user.agent_interface:
-            if user.agent_interface is None:
-                raise json_error(400, "name the agent: this user has no softphone interface")
-            return user.agent_interface
-        if user.role not in HEARS_EVERY_CALL:
-            raise json_error(403, "agents call back from their own phone")
-        if not isinstance(named, str) or not AGENT_INTERFACE.fullmatch(named):
-            raise json_error(400, "agent is an interface like PJSIP/agent1")
-        return named
+        return acting_interface(user, body.get("agent"), "agents call back from their own phone")
 
     async def _started(self, attempt: Awaitable[CallbackTask]) -> web.Response:
         try:

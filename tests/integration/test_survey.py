@@ -181,6 +181,8 @@ async def test_a_supervisor_sees_the_satisfaction_tiles_and_reviews_a_dissatisfi
                 citizen = sipp_phones.call_and_rate(caller, "周九", [(6.0, key)])
                 assert await citizen.wait_async(timeout=90) == 0, citizen.diagnostics()
                 rated_row(bridge, caller)
+                # The probe's session may lag the bridge's: the call's end is in it too.
+                await ami.wait_for("Hangup", timeout=20, CallerIDNum=caller)
             transcript = tmp_path / "survey-session.ami"
             transcript.write_bytes(bytes(ami.wire.raw))
         dissatisfied = rated_row(bridge, "13900139006")["ticket"]

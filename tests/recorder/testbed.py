@@ -361,6 +361,17 @@ class SippProcess:
         )
 
 
+def _listening(phone: SippProcess, ip: str, port: int, timeout: float) -> SippProcess:
+    """``phone`` once its SIP port is bound; stopped, and a ``TestbedError``, if it never is."""
+    deadline = time.monotonic() + timeout
+    while udp_port_free(ip, port):
+        if not phone.running() or time.monotonic() > deadline:
+            phone.stop()
+            raise TestbedError(f"SIPp {phone.name} did not start:\n{phone.diagnostics()}")
+        time.sleep(0.02)
+    return phone
+
+
 class Phones:
     """Starts SIPp agents and citizens; ``stop_all()`` ends every process it started.
 
@@ -432,13 +443,7 @@ class Phones:
             ],
         )  # fmt: skip
         self.agents[agent] = phone
-        deadline = time.monotonic() + ready_timeout
-        while udp_port_free(AGENT_IP, port):
-            if not phone.running() or time.monotonic() > deadline:
-                phone.stop()
-                raise TestbedError(f"SIPp {agent} did not start:\n{phone.diagnostics()}")
-            time.sleep(0.02)
-        return phone
+        return _listening(phone, AGENT_IP, port, ready_timeout)
 
     def start_citizen_phone(
         self,
@@ -470,13 +475,7 @@ class Phones:
             ],
         )  # fmt: skip
         self.agents["citizen-phone"] = phone
-        deadline = time.monotonic() + ready_timeout
-        while udp_port_free(CITIZEN_IP, CITIZEN_PHONE_PORT):
-            if not phone.running() or time.monotonic() > deadline:
-                phone.stop()
-                raise TestbedError(f"SIPp citizen phone did not start:\n{phone.diagnostics()}")
-            time.sleep(0.02)
-        return phone
+        return _listening(phone, CITIZEN_IP, CITIZEN_PHONE_PORT, ready_timeout)
 
     def stop_agent(self, agent: str) -> None:
         phone = self.agents.pop(agent, None)

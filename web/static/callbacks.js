@@ -75,7 +75,34 @@ async function dialCallback(taskId) {
   await loadCallbacks();
 }
 
+function buildCallbackTable() {
+  // The same table on both pages: built here once, into #callback-list.
+  const holder = document.getElementById("callback-list");
+  const empty = document.createElement("p");
+  empty.id = "no-callbacks";
+  empty.className = "quiet";
+  empty.dataset.text = "no_callbacks";
+  const table = document.createElement("table");
+  table.className = "board";
+  table.id = "callback-table";
+  table.hidden = true;
+  const head = document.createElement("tr");
+  for (const key of ["caller", "ticket", "cb_missed", "cb_first_missed", "cb_attempts", "status", ""]) {
+    const cell = document.createElement("th");
+    if (key) cell.dataset.text = key;
+    head.append(cell);
+  }
+  const thead = document.createElement("thead");
+  thead.append(head);
+  const body = document.createElement("tbody");
+  body.id = "callback-rows";
+  table.append(thead, body);
+  holder.replaceChildren(empty, table);
+  applyTexts(holder);
+}
+
 function followCallbacks(currentCsrf, canDial) {
+  buildCallbackTable();
   callbackList.csrf = currentCsrf;
   callbackList.canDial = canDial;
   document.addEventListener("languagechange", renderCallbacks);
