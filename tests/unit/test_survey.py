@@ -396,7 +396,7 @@ def test_a_preferred_agents_talk_ends_when_the_survey_begins() -> None:
 
 # -- a real session: two calls on the Asterisk 22 test bed, rated 1 and 3 --------------------
 
-SURVEY_SESSION = Path(__file__).resolve().parents[1] / "fixtures" / "survey-ratings.ami"
+SURVEY_SESSION = Path(__file__).resolve().parents[1] / "fixtures" / "survey" / "two-ratings.ami"
 
 
 def test_a_recorded_session_gives_each_call_its_rating_and_the_figures() -> None:
