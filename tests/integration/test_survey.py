@@ -69,6 +69,7 @@ async def test_a_citizen_who_presses_2_after_the_agent_left_is_basically_satisfi
 ) -> None:
     only_agent1_hangs_up(asterisk, sipp_phones)
     bridge = start(asterisk, tmp_path)
+    logged_before = len(asterisk.log_lines())
     try:
         started = time.monotonic()
         citizen = sipp_phones.call_and_rate("13900139001", "王五", [(6.0, "2")])
@@ -88,6 +89,9 @@ async def test_a_citizen_who_presses_2_after_the_agent_left_is_basically_satisfi
         assert (today["satisfaction_rate"], today["participation_rate"]) == (1.0, 1.0)
         assert stats["satisfaction"]["agents"]["PJSIP/agent1"]["rated"] == 1
         assert stats["satisfaction"]["queues"]["hotline"]["answers"]["basic"] == 1
+        # The question in the call's language: the citizens' trunk says zh (pjsip.conf).
+        played = [line for line in asterisk.log_lines()[logged_before:] if "Playing" in line]
+        assert any("'hotline/survey-ask." in line and "(language 'zh')" in line for line in played)
         print(f"\nrated call: {ended:.1f} s from dialling to Asterisk's hang-up")
     finally:
         assert bridge.stop() == 0, bridge.log_tail()

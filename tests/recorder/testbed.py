@@ -214,6 +214,14 @@ class Sandbox:
         except FileNotFoundError:
             return []
 
+    def log_lines(self) -> list[str]:
+        """Asterisk's messages.log (notices, warnings, dialplan traces at verbose level 3)."""
+        try:
+            path = self.chroot / "var/log/asterisk/messages.log"
+            return path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
     def queue_log_size(self) -> int:
         try:
             return self.queue_log.stat().st_size
