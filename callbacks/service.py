@@ -100,6 +100,9 @@ class CallbackService:
     async def requested(self, ticket: str, call: CallRecord) -> None:
         """A missed inbound call (``TicketService``'s hook): on the list, one task per caller."""
         digits = normalise_number(call.caller_number).digits
+        if not digits:  # a withheld or invalid number: nothing to dial
+            self.counters["not_callable"] += 1
+            return
         at = call.ended_at or self._clock()
         task, merged = await self._store.request(ticket, digits, call.caller_name, at)
         self.counters["merged" if merged else "requested"] += 1

@@ -164,10 +164,12 @@ async def test_missed_calls_of_one_number_merge_into_one_task(bed: Bed) -> None:
     await bed.service.requested(ticket, missed("1.1"))  # +86 138-0013-8000: the same caller
     await bed.service.requested(ticket, missed("1.2", "13800138000", T0 + timedelta(minutes=3)))
     await bed.service.requested(ticket, missed("1.3", "13900139000"))
+    await bed.service.requested(ticket, missed("1.4", ""))  # withheld: nobody to call
     first, other = await bed.store.tasks()
     assert (first.caller_number, first.missed_calls, first.ticket) == ("13800138000", 2, ticket)
     assert first.last_missed_at == T0 + timedelta(minutes=3) and other.missed_calls == 1
     assert bed.service.counters["merged"] == 1 and bed.service.counters["requested"] == 2
+    assert bed.service.counters["not_callable"] == 1
 
 
 async def test_a_reached_citizen_closes_the_task_journals_the_call_and_stops_the_clock(
