@@ -22,7 +22,7 @@ from infra.storage import create_engine, session_factory
 from ivr_bypass.decision import normalise_number
 from ivr_bypass.directory import DirectoryError, EnterpriseDirectory
 from tickets.model import TicketError, TicketStatus
-from tickets.sla import SlaReport, on_time_rate, sla_report
+from tickets.sla import SlaReport, clock_on_time_rates, on_time_rate, sla_report
 from tickets.store import Ticket, TicketEdit, TicketStore
 from tickets.views import call_json, local_time, sla_verdict, ticket_json
 
@@ -211,6 +211,7 @@ async def _tickets(store: TicketStore, settings: Settings, args: argparse.Namesp
         "on_time": sum(r.on_time is True for r in reports),
         "late": sum(r.on_time is False for r in reports),
         "on_time_rate": rate,
+        "clocks": clock_on_time_rates(reports),
     }
     if args.json:
         print(json.dumps(summary))
@@ -220,4 +221,8 @@ async def _tickets(store: TicketStore, settings: Settings, args: argparse.Namesp
             f"{start} .. {end}: {summary['tickets']} tickets, {summary['settled']} settled, "
             f"{summary['late']} late; on-time rate {shown}"
         )
+        for name, clock_rate in summary["clocks"].items():
+            print(
+                f"  {name:<9} on time {'-' if clock_rate is None else f'{clock_rate * 100:.1f} %'}"
+            )
     return 0

@@ -308,3 +308,14 @@ def on_time_rate(reports: Iterable[SlaReport]) -> float | None:
     if not settled:
         return None
     return sum(settled) / len(settled)
+
+
+def clock_on_time_rates(reports: Iterable[SlaReport]) -> dict[str, float | None]:
+    """Per clock (contact, on site, resolve, callback): the share of its settled clocks met in
+    time; a clock overdue counts as missed. The callback clock's is the callback on-time rate."""
+    settled: dict[str, list[bool]] = {name.value: [] for name in ClockName}
+    for report in reports:
+        for clock in report.clocks:
+            if clock.state is not ClockState.RUNNING:
+                settled[clock.name.value].append(clock.state is ClockState.MET)
+    return {name: (sum(done) / len(done) if done else None) for name, done in settled.items()}

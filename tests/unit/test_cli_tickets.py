@@ -95,5 +95,6 @@ def test_tickets_from_the_shell(tmp_path: Path) -> None:
 
     rate = json.loads(hotline("tickets", "sla", "--json", env=env).stdout)
     assert (rate["tickets"], rate["late"], rate["on_time_rate"]) == (2, 1, 0.0)
+    assert rate["clocks"]["contact"] == 0.0 and rate["clocks"]["callback"] is None
     text = hotline("tickets", "list", env=env).stdout
     assert "late: contact" in text and "running" in text

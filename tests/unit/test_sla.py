@@ -25,6 +25,7 @@ from tickets.sla import (
     SlaReport,
     TicketClockFacts,
     WorkingCalendar,
+    clock_on_time_rates,
     on_time_rate,
     resolution_deadline,
     sla_report,
@@ -493,3 +494,24 @@ def test_call_back_without_a_request_runs_no_callback_clock() -> None:
     report = report_for(OPENED + timedelta(days=5), called_back_at=OPENED + timedelta(minutes=1))
     assert report.clock(ClockName.CALLBACK) is None
     assert [clock.name for clock in report.clocks] == [ClockName.CONTACT, ClockName.RESOLVE]
+
+
+def test_each_clock_has_its_on_time_rate_and_the_callback_clocks_is_the_callback_rate() -> None:
+    opened = local(2026, 11, 25, 10, 0)
+    now = local(2026, 11, 25, 16, 0)
+    called_in_time = TicketClockFacts(
+        opened, contacted_at=opened + timedelta(minutes=5),
+        callback_requested_at=opened, called_back_at=opened + timedelta(minutes=20),
+    )  # fmt: skip
+    called_late = TicketClockFacts(
+        opened, contacted_at=opened + timedelta(minutes=50),
+        callback_requested_at=opened, called_back_at=opened + timedelta(minutes=45),
+    )  # fmt: skip
+    never_called = TicketClockFacts(opened, callback_requested_at=opened)  # overdue by now
+    rates = clock_on_time_rates(
+        sla_report(facts, now, POLICY, OFFICIAL, SHANGHAI)
+        for facts in (called_in_time, called_late, never_called)
+    )
+    assert rates["callback"] == pytest.approx(1 / 3)
+    assert rates["contact"] == pytest.approx(1 / 3)  # 5 min met, 50 min missed, one overdue
+    assert rates["resolve"] is None  # still running: nothing settled
