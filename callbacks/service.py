@@ -33,21 +33,16 @@ from pbx.facts import CallbackAgentMissed, CallbackDialled, DomainEvent, VisitRa
 from queue_stats.calls import CallOutcome, CallRecord
 from survey.scale import NOT_RATED, RatingScale
 from tickets.model import TicketStatus
+from tickets.service import TICKETS_CHANNEL
 from tickets.store import TicketStore
 
 log = logging.getLogger(__name__)
 
-CALLBACKS_CHANNEL = "tickets"
+CALLBACKS_CHANNEL = TICKETS_CHANNEL  # the panels' ticket news
 OFFERS_CHANNEL = "calls"  # per agent: an offer reaches only the agent it is made to
 RETRY_CHECK_SECONDS = 1.0
 STALE_DIALLING = timedelta(minutes=10)  # an attempt the PBX never reported on
-
-_OUTCOMES = {
-    DialOutcome.REACHED: CallOutcome.REACHED,
-    DialOutcome.NO_ANSWER: CallOutcome.NO_ANSWER,
-    DialOutcome.BUSY: CallOutcome.BUSY,
-    DialOutcome.FAILED: CallOutcome.FAILED,
-}
+STALE_CHECK_EVERY = timedelta(minutes=1)  # a write unit: not every second
 
 
 class Dialer(Protocol):
@@ -93,6 +88,7 @@ class CallbackService:
         self._free_agents = free_agents
         self.dialer: Dialer | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._stale_checked: datetime | None = None
         self.counters: Counter[str] = Counter()
 
     # -- in --------------------------------------------------------------------------------------
@@ -176,27 +172,32 @@ class CallbackService:
 
     async def _on_dialled(self, fact: CallbackDialled) -> None:
         outcome = outcome_of(fact.status)
-        reached = outcome is DialOutcome.REACHED
-        when = fact.at - timedelta(seconds=fact.talk_seconds) if reached else fact.at
-        task = await self._store.finish(fact.callback, outcome, when, self.policy)
+        answered_at = (
+            fact.at - timedelta(seconds=fact.talk_seconds)
+            if outcome is DialOutcome.REACHED
+            else None
+        )
+        task = await self._store.finish(fact.callback, outcome, answered_at or fact.at, self.policy)
         if task is None:
             self.counters["unexpected_reports"] += 1
             log.warning("callback %d: a report for no attempt under way", fact.callback)
-        self._journal(self._journal_row(fact, outcome, task))
+        self._journal(self._journal_row(fact, outcome, answered_at, task))
         if task is None:
             return
         self.counters[f"outcome_{outcome.value}"] += 1
-        if reached and await self._tickets.reached_by_callback(task.ticket, when):
+        if answered_at and await self._tickets.reached_by_callback(task.ticket, answered_at):
             self.counters["ticket_clocks_stopped"] += 1
         log.info("callback %d: %s (%s), task %s", task.id, outcome.value, fact.status,
                  task.status.value)  # fmt: skip
         await self._publish("callback.attempted", task)
 
     def _journal_row(
-        self, fact: CallbackDialled, outcome: DialOutcome, task: CallbackTask | None
+        self,
+        fact: CallbackDialled,
+        outcome: DialOutcome,
+        answered_at: datetime | None,
+        task: CallbackTask | None,
     ) -> CallRecord:
-        reached = outcome is DialOutcome.REACHED
-        answered_at = fact.at - timedelta(seconds=fact.talk_seconds) if reached else None
         return CallRecord(
             uniqueid=fact.uniqueid,
             linkedid=fact.linkedid,
@@ -213,8 +214,8 @@ class CallbackService:
                 if answered_at
                 else None
             ),
-            talk_seconds=fact.talk_seconds if reached else None,
-            outcome=_OUTCOMES[outcome],
+            talk_seconds=fact.talk_seconds if answered_at else None,
+            outcome=CallOutcome(outcome.value),  # the same words: reached, no_answer, ...
             ticket=fact.ticket or (task.ticket if task is not None else None),
             routing_reason="visit" if task is not None and task.kind == VISIT else "callback",
             direction="outbound",
@@ -242,7 +243,8 @@ class CallbackService:
             return 0
         now = self._clock()
         self._offers = {task: held for task, held in self._offers.items() if held[1] > now}
-        if not self._quiet():
+        free = sorted(self._free_agents())
+        if not free or not self._quiet():
             return 0
         due = [
             task
@@ -250,7 +252,6 @@ class CallbackService:
             if task.status is CallbackStatus.DUE and task.kind != VISIT
         ]
         by_id = {task.id: task for task in due}
-        free = sorted(self._free_agents())
         offered = {task: agent for task, (agent, _) in self._offers.items()}
         made = 0
         for task_id, agent in quiet_line_offers([t.id for t in due], free, offered):
@@ -283,9 +284,13 @@ class CallbackService:
     async def dial_due_retries(self) -> int:
         if self.dialer is None:
             return 0
-        for task in await self._store.give_back_stale(self._clock() - STALE_DIALLING):
-            self.counters["unreported_attempts"] += 1
-            log.warning("callback %d: the PBX never reported its attempt; waiting again", task.id)
+        now = self._clock()
+        if self._stale_checked is None or now - self._stale_checked >= STALE_CHECK_EVERY:
+            self._stale_checked = now
+            for task in await self._store.give_back_stale(now - STALE_DIALLING):
+                self.counters["unreported_attempts"] += 1
+                log.warning("callback %d: the PBX never reported its attempt; waiting again",
+                            task.id)  # fmt: skip
         free = self._free_agents()
         dialled = 0
         for task in await self._store.due_retries(self._clock()):

@@ -194,9 +194,7 @@ class CallbackStore:
             row = _locked(session, task_id)
             if row.status != CallbackStatus.DIALLING.value:
                 return None
-            row.status = CallbackStatus.RETRY.value if row.attempts else CallbackStatus.DUE.value
-            row.dialling_since = None
-            row.last_outcome = outcome[:24]
+            _waiting_again(row, outcome)
             return CallbackTask.from_row(row)
 
         return await self._units(orm_unit(giving_back))
@@ -216,12 +214,7 @@ class CallbackStore:
                 .with_for_update()
             ).all()
             for row in rows:
-                row.status = (
-                    CallbackStatus.RETRY.value if row.attempts else CallbackStatus.DUE.value
-                )
-                row.next_attempt_at = None if not row.attempts else row.dialling_since
-                row.dialling_since = None
-                row.last_outcome = "unreported"
+                _waiting_again(row, "unreported")
             return [CallbackTask.from_row(row) for row in rows]
 
         return await self._units(orm_unit(stale))
@@ -288,6 +281,16 @@ def _new_task(
     session.add(row)
     session.flush()
     return CallbackTask.from_row(row)
+
+
+def _waiting_again(row: CallbackRow, outcome: str) -> None:
+    """An attempt that came to nothing: due again, as a retry when it had attempts before
+    (due at once: its spacing began before this attempt)."""
+    row.status = CallbackStatus.RETRY.value if row.attempts else CallbackStatus.DUE.value
+    if row.attempts:
+        row.next_attempt_at = row.dialling_since
+    row.dialling_since = None
+    row.last_outcome = outcome[:24]
 
 
 def _locked(session: Session, task_id: int) -> CallbackRow:

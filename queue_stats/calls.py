@@ -188,7 +188,9 @@ class CallTracker:
         return self._surveys
 
     def settle_rating(self, call: CallRecord) -> CallRecord:
-        """A call rebuilt elsewhere (queue_log) rated as a live one would be."""
+        """A finished call's rating as it stands: ``not_rated`` for an answered call without
+        one (with surveys on), none for a call nobody answered. Live calls and calls rebuilt
+        from queue_log go through it alike."""
         if call.outcome is CallOutcome.ANSWERED and self._surveys and call.rating is None:
             return replace(call, rating=NOT_RATED, rated_at=call.rated_at or call.ended_at)
         if call.outcome is not CallOutcome.ANSWERED and call.rating is not None:
@@ -442,16 +444,14 @@ class CallTracker:
             outcome = CallOutcome.HUNG_UP_BEFORE_QUEUE
         if outcome is CallOutcome.ANSWERED and fields.get("talk_seconds") is None:
             fields["talk_seconds"] = _asterisk_seconds(fields.get("answered_at"), event.at)
-        if outcome is CallOutcome.ANSWERED and self._surveys and fields.get("rating") is None:
-            fields["rating"] = NOT_RATED
-            fields["rated_at"] = event.at
-        if outcome is not CallOutcome.ANSWERED and fields.get("rating") is not None:
-            self.anomalies["rating-of-unanswered-call"] += 1
-            fields["rating"] = fields["rating_key"] = fields["rated_at"] = None
         fields["outcome"] = outcome
         fields["ended_at"] = event.at
         fields["hangup_cause"] = event.cause
-        return [CallRecord(**fields)]
+        call = CallRecord(**fields)
+        settled = self.settle_rating(call)
+        if call.rating is not None and settled.rating is None:
+            self.anomalies["rating-of-unanswered-call"] += 1
+        return [settled]
 
     def _forget(self, uniqueid: str) -> None:
         self._reported_by_dialplan.discard(uniqueid)

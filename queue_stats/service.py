@@ -424,14 +424,12 @@ class QueueService:
     def snapshot(self) -> dict[str, Any]:
         now = self._clock()
         stats = self.pipeline.stats
-        figures = stats.snapshot(now)
+        figures = self.pipeline.snapshot(now)
         for interface, agent in figures["agents"].items():
             agent["state_since"] = self._state_since(interface, agent["state"], now)
             talking_to = stats.agents[interface].on_call_with
             call = self.pipeline.tracker.call(talking_to) if talking_to else None
             agent["caller"] = call.caller_number if call is not None else None
-        if self.pipeline.satisfaction is not None:
-            figures["satisfaction"] = self.pipeline.satisfaction.snapshot(now)
         return {
             **figures,
             "last_15_minutes": stats.recent_snapshot(now),
