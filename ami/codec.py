@@ -226,6 +226,55 @@ class AmiFrameDecoder:
         return line
 
 
+def decode_recording(
+    data: bytes, keep_event: Callable[[str], bool] | None = None
+) -> list[AmiMessage]:
+    """A whole recorded transcript at once: the messages ``AmiFrameDecoder.feed`` would give for
+    the same bytes (greeting, frames, name filter), found on the bytes before any decoding.
+
+    Why: ``hotline replay`` of a day's recording (139,000 frames) spent most of its time turning
+    57 MB into text and splitting it, for the 1 frame in 5 the pipeline keeps. A frame break is
+    ASCII, which never occurs inside a UTF-8 sequence, so splitting the bytes gives the same
+    frames; only kept frames are decoded. A last frame without its blank line is left out, as
+    the live decoder keeps it waiting."""
+    end = data.find(b"\r\n")
+    if end < 0:
+        raise AmiProtocolError("peer sent no AMI greeting")
+    greeting = data[:end].decode("utf-8", "replace")
+    if not greeting.startswith(BANNER_PREFIX):
+        raise AmiProtocolError(f"not an AMI greeting: {greeting[:80]!r}")
+    frames = data[end + 2 :].split(FRAME_END.encode())
+    if max(map(len, frames)) > MAX_PENDING_CHARS:
+        raise AmiProtocolError(f"AMI frame longer than {MAX_PENDING_CHARS} characters")
+    del frames[-1]
+    # Each frame's first line, and what it means: kept or dropped by name (an "Event: " line),
+    # or None for the rare others, which take the live decoder's general rules.
+    first_lines = [frame.split(b"\r\n", 1)[0] for frame in frames]
+    verdicts: dict[bytes, bool | None] = {}
+    for line in set(first_lines):
+        if line[:7] == b"Event: ":
+            verdicts[line] = keep_event is None or keep_event(line[7:].decode("utf-8", "replace"))
+        else:
+            verdicts[line] = None
+    messages: list[AmiMessage] = []
+    for raw, kept in zip(frames, map(verdicts.__getitem__, first_lines), strict=True):
+        if kept is False:
+            continue
+        text = raw.decode("utf-8", "replace")
+        if kept is None:
+            if text[:2] == EOL or text[:6] == "Event:":
+                text = text.lstrip(EOL)
+                if not text:
+                    continue
+                named = event_name_of(text)
+                if keep_event is not None and named is not None and not keep_event(named):
+                    continue
+            elif not text:
+                continue
+        messages.append(parse_message(text))
+    return messages
+
+
 def encode_action(name: str, headers: Mapping[str, str | int | list[str]], action_id: str) -> bytes:
     """Encode an action; a CR or LF in any value is refused (it would inject AMI headers)."""
     lines = [f"Action: {name}", f"ActionID: {action_id}"]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ami.codec import AmiFrameDecoder, AmiMessage
+from ami.codec import AmiFrameDecoder, AmiMessage, decode_recording
 
 READ_CHUNK = 64 * 1024
 
@@ -21,6 +21,14 @@ def read_transcript(
     path: Path, keep_event: Callable[[str], bool] | None = None
 ) -> Iterator[AmiMessage]:
     """Every message of a transcript, decoded exactly as the live socket decodes them."""
+    yield from decode_recording(path.read_bytes(), keep_event)
+
+
+def read_transcript_by_chunks(
+    path: Path, keep_event: Callable[[str], bool] | None = None
+) -> Iterator[AmiMessage]:
+    """The same through the live decoder, a socket read at a time (what ``read_transcript``
+    must equal)."""
     decoder = AmiFrameDecoder(keep_event)
     with path.open("rb") as handle:
         while chunk := handle.read(READ_CHUNK):

@@ -10,7 +10,6 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from hotline.loop import run as run_loop
 from infra.config import ConfigError, Settings, load_settings
 
 EXIT_CONFIG_ERROR = 2
@@ -26,7 +25,9 @@ def _positive_speed(text: str) -> float:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; for ``hotline replay`` only its own (a replay is a whole process
+    a user waits for, and the management commands' modules take a quarter of a second to load)."""
     parser = argparse.ArgumentParser(
         prog="hotline",
         description="hotline-bridge: the service beside Asterisk for a citizen hotline.",
@@ -97,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     # 'hotline run' starts its routing process with the link it talks over; not for people.
     agi.add_argument("--link-fd", type=int, help=argparse.SUPPRESS)
+    if _command_of(sys.argv[1:] if argv is None else argv) == "replay":
+        return parser
 
     from hotline import manage, prompts_cli, recordings_cli
 
@@ -144,6 +147,8 @@ def _serve_until_stopped(service: Coroutine[Any, Any, None], settings: Settings)
     """Run a long-running command until it stops: a bad setting found late exits 2, an OS error
     at start (a port in use) exits 1."""
     try:
+        from hotline.loop import run as run_loop
+
         run_loop(service, settings.event_loop)
     except ConfigError as error:
         print(f"hotline: configuration error: {error}", file=sys.stderr)
@@ -161,7 +166,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from esl.callcenter import EslEventError
     from esl.codec import EslProtocolError
     from esl.replay import EslClock, is_esl_transcript, replay_esl_file
-    from hotline.service import build_pipeline
+    from hotline.pipelines import build_pipeline
     from queue_stats.pipeline import format_table
 
     if not args.path.is_file():
@@ -207,8 +212,20 @@ def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (after ``--config PATH`` if given)."""
+    words = list(argv)
+    while words:
+        word = words.pop(0)
+        if word == "--config":
+            words = words[1:]
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser(argv).parse_args(argv)
     try:
         settings = load_settings(args.config)
     except ConfigError as error:

@@ -43,25 +43,28 @@ from esl.client import EslClient
 from esl.feed import FreeswitchFeed
 from esl.outbound import OutboundRouter
 from hotline.domain import build_router, routing_rules, sla_policy, working_calendar
+from hotline.pbx_owner import PbxOwner, pbx_lease
+from hotline.pipelines import build_pipeline
 from hotline.priority import ChildLauncher, lower_priority
 from hotline.routing_process import COUNTERS_EVERY_SECONDS, ParentLink, RoutingProcess
 from hotline.schema import upgrade_database
-from infra.bus import Bus, create_bus
+from infra.bus import Bus, InProcessBus, SplitBus, create_bus
 from infra.config import Settings
+from infra.leadership import LeaseKeeper, process_holder_id
+from infra.leases import FencedTransactions, LeaseStore
 from infra.storage import Transactions, create_engine, session_factory, transactions_for
+from infra.streams import RedisStream, StreamConsumer
 from ivr_bypass.budget import BudgetedRouter
 from ivr_bypass.decision import fallback_decision
 from ivr_bypass.router import FreeAgents, SnapshotAvailability
 from pbx.control import AgentControl
 from pbx.naming import PbxName
-from queue_stats.calls import CallTracker
+from queue_stats.hotline_view import HotlineView
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
 from queue_stats.named import NamedPbx
-from queue_stats.pipeline import EventPipeline
-from queue_stats.satisfaction import SatisfactionStats
-from queue_stats.service import SNAPSHOT_KEY, CallObserver, QueueService, utc_now
-from queue_stats.stats import QueueStats
+from queue_stats.service import SNAPSHOT_KEY, STATS_CHANNEL, CallObserver, QueueService, utc_now
+from queue_stats.streamed_journal import CALLS_STREAM, JOURNAL_GROUP, JournalWriter
 from recording.ingest import RecordingIngest
 from recording.store import DirectoryStore
 from survey.scale import parse_scale
@@ -85,6 +88,7 @@ log = logging.getLogger(__name__)
 
 DEMO_SESSION = Path(__file__).with_name("data") / "demo-session.ami"
 DEMO_USER = "demo"
+STREAM_TRIM_SECONDS = 10.0
 # An agent of the recorded session, who may also sit at agent2's desk (the panel lets them pick).
 DEMO_AGENT, DEMO_AGENT_PHONES = "agent1", ("PJSIP/agent1", "PJSIP/agent2")
 
@@ -115,6 +119,15 @@ class Bridge:
     launcher: ChildLauncher | None = None  # starts the routing process at its own priority
     callbacks: CallbackService | None = None
     callback_store: CallbackStore | None = None
+    # A hotline of several PBXs (``pbxs``): one owner per PBX (ingesting while it holds the
+    # lease), the merged view every process shows, and the lease of the singletons.
+    owners: list[PbxOwner] = field(default_factory=list)
+    view: HotlineView | None = None
+    leases: LeaseStore | None = None
+    singletons: LeaseKeeper | None = None
+    # With Redis: the stream of finished calls, and this process's consumer in its journal group.
+    calls: RedisStream | None = None
+    journal_consumer: StreamConsumer | None = None
     web: WebParts = field(init=False)
     web_site: GuardedSite | None = None  # the web port, once it listens
 
@@ -159,8 +172,18 @@ class Bridge:
         database.update(writes)
         if writes.get("wal_sync_failures"):
             database["problem"] = "the disk refused to sync the database's write-ahead log"
+        if self.journal_consumer is not None:
+            pbx["calls_stream"] = dict(self.journal_consumer.counters)
+        if self.owners:
+            pbx["pbxs"] = {owner.spec.name: owner.health() for owner in self.owners}
+            if self.singletons is not None:
+                pbx["singletons"] = {"leader": self.singletons.held}
         return {
-            **({"ami": ami} if self.ami is not None or self.esl is None else {}),
+            **(
+                {"ami": ami}
+                if (self.ami is not None or self.esl is None) and not self.owners
+                else {}
+            ),
             **pbx,
             "database": database,
             "bus": {"up": await self.bus.ping()},
@@ -176,21 +199,6 @@ class Bridge:
             "sessions": dict(self.web.sessions.counters),
             **({"webhook": dict(self.webhook.counters)} if self.webhook else {}),
         }
-
-
-def build_pipeline(settings: Settings, clock: Callable[[], datetime]) -> EventPipeline:
-    """The pure pipeline as configured; ``hotline run`` and ``hotline replay`` share it."""
-    return EventPipeline(
-        CallTracker(frozenset(settings.inbound_contexts), surveys=settings.survey),
-        QueueStats(
-            settings.zone,
-            short_abandon_seconds=settings.short_abandon_seconds,
-            default_service_level_seconds=settings.service_level_seconds,
-            wrap_up_seconds=settings.wrap_up_seconds,
-        ),
-        clock,
-        SatisfactionStats(settings.zone, parse_scale(settings.survey_scale)),
-    )
 
 
 def build_route_server(
@@ -276,7 +284,13 @@ def build_bridge(
 ) -> Bridge:
     """Wire the real adapters. Nothing connects here; ``run_bridge`` starts them in order."""
     freeswitch = bool(settings.esl_password.get_secret_value())
-    if replay_path is None and not settings.ami_secret.get_secret_value() and not freeswitch:
+    several = bool(settings.pbxs)
+    if (
+        replay_path is None
+        and not settings.ami_secret.get_secret_value()
+        and not freeswitch
+        and not several
+    ):
         replay_path = DEMO_SESSION
     engine = create_engine(settings.database_url)
     bus = create_bus(settings.redis_url)
@@ -298,7 +312,7 @@ def build_bridge(
         on_time_limit=timedelta(minutes=settings.sla_callback_minutes),
         clock=clock,
         journal=lambda call: queues.journal_call(call),  # queues: made below
-        free_agents=lambda: queues.free_agents(),
+        free_agents=lambda: free_agents(),
         scale=parse_scale(settings.survey_scale),
         quiet=(lambda: queues.nobody_waiting()) if settings.callback_offer_when_quiet else None,
         offer_seconds=settings.callback_offer_seconds,
@@ -334,13 +348,55 @@ def build_bridge(
     )
     # What a PBX adapter and the route link feed: with a PBX name, ids carry it.
     entry: QueueService | NamedPbx = queues if pbx is None else NamedPbx(queues, pbx)
+    leases = LeaseStore(units, reads)
+    owners, view, singletons = [], None, None
+    calls, journal_consumer = None, None
+    if several:
+        holder = process_holder_id()
+        if settings.redis_url:
+            calls = RedisStream(settings.redis_url, CALLS_STREAM)
+            writer = JournalWriter(
+                lambda pbx, token: CallJournal(
+                    sessions, FencedTransactions(units, pbx_lease(pbx), token), pbx=pbx
+                )
+            )
+            journal_consumer = StreamConsumer(
+                calls, JOURNAL_GROUP, holder, writer, handle_many=writer.many
+            )
+        view = HotlineView(
+            bus,
+            InProcessBus(),
+            [spec.name for spec in settings.pbxs],
+            lambda: leases.leases("pbx:"),
+            clock,
+        )
+        owners = [
+            PbxOwner(
+                spec,
+                settings,
+                leases=leases,
+                holder=holder,
+                sessions=sessions,
+                units=units,
+                bus=bus,
+                pipeline=lambda: build_pipeline(settings, clock),
+                clock=clock,
+                observers=observers,
+                link_ticket=tickets.link,
+                fact_listeners=[callbacks.on_fact],
+                calls=calls,
+            )
+            for spec in settings.pbxs
+        ]
+        singletons = _singletons(leases, holder, settings, callbacks, calls)
+    free_agents = view.free_agents if view is not None else queues.free_agents
     routing_counters: Counter[str] = Counter()
     agi: RouteServers | RoutingProcess
     launcher = None
     if settings.routing_process == "process":
         launcher = ChildLauncher()
         agi = RoutingProcess(
-            free_agents=queues.free_agents,
+            free_agents=free_agents,
             on_routed=entry.on_routed,
             routing_counters=routing_counters,
             port=settings.agi_port,
@@ -352,7 +408,7 @@ def build_bridge(
             settings,
             engine,
             units,
-            queues.free_agents,
+            free_agents,
             on_routed=entry.on_routed,
             counters=routing_counters,
             clock=clock,
@@ -405,9 +461,56 @@ def build_bridge(
         launcher=launcher,
         callbacks=callbacks,
         callback_store=callback_store,
+        owners=owners,
+        view=view,
+        leases=leases,
+        singletons=singletons,
+        calls=calls,
+        journal_consumer=journal_consumer,
     )
     bridge.web = build_web(bridge, clock)
     return bridge
+
+
+def _singletons(
+    leases: LeaseStore,
+    holder: str,
+    settings: Settings,
+    callbacks: CallbackService,
+    calls: RedisStream | None,
+) -> LeaseKeeper:
+    """The work one process of the hotline does for all (the callback scheduler, trimming the
+    calls stream), run by whichever process holds the ``singletons`` lease."""
+    running: list[asyncio.Task[None]] = []
+
+    async def lead(token: int) -> None:
+        running.append(asyncio.create_task(callbacks.run(), name="callback-retries"))
+        if calls is not None:
+            running.append(asyncio.create_task(_trim_forever(calls), name="calls-trim"))
+
+    async def follow(why: str) -> None:
+        while running:
+            task = running.pop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return LeaseKeeper(
+        leases, "singletons", holder, ttl=settings.lease_seconds, on_gained=lead, on_lost=follow
+    )
+
+
+async def _trim_forever(calls: RedisStream, every: float = STREAM_TRIM_SECONDS) -> None:
+    """Drop the calls stream's entries that every group has acknowledged."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            dropped = await calls.trim_acknowledged()
+        except Exception as error:  # nothing is lost: the next pass trims more
+            log.warning("calls stream not trimmed: %s", error)
+            continue
+        if dropped:
+            log.debug("calls stream: %d acknowledged entries trimmed", dropped)
 
 
 def _freeswitch(
@@ -460,8 +563,16 @@ def build_web(bridge: Bridge, clock: Callable[[], datetime]) -> WebParts:
     settings, units, reads, bus = bridge.settings, bridge.units, bridge.reads, bridge.bus
     policy, calendar, zone = sla_policy(settings), working_calendar(settings), settings.zone
 
+    view = bridge.view
+    live_bus: Bus = bus
+
     async def stats() -> dict[str, Any] | None:
+        if view is not None:
+            return await view.snapshot()
         return await bus.load_snapshot(SNAPSHOT_KEY)
+
+    if view is not None:  # the merged figures are this process's own feed
+        live_bus = SplitBus(bus, view.local, frozenset({STATS_CHANNEL}))
 
     secret = settings.session_secret.get_secret_value()
     if not secret:
@@ -480,7 +591,7 @@ def build_web(bridge: Bridge, clock: Callable[[], datetime]) -> WebParts:
             stats,
             clock=clock,
         ),
-        live=LiveHub(bus, stats),
+        live=LiveHub(live_bus, stats),
         metrics=Metrics(bridge.health, stats, settings.metrics_token.get_secret_value()),
         agent_actions=AgentActions(bridge.agent_control),
         callbacks=(
@@ -580,7 +691,9 @@ async def run_bridge(
         asyncio.create_task(bridge.units.run_checkpoints(), name="wal-checkpoints"),
         asyncio.create_task(bridge.recordings.run(), name="recording-ingest"),
     ]
-    if bridge.callbacks is not None:
+    if bridge.singletons is not None:
+        tasks.append(asyncio.create_task(bridge.singletons.run(), name="singletons"))
+    elif bridge.callbacks is not None:
         tasks.append(asyncio.create_task(bridge.callbacks.run(), name="callback-retries"))
     if bridge.webhook is not None:
         tasks.append(asyncio.create_task(bridge.webhook.run(), name="webhook"))
@@ -607,12 +720,24 @@ async def run_bridge(
         await bridge.ami.start()
     if bridge.esl is not None:
         await bridge.esl.start()
-    if bridge.ami is None and bridge.esl is None:
+    if bridge.view is not None:
+        tasks.append(asyncio.create_task(bridge.view.run(), name="hotline-view"))
+    if bridge.journal_consumer is not None:
+        tasks.append(asyncio.create_task(bridge.journal_consumer.run(), name="journal-consumer"))
+    owning = [
+        asyncio.create_task(owner.run(), name=f"pbx-{owner.spec.name}") for owner in bridge.owners
+    ]
+    if bridge.ami is None and bridge.esl is None and not bridge.owners:
         tasks.append(asyncio.create_task(_replay_session(bridge, messages), name="replay"))
     try:
         await stop.wait()
     finally:
         log.info("stopping")
+        for task in owning:  # each drains its PBX's calls, then gives its lease up
+            task.cancel()
+        for task in owning:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if bridge.ami is not None:
             await bridge.ami.close()
         if bridge.esl is not None:
@@ -634,6 +759,8 @@ async def run_bridge(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await bridge.bus.close()
+        if bridge.calls is not None:
+            await bridge.calls.close()
         await bridge.units.close()
         await bridge.reads.close()
         await bridge.engine.dispose()
@@ -724,7 +851,7 @@ async def serve_agi(settings: Settings, *, link_fd: int | None = None) -> None:
         free_agents = link.free_agents
         on_routed: Callable[[str, Any], None] = link.routed
     else:
-        availability = SnapshotAvailability(lambda: bus.load_snapshot(SNAPSHOT_KEY))
+        availability = SnapshotAvailability(lambda: _agents_snapshot(bus, settings))
         background.append(asyncio.create_task(availability.run(), name="agent-availability"))
         free_agents = availability
 
@@ -758,6 +885,18 @@ async def serve_agi(settings: Settings, *, link_fd: int | None = None) -> None:
             link.close()
         await bus.close()
         await engine.dispose()
+
+
+async def _agents_snapshot(bus: Bus, settings: Settings) -> dict[str, Any] | None:
+    """The agents of the snapshot routing reads: the one PBX's, or those of every PBX's owner
+    when the hotline runs several (a ``hotline agi`` of its own serves them all)."""
+    if not settings.pbxs:
+        return await bus.load_snapshot(SNAPSHOT_KEY)
+    agents: dict[str, Any] = {}
+    for spec in settings.pbxs:
+        snapshot = await bus.load_snapshot(f"{SNAPSHOT_KEY}:{spec.name}")
+        agents.update((snapshot or {}).get("agents", {}))
+    return {"agents": agents}
 
 
 async def _follow_parent(link: ParentLink, stop: asyncio.Event) -> None:

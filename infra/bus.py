@@ -120,3 +120,33 @@ class RedisBus:
 def create_bus(redis_url: str) -> Bus:
     """Redis when a URL is configured, otherwise the in-process bus."""
     return RedisBus(redis_url) if redis_url else InProcessBus()
+
+
+class SplitBus:
+    """``bus`` for everything except ``local_channels``, which come from ``local``: a web
+    process's own feed (merged figures) beside the shared bus."""
+
+    def __init__(self, bus: Bus, local: Bus, local_channels: frozenset[str]) -> None:
+        self._bus = bus
+        self._local = local
+        self._local_channels = local_channels
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> None:
+        target = self._local if channel in self._local_channels else self._bus
+        await target.publish(channel, message)
+
+    def subscribe(self, channel: str) -> AsyncIterator[dict[str, Any]]:
+        source = self._local if channel in self._local_channels else self._bus
+        return source.subscribe(channel)
+
+    async def store_snapshot(self, key: str, snapshot: dict[str, Any]) -> None:
+        await self._bus.store_snapshot(key, snapshot)
+
+    async def load_snapshot(self, key: str) -> dict[str, Any] | None:
+        return await self._bus.load_snapshot(key)
+
+    async def ping(self) -> bool:
+        return await self._bus.ping()
+
+    async def close(self) -> None:
+        await self._local.close()

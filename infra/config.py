@@ -17,10 +17,16 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from survey.scale import DEFAULT_SCALE_TEXT, ScaleError, parse_scale
 
@@ -37,6 +43,20 @@ _SUPPORTED_DRIVERS = frozenset(_ASYNC_DRIVERS.values())
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message is one line meant for the operator."""
+
+
+class PbxSpec(BaseModel):
+    """One PBX of a hotline that runs several (``[[pbxs]]`` in the TOML file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,16}$")
+    kind: Literal["asterisk"] = "asterisk"
+    ami_host: str = "127.0.0.1"
+    ami_port: int = Field(5038, ge=1, le=65535)
+    ami_username: str = "hotline"
+    ami_secret: SecretStr
+    queue_log: Path | None = None
 
 
 class Settings(BaseSettings):
@@ -57,6 +77,13 @@ class Settings(BaseSettings):
     pbx_name: str = Field("", pattern=r"^([A-Za-z0-9_.-]{1,16})?$")
     ami_host: str = "127.0.0.1"
     ami_port: int = Field(5038, ge=1, le=65535)
+    # Several PBXs (``[[pbxs]]`` tables, or HOTLINE_PBXS as JSON): each is ingested by exactly
+    # one bridge process at a time, the one holding its lease in the database (infra/leases.py).
+    # Every bridge of the hotline lists the same PBXs; the single-PBX ami_* settings are unused.
+    pbxs: tuple[PbxSpec, ...] = ()
+    # Seconds a lease lasts unless renewed (renewed every third of it): a process that dies or
+    # freezes hands its PBXs on within this time and one more renewal beat.
+    lease_seconds: float = Field(5.0, ge=1, le=60)
     ami_username: str = "hotline"
     ami_secret: SecretStr = SecretStr("")
     ami_action_timeout: float = Field(5.0, gt=0, le=120)
@@ -155,6 +182,12 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _async_database_url(cls, value: str) -> str:
+        if value.startswith(tuple(f"{driver}://" for driver in _SUPPORTED_DRIVERS)):
+            return value  # already as the engine wants it (the default among them)
+        # SQLAlchemy is imported here, not with the module: ``hotline replay`` never needs it.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             url = make_url(value)
         except ArgumentError as error:
@@ -230,6 +263,15 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("pbxs")
+    @classmethod
+    def _distinct_pbxs(cls, value: tuple[PbxSpec, ...]) -> tuple[PbxSpec, ...]:
+        names = [pbx.name for pbx in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"PBX name {name!r} is listed twice")
+        return value
+
     @model_validator(mode="after")
     def _first_admin(self) -> Settings:
         if bool(self.admin_user) != bool(self.admin_password.get_secret_value()):
@@ -281,12 +323,16 @@ class Settings(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict fit for a log line: secrets and passwords masked."""
+        from sqlalchemy.engine import make_url
+
         shown = self.model_dump(mode="json")
         shown["ami_secret"] = "***" if self.ami_secret.get_secret_value() else ""
         shown["esl_password"] = "***" if self.esl_password.get_secret_value() else ""
         shown["webhook_secret"] = "***" if self.webhook_secret.get_secret_value() else ""
         for name in ("session_secret", "metrics_token", "admin_password"):
             shown[name] = "***" if getattr(self, name).get_secret_value() else ""
+        for pbx in shown["pbxs"]:
+            pbx["ami_secret"] = "***"  # noqa: S105 (the mask, not a secret)
         shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
         if self.redis_url:
             shown["redis_url"] = make_url(self.redis_url).render_as_string(hide_password=True)

@@ -64,7 +64,16 @@ def create_engine(url: str) -> AsyncEngine:
     database_file = sqlite_file(url)
     if database_file is not None:
         database_file.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, pool_pre_ping=database_file is None)
+    if database_file is None and make_url(url).get_backend_name() == "postgresql":
+        # A process frozen inside a transaction (SIGSTOP, a stalled VM) would hold its row
+        # locks for ever, the lease row among them: the server ends such a session instead.
+        engine = create_async_engine(
+            url,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"idle_in_transaction_session_timeout": "5000"}},
+        )
+    else:
+        engine = create_async_engine(url, pool_pre_ping=database_file is None)
     if database_file is not None:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

@@ -16,9 +16,11 @@ COUNTER_FIELDS = tuple(QueueCounters.__slots__)
 
 class QueueHourRow(Base):
     __tablename__ = "queue_hours"
-    __table_args__ = (UniqueConstraint("queue", "hour_start"),)
+    __table_args__ = (UniqueConstraint("pbx", "queue", "hour_start"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The PBX of a hotline that runs several (``pbxs``); "" for the one PBX of a single bridge.
+    pbx: Mapped[str] = mapped_column(String(16), default="", server_default="")
     queue: Mapped[str] = mapped_column(String(64))
     hour_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     offered: Mapped[int] = mapped_column(Integer, default=0)
@@ -38,10 +40,14 @@ def _utc(value: datetime) -> datetime:
 
 
 class HourlyStore:
-    def __init__(self, sessions: async_sessionmaker, units: Transactions | None = None) -> None:
-        """``units`` write the buckets (see ``CallJournal``); the sessions serve the reads."""
+    def __init__(
+        self, sessions: async_sessionmaker, units: Transactions | None = None, pbx: str = ""
+    ) -> None:
+        """``units`` write the buckets (see ``CallJournal``); the sessions serve the reads.
+        ``pbx``: whose rows these are, when several PBXs share the database."""
         self._sessions = sessions
         self._units = units or AsyncTransactions(sessions.kw["bind"])
+        self._pbx = pbx
 
     async def save(self, buckets: list[tuple[str, datetime, QueueCounters]]) -> None:
         """Upsert each bucket's totals (the core hands over totals, so a retry is harmless)."""
@@ -52,11 +58,13 @@ class HourlyStore:
             for queue, hour, counters in buckets:
                 row = session.scalar(
                     select(QueueHourRow).where(
-                        QueueHourRow.queue == queue, QueueHourRow.hour_start == hour
+                        QueueHourRow.pbx == self._pbx,
+                        QueueHourRow.queue == queue,
+                        QueueHourRow.hour_start == hour,
                     )
                 )
                 if row is None:
-                    row = QueueHourRow(queue=queue, hour_start=hour)
+                    row = QueueHourRow(pbx=self._pbx, queue=queue, hour_start=hour)
                     session.add(row)
                 for name in COUNTER_FIELDS:
                     setattr(row, name, getattr(counters, name))
@@ -67,7 +75,7 @@ class HourlyStore:
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(QueueHourRow)
-                .where(QueueHourRow.hour_start >= start)
+                .where(QueueHourRow.hour_start >= start, QueueHourRow.pbx == self._pbx)
                 .order_by(QueueHourRow.hour_start)
             )
             return [

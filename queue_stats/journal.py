@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, Protocol
 
-from sqlalchemy import DateTime, Integer, String, func, select
+from sqlalchemy import Connection, DateTime, Integer, String, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.storage import AsyncTransactions, Base, Transactions, orm_unit, utc
-from queue_stats.calls import CallRecord
+from infra.storage import AsyncTransactions, Base, Transactions, utc
+from queue_stats.calls import CallOutcome, CallRecord
 
 
 class CallRow(Base):
@@ -73,37 +74,84 @@ _COPIED_FIELDS = (
 )
 
 
+class Journal(Protocol):
+    """What the queue service needs of a journal (``CallJournal``, or a PBX owner's
+    ``StreamedJournal`` that writes through Redis)."""
+
+    async def record(self, call: CallRecord) -> None: ...
+
+    async def span(self) -> tuple[datetime, datetime] | None: ...
+
+    async def ratings_since(self, since: datetime) -> list[tuple[str, str, datetime, str]]: ...
+
+    async def uniqueids_since(self, since: datetime) -> set[str]: ...
+
+    async def calls_since(self, since: datetime) -> list[CallRecord]: ...
+
+
+def _upsert(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (uniqueid) DO UPDATE`` of every copied field and the outcome."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(CallRow.__table__)
+    changed = {name: statement.excluded[name] for name in (*_COPIED_FIELDS, "outcome")}
+    return statement.on_conflict_do_update(index_elements=["uniqueid"], set_=changed)
+
+
+def _record_of(row: CallRow) -> CallRecord:
+    values = {name: getattr(row, name) for name in _COPIED_FIELDS}
+    for name in ("started_at", "entered_queue_at", "answered_at", "ended_at", "rated_at"):
+        if values[name] is not None:
+            values[name] = utc(values[name])
+    return CallRecord(uniqueid=row.uniqueid, outcome=CallOutcome(row.outcome), **values)
+
+
 class CallJournal:
     """Writes finished calls and reads them back; the only code that touches table ``calls``."""
 
-    def __init__(self, sessions: async_sessionmaker, units: Transactions | None = None) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker, units: Transactions | None = None, pbx: str = ""
+    ) -> None:
         """``units`` write the rows (the bridge's: on SQLite a whole write stays on the database
-        thread, see ``orm_unit``); the sessions serve the reads."""
+        thread, see ``orm_unit``); the sessions serve the reads. ``pbx``: the reads see only
+        that PBX's calls (ids ``<pbx>/...``), when several PBXs share the journal."""
         self._sessions = sessions
         self._units = units or AsyncTransactions(sessions.kw["bind"])
+        self._mine = CallRow.uniqueid.startswith(pbx + "/", autoescape=True) if pbx else None
+
+    def _own(self, query: Any) -> Any:
+        return query if self._mine is None else query.where(self._mine)
 
     async def record(self, call: CallRecord) -> None:
-        if call.outcome is None:
-            raise ValueError(f"call {call.uniqueid} has not ended")
-        values = {name: getattr(call, name) for name in _COPIED_FIELDS}
-        values["outcome"] = call.outcome.value
+        await self.record_many([call])
 
-        def recording(session: Session) -> None:
-            row = session.scalar(select(CallRow).where(CallRow.uniqueid == call.uniqueid))
-            if row is None:
-                session.add(CallRow(uniqueid=call.uniqueid, **values))
-            else:
-                for name, value in values.items():
-                    setattr(row, name, value)
+    async def record_many(self, calls: Sequence[CallRecord]) -> None:
+        """Write finished calls in one transaction: one upsert statement for them all (a row
+        per call id; a call written again replaces its row)."""
+        rows = []
+        for call in calls:
+            if call.outcome is None:
+                raise ValueError(f"call {call.uniqueid} has not ended")
+            row = {name: getattr(call, name) for name in _COPIED_FIELDS}
+            row["uniqueid"] = call.uniqueid
+            row["outcome"] = call.outcome.value
+            rows.append(row)
+        if not rows:
+            return
 
-        await self._units(orm_unit(recording))
+        def recording(connection: Connection) -> None:
+            connection.execute(_upsert(connection.dialect.name), rows)
+
+        await self._units(recording)
 
     async def span(self) -> tuple[datetime, datetime] | None:
         """When the oldest and the newest journalled calls began; ``None`` for a new journal."""
         async with self._sessions() as session:
             oldest, newest = (
                 await session.execute(
-                    select(func.min(CallRow.started_at), func.max(CallRow.started_at))
+                    self._own(select(func.min(CallRow.started_at), func.max(CallRow.started_at)))
                 )
             ).one()
         return None if oldest is None or newest is None else (utc(oldest), utc(newest))
@@ -113,13 +161,15 @@ class CallJournal:
         day's satisfaction figures at a start."""
         async with self._sessions() as session:
             rows = await session.execute(
-                select(
-                    CallRow.queue,
-                    CallRow.agent_interface,
-                    CallRow.ended_at,
-                    CallRow.started_at,
-                    CallRow.rating,
-                ).where(CallRow.rating.is_not(None), CallRow.ended_at >= since)
+                self._own(
+                    select(
+                        CallRow.queue,
+                        CallRow.agent_interface,
+                        CallRow.ended_at,
+                        CallRow.started_at,
+                        CallRow.rating,
+                    ).where(CallRow.rating.is_not(None), CallRow.ended_at >= since)
+                )
             )
             return [
                 (queue or "", agent or "", utc(ended or started), rating)
@@ -129,9 +179,22 @@ class CallJournal:
     async def uniqueids_since(self, since: datetime) -> set[str]:
         async with self._sessions() as session:
             result = await session.scalars(
-                select(CallRow.uniqueid).where(CallRow.started_at >= since)
+                self._own(select(CallRow.uniqueid).where(CallRow.started_at >= since))
             )
             return set(result.all())
+
+    async def calls_since(self, since: datetime) -> list[CallRecord]:
+        """The journalled calls that entered a queue since ``since``, as records: a process
+        that takes a PBX over counts the day from them (hour rows lag by up to a flush)."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                self._own(
+                    select(CallRow)
+                    .where(CallRow.entered_queue_at >= since)
+                    .order_by(CallRow.entered_queue_at)
+                )
+            )
+            return [_record_of(row) for row in rows]
 
     async def recent(self, limit: int = 100) -> Sequence[CallRow]:
         async with self._sessions() as session:

@@ -21,12 +21,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from infra.bus import Bus
+from infra.leases import FencedOut
 from ivr_bypass.decision import RoutingDecision
 from pbx.facts import DomainEvent
 from queue_stats.absence import AbsenceLog, Recovery
 from queue_stats.calls import CallOutcome, CallRecord, Routing
 from queue_stats.hourly import HourlyStore
-from queue_stats.journal import CallJournal
+from queue_stats.journal import Journal
 from queue_stats.pipeline import EventPipeline, PresentState, RingingAgent
 from queue_stats.satisfaction import Rating
 from queue_stats.stats import AgentState
@@ -117,7 +118,7 @@ class QueueService:
     def __init__(
         self,
         pipeline: EventPipeline,
-        journal: CallJournal,
+        journal: Journal,
         hours: HourlyStore,
         bus: Bus,
         clock: Callable[[], datetime] = utc_now,
@@ -126,9 +127,20 @@ class QueueService:
         link_ticket: TicketLinker | None = None,
         queue_log: AbsenceLog | None = None,
         fact_listeners: Sequence[Callable[[DomainEvent], None]] = (),
+        pbx: str = "",
+        owner_token: int | None = None,
+        still_owner: Callable[[], bool] | None = None,
     ) -> None:
         """``fact_listeners``: features that follow facts beside the statistics (callbacks);
-        each is called with every fact and must not block."""
+        each is called with every fact and must not block. ``pbx``: the PBX this service
+        follows when a hotline runs several; its snapshot is then that PBX's own
+        (``stats:<pbx>``, no deltas), which every web process merges (``queue_stats.merge``)."""
+        self.pbx = pbx
+        # A PBX owner's lease token goes with its snapshots; once ``still_owner`` says no (a
+        # process that was frozen and woke up), it publishes nothing more.
+        self._owner_token = owner_token
+        self._still_owner = still_owner
+        self.snapshot_key = f"{SNAPSHOT_KEY}:{pbx}" if pbx else SNAPSHOT_KEY
         self.pipeline = pipeline
         self._journal = journal
         self._hours = hours
@@ -436,6 +448,7 @@ class QueueService:
             "hours": stats.hourly_snapshot(),
             "waiting": stats.waiting_callers(now),
             "pbx": self.pbx_state,
+            **({"counts": stats.counts_snapshot(now)} if self.pbx else {}),
         }
 
     def _state_since(self, interface: str, state: str, now: datetime) -> str:
@@ -450,17 +463,25 @@ class QueueService:
 
     async def publish_changes(self) -> None:
         """Publish the delta since the last publication and keep the full snapshot on the bus."""
+        if self._still_owner is not None and not self._still_owner():
+            return
         snapshot = self.snapshot()
+        if self._owner_token is not None:
+            snapshot["owner_token"] = self._owner_token
         delta = snapshot_delta(self._published, snapshot)
         if not delta:
             return
         self._sequence += 1
         self._published = snapshot
         at = self._clock().isoformat()
-        await self._bus.store_snapshot(SNAPSHOT_KEY, {"seq": self._sequence, "at": at, **snapshot})
-        await self._bus.publish(
-            STATS_CHANNEL, {"type": "stats.delta", "seq": self._sequence, "at": at, **delta}
+        await self._bus.store_snapshot(
+            self.snapshot_key, {"seq": self._sequence, "at": at, **snapshot}
         )
+        if not self.pbx:  # one of several PBXs: the web processes merge the snapshots instead
+            await self._bus.publish(
+                STATS_CHANNEL,
+                {"type": "stats.delta", "seq": self._sequence, "at": at, **delta},
+            )
         self.counters["deltas_published"] += 1
 
     async def run_publisher(self) -> None:
@@ -488,7 +509,15 @@ class QueueService:
         stats = self.pipeline.stats
         now = self._clock()
         midnight = now.astimezone(stats.zone).replace(hour=0, minute=0, second=0, microsecond=0)
-        stats.seed_hours(await self._hours.since(midnight.astimezone(UTC)), now)
+        if self.pbx:
+            # One of several PBXs, maybe just taken over from a process that died: the day is
+            # counted again from the journal, which holds every call that process wrote (its
+            # hour rows may be up to a flush behind); queue_log brings the rest at the resync.
+            stats.seed_hours([], now)
+            for call in await self._journal.calls_since(midnight.astimezone(UTC)):
+                stats.count_recovered(call)
+        else:
+            stats.seed_hours(await self._hours.since(midnight.astimezone(UTC)), now)
         satisfaction = self.pipeline.satisfaction
         if satisfaction is not None:
             rows = await self._journal.ratings_since(midnight.astimezone(UTC))
@@ -537,6 +566,12 @@ class QueueService:
                 break
             except asyncio.CancelledError:
                 raise
+            except FencedOut as error:
+                # Another process owns the PBX now and journals this call from the PBX's own
+                # log; retrying would only be refused again.
+                self.counters["fenced_writes"] += 1
+                log.warning("call %s not written: %s", call.uniqueid, error)
+                return
             except Exception as error:
                 self.counters["write_retries"] += 1
                 log.error(

@@ -672,6 +672,22 @@ class QueueStats:
             for name, queue in sorted(self.queues.items())
         }
 
+    def counts_snapshot(self, now: datetime) -> dict[str, Any]:
+        """The additive counts behind the figures (today, last 15 minutes, by local hour), and
+        each queue's service-level threshold: what merging several PBXs' figures needs."""
+        return {
+            name: {
+                "service_level_seconds": queue.service_level_seconds,
+                "today": asdict(queue.today),
+                "recent": asdict(self.recent(queue, now)),
+                "hours": {
+                    f"{hour.astimezone(self._zone):%H}": asdict(counters)
+                    for hour, counters in sorted(queue.hours.items())
+                },
+            }
+            for name, queue in sorted(self.queues.items())
+        }
+
     def waiting_callers(self, now: datetime) -> dict[str, list[dict[str, Any]]]:
         return {
             name: [

@@ -29,9 +29,18 @@ Fixtures
 ``ami_events`` (function)
     ``async with ami_events() as ami:`` logs into AMI (raw asyncio socket) and
     records every frame; ``await ami.wait_for("AgentConnect", timeout=15, Queue="hotline")``.
+``asterisk_b`` (session)
+    A second PBX beside ``asterisk``: instance b of the same chroot
+    (``HOTLINE_SANDBOX_INSTANCE=b scripts/asterisk-sandbox``), AMI 5039, SIP 5062, its
+    agents' phones on 127.0.0.1:5171..5174 (``sipp_phones.start_agent("agent1",
+    instance="b")``), its own queue_log.  Started, stopped, skipped or failed like
+    ``asterisk``.  Citizens call it with ``sipp_phones.call(..., instance="b")``.
+``ami_events_b`` (function)
+    ``ami_events`` for ``asterisk_b``.
 
 Every test that uses ``asterisk`` starts from a quiet Asterisk: no channels, no
-callers, no paused or dynamic queue members, queue statistics reset.
+callers, no paused or dynamic queue members, queue statistics reset; so does every
+test that uses ``asterisk_b`` for b.
 
 Example::
 
@@ -105,6 +114,27 @@ def _quiet_asterisk(request: pytest.FixtureRequest) -> None:
     """Tests that use ``asterisk`` start with no calls and default queue members."""
     if "asterisk" in request.fixturenames:
         request.getfixturevalue("asterisk").reset_state(idle_timeout=30.0)
+
+
+@pytest.fixture(scope="session")
+def asterisk_b() -> Iterator[Sandbox]:
+    """The second PBX (instance b of the chroot), for tests of one hotline over two PBXs."""
+    try:
+        sandbox, was_running = Sandbox.start(instance="b")
+    except TestbedError as error:
+        _unavailable(str(error))
+    try:
+        yield sandbox
+    finally:
+        if not was_running and os.environ.get("HOTLINE_SANDBOX_KEEP") != "1":
+            sandbox.stop()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_asterisk_b(request: pytest.FixtureRequest) -> None:
+    """Tests that use ``asterisk_b`` find b quiet too; b is never started for the others."""
+    if "asterisk_b" in request.fixturenames:
+        request.getfixturevalue("asterisk_b").reset_state(idle_timeout=30.0)
 
 
 # --------------------------------------------------------------------------- SIPp
@@ -342,6 +372,21 @@ def ami_events(asterisk: Sandbox) -> AmiFactory:
             asterisk.ami_port,
             username or asterisk.ami_username,
             secret or asterisk.ami_secret,
+        )
+
+    return open_session
+
+
+@pytest.fixture
+def ami_events_b(asterisk_b: Sandbox) -> AmiFactory:
+    """``ami_events`` for the second PBX (its AMI on port 5039)."""
+
+    def open_session(username: str | None = None, secret: str | None = None) -> AmiSession:
+        return AmiSession(
+            asterisk_b.ami_host,
+            asterisk_b.ami_port,
+            username or asterisk_b.ami_username,
+            secret or asterisk_b.ami_secret,
         )
 
     return open_session

@@ -7,6 +7,10 @@ The test bed is ``scripts/asterisk-sandbox``: Asterisk in a chroot with the prod
 configuration plus ``tests/asterisk-overlay/``.  Phones are SIPp processes (scenarios in
 ``tests/sipp/``): citizens call from 127.0.0.2, agents answer on 127.0.0.1:5071..5074
 (static contacts of PJSIP/agent1..4).
+
+A second Asterisk, instance "b", can run beside it from the same chroot (two PBXs of one
+hotline): AMI 5039, SIP 5062, its agents on 127.0.0.1:5171..5174, its own queue_log.
+Everything here takes ``instance="a"`` by default, which is the single PBX as before.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, overload
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_SCRIPT = REPO_ROOT / "scripts" / "asterisk-sandbox"
@@ -43,6 +48,38 @@ AGENT_IP = "127.0.0.1"
 AGENT_PORTS = {"agent1": 5071, "agent2": 5072, "agent3": 5073, "agent4": 5074}
 CITIZEN_PHONE_PORT = 5090  # the citizens' trunk's AOR (pjsip_site.conf): callbacks ring here
 QUEUES = ("hotline", "enterprise", "emergency")
+# Instance b (HOTLINE_SANDBOX_INSTANCE=b): scripts/asterisk-sandbox derives its configuration
+# from a's sources with these ports; the citizens' trunk and phone are the same as a's.
+AMI_PORT_B = 5039
+SIP_PORT_B = 5062
+AGENT_PORTS_B = {"agent1": 5171, "agent2": 5172, "agent3": 5173, "agent4": 5174}
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One Asterisk of the sandbox chroot: where it listens and which directories are its own
+    (``scripts/asterisk-sandbox`` keeps the same table for the daemon)."""
+
+    name: str
+    ami_port: int
+    sip_port: int
+    agent_ports: Mapping[str, int]
+    suffix: str  # of its own directories in the chroot: /var/log/asterisk<suffix> ...
+
+    @property
+    def sip_target(self) -> str:
+        return f"{SIP_HOST}:{self.sip_port}"
+
+    @property
+    def asterisk_options(self) -> tuple[str, ...]:
+        """b's ctl socket is in its own run directory: every ``asterisk -r`` needs its config."""
+        return ("-C", f"/etc/asterisk{self.suffix}/asterisk.conf") if self.suffix else ()
+
+
+INSTANCES: dict[str, Instance] = {
+    "a": Instance("a", AMI_PORT, SIP_PORT, AGENT_PORTS, ""),
+    "b": Instance("b", AMI_PORT_B, SIP_PORT_B, AGENT_PORTS_B, "-b"),
+}
 
 
 class TestbedError(RuntimeError):
@@ -53,18 +90,60 @@ def tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def run_sandbox(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+def get_instance(name: str) -> Instance:
+    try:
+        return INSTANCES[name]
+    except KeyError:
+        raise TestbedError(f"no sandbox instance {name!r} (one of {sorted(INSTANCES)})") from None
+
+
+def run_sandbox(
+    *args: str, timeout: float = 120.0, instance: str = "a"
+) -> subprocess.CompletedProcess[str]:
+    # Always named: an exported HOTLINE_SANDBOX_INSTANCE must not turn a's calls into b's.
+    env = {**os.environ, "HOTLINE_SANDBOX_INSTANCE": get_instance(instance).name}
     return subprocess.run(
-        [str(SANDBOX_SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False
+        [str(SANDBOX_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
     )
 
 
 # --------------------------------------------------------------------------- Asterisk
 
 
+def _stop_instance(instance: str = "a") -> None:
+    run_sandbox("stop", timeout=120, instance=instance)
+
+
+class _StopAny(Protocol):
+    def __call__(self, instance: str = "a") -> None: ...
+
+
+class _StopInstance:
+    """``Sandbox.stop(instance="a")`` on the class; ``sandbox.stop()`` stops that sandbox's own
+    instance, so a test holding b can never stop a by mistake."""
+
+    @overload
+    def __get__(self, sandbox: None, owner: type[Sandbox]) -> _StopAny: ...
+
+    @overload
+    def __get__(self, sandbox: Sandbox, owner: type[Sandbox]) -> Callable[[], None]: ...
+
+    def __get__(
+        self, sandbox: Sandbox | None, owner: type[Sandbox]
+    ) -> _StopAny | Callable[[], None]:
+        if sandbox is None:
+            return _stop_instance
+        return lambda: _stop_instance(sandbox.instance)
+
+
 @dataclass
 class Sandbox:
-    """A running ``scripts/asterisk-sandbox`` Asterisk."""
+    """A running ``scripts/asterisk-sandbox`` Asterisk (instance a, or b beside it)."""
 
     chroot: Path
     ami_host: str = AMI_HOST
@@ -75,35 +154,48 @@ class Sandbox:
     sip_port: int = SIP_PORT
     ami_probe_username: str = AMI_PROBE_USERNAME
     ami_probe_secret: str = AMI_PROBE_SECRET
+    instance: str = "a"
 
     @classmethod
-    def start(cls) -> tuple[Sandbox, bool]:
-        """Start (or reuse) the sandbox; returns it and whether it was already running."""
+    def start(cls, instance: str = "a") -> tuple[Sandbox, bool]:
+        """Start (or reuse) the sandbox's ``instance``; returns it and whether it was already
+        running."""
+        spec = get_instance(instance)
         if os.geteuid() != 0:
             raise TestbedError("the Asterisk sandbox needs root (it runs Asterisk in a chroot)")
         if shutil.which("chroot") is None:
             raise TestbedError("chroot(8) is not available")
-        was_running = run_sandbox("status").returncode == 0
+        was_running = run_sandbox("status", instance=spec.name).returncode == 0
         try:
             # A cold start builds the chroot with debootstrap (about a minute).
-            started = run_sandbox("start", timeout=1800)
+            started = run_sandbox("start", timeout=1800, instance=spec.name)
         except subprocess.TimeoutExpired:
-            raise TestbedError("scripts/asterisk-sandbox start timed out") from None
+            raise TestbedError(
+                f"scripts/asterisk-sandbox start (instance {spec.name}) timed out"
+            ) from None
         if started.returncode != 0:
             raise TestbedError(
-                f"scripts/asterisk-sandbox start failed (exit {started.returncode}):\n"
-                + tail(started.stdout + "\n" + started.stderr)
+                f"scripts/asterisk-sandbox start (instance {spec.name}) failed"
+                f" (exit {started.returncode}):\n" + tail(started.stdout + "\n" + started.stderr)
             )
         chroot = Path(run_sandbox("path").stdout.strip())
-        return cls(chroot), was_running
+        sandbox = cls(chroot, ami_port=spec.ami_port, sip_port=spec.sip_port, instance=spec.name)
+        return sandbox, was_running
 
-    @staticmethod
-    def stop() -> None:
-        run_sandbox("stop", timeout=120)
+    stop = _StopInstance()
+
+    @property
+    def spec(self) -> Instance:
+        return get_instance(self.instance)
+
+    @property
+    def sip_target(self) -> str:
+        """Where citizens call this PBX (``Phones.call(target=...)``)."""
+        return f"{self.sip_host}:{self.sip_port}"
 
     @property
     def log_dir(self) -> Path:
-        return self.chroot / "var" / "log" / "asterisk"
+        return self.chroot / "var" / "log" / f"asterisk{self.spec.suffix}"
 
     @property
     def queue_log(self) -> Path:
@@ -111,8 +203,9 @@ class Sandbox:
 
     def cli(self, command: str, timeout: float = 20.0) -> str:
         """Run one CLI command (``asterisk -rx``) and return its output."""
+        asterisk = ["/usr/sbin/asterisk", *self.spec.asterisk_options]
         result = subprocess.run(
-            ["chroot", str(self.chroot), "/usr/sbin/asterisk", "-rx", command],
+            ["chroot", str(self.chroot), *asterisk, "-rx", command],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -128,7 +221,7 @@ class Sandbox:
     @property
     def recordings_spool(self) -> Path:
         """MixMonitor's folder (the dialplan's HOTLINE_RECORDINGS_SPOOL) as this host sees it."""
-        return self.chroot / "var" / "spool" / "asterisk" / "monitor" / "hotline"
+        return self.chroot / "var" / "spool" / f"asterisk{self.spec.suffix}" / "monitor" / "hotline"
 
     def agent_voice(self, sound: str = "demo-instruct") -> Path:
         """A real prompt of Debian's asterisk-core-sounds-en (``demo-instruct`` speaks for 73 s),
@@ -217,7 +310,7 @@ class Sandbox:
     def log_lines(self) -> list[str]:
         """Asterisk's messages.log (notices, warnings, dialplan traces at verbose level 3)."""
         try:
-            path = self.chroot / "var/log/asterisk/messages.log"
+            path = self.log_dir / "messages.log"
             return path.read_text(encoding="utf-8", errors="replace").splitlines()
         except FileNotFoundError:
             return []
@@ -255,18 +348,35 @@ def udp_port_free(ip: str, port: int) -> bool:
     return True
 
 
+def fixed_ports() -> set[tuple[str, int]]:
+    """Addresses the test bed always uses: both PBXs' SIP and AMI ports, every agent's contact
+    of either PBX and the citizens' phone.  The pool never hands them out, so a citizen's
+    ephemeral SIP port cannot take a phone's or an Asterisk's place (were the kernel's
+    ephemeral range ever set that low)."""
+    ports = {(CITIZEN_IP, CITIZEN_PHONE_PORT)}
+    for spec in INSTANCES.values():
+        ports |= {(SIP_HOST, spec.sip_port), (AMI_HOST, spec.ami_port)}
+        ports |= {(AGENT_IP, port) for port in spec.agent_ports.values()}
+    return ports
+
+
 @dataclass
 class PortPool:
-    """Hands out SIP and media ports that this run has not used before."""
+    """Hands out SIP and media ports that this run has not used before.
+
+    One pool may serve phones of both PBXs at once: agents' ports are fixed per PBX
+    (5071.. / 5171..) and never come from the pool, which leaves them and the other
+    fixed ports (``fixed_ports()``) alone."""
 
     used: set[tuple[str, int]] = field(default_factory=set)
+    reserved: set[tuple[str, int]] = field(default_factory=fixed_ports)
 
     def sip_port(self, ip: str) -> int:
         for _ in range(100):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
                 probe.bind((ip, 0))
-                port = probe.getsockname()[1]
-            if (ip, port) not in self.used:
+                port: int = probe.getsockname()[1]
+            if (ip, port) not in self.used and (ip, port) not in self.reserved:
                 self.used.add((ip, port))
                 return port
         raise TestbedError(f"no free UDP port on {ip}")
@@ -276,7 +386,7 @@ class PortPool:
         for _ in range(500):
             base = random.randrange(20000, 29996, 4)
             ports = [(ip, base + i) for i in range(4)]
-            if any(p in self.used for p in ports):
+            if any(p in self.used or p in self.reserved for p in ports):
                 continue
             if all(udp_port_free(*p) for p in ports):
                 self.used.update(ports)
@@ -380,10 +490,17 @@ def _listening(phone: SippProcess, ip: str, port: int, timeout: float) -> SippPr
     return phone
 
 
+def agent_key(agent: str, instance: str = "a") -> str:
+    """The name of an agent's phone in ``Phones.agents``: ``agent1`` for a, ``agent1@b`` for b
+    (agent1 of each PBX is a phone of its own)."""
+    return agent if get_instance(instance).name == "a" else f"{agent}@{instance}"
+
+
 class Phones:
     """Starts SIPp agents and citizens; ``stop_all()`` ends every process it started.
 
     ``ports`` may be shared between several ``Phones`` (pytest: one pool per test run).
+    One ``Phones`` may hold phones of both PBXs at once (``instance="b"``).
     """
 
     def __init__(self, log_dir: Path, ports: PortPool | None = None) -> None:
@@ -422,14 +539,17 @@ class Phones:
         voice: Path | None = None,
         hang_up_after: float | None = None,
         ready_timeout: float = 5.0,
+        instance: str = "a",
     ) -> SippProcess:
         """Start ``agent`` (agent1..agent4): answering, or ringing without answer. With
         ``voice`` (raw u-law audio) the agent answers and talks, streaming it as RTP. With
         ``hang_up_after`` the agent answers and hangs up that many seconds later, leaving the
-        citizen on the line (for the survey)."""
-        port = AGENT_PORTS[agent]
-        if agent in self.agents and self.agents[agent].running():
-            raise TestbedError(f"{agent} is already running")
+        citizen on the line (for the survey). ``instance="b"``: the phone the second PBX rings
+        (127.0.0.1:5171..5174), kept in ``agents`` as ``agent1@b`` (``agent_key``)."""
+        port = get_instance(instance).agent_ports[agent]
+        key = agent_key(agent, instance)
+        if key in self.agents and self.agents[key].running():
+            raise TestbedError(f"{key} is already running")
         if not udp_port_free(AGENT_IP, port):
             raise TestbedError(f"{AGENT_IP}:{port}/udp is taken (a stray SIPp from another run?)")
         scenario = "agent_answer.xml" if answer else "agent_noanswer.xml"
@@ -442,7 +562,7 @@ class Phones:
             scenario = "agent_hangs_up.xml"
             keys = ["-key", "talk_ms", str(max(0, int(hang_up_after * 1000)))]
         phone = self._spawn(
-            agent,
+            key,
             [
                 "-sf", str(SIPP_SCENARIOS / scenario),
                 "-i", AGENT_IP, "-bind_local", "-p", str(port),
@@ -450,7 +570,7 @@ class Phones:
                 "-aa", *keys,
             ],
         )  # fmt: skip
-        self.agents[agent] = phone
+        self.agents[key] = phone
         return _listening(phone, AGENT_IP, port, ready_timeout)
 
     def start_citizen_phone(
@@ -464,7 +584,8 @@ class Phones:
         """The phone a callback reaches on 127.0.0.2:5090: it answers and hangs up
         ``hang_up_after`` seconds later, or (``answer=False``) rings until Asterisk gives up,
         or (``rate``: seconds after answering, digit) answers and presses the digit as SIP INFO,
-        then waits for Asterisk to hang up. Serves any number of calls."""
+        then waits for Asterisk to hang up. Serves any number of calls, from either PBX (both
+        dial the one citizens' trunk)."""
         if not udp_port_free(CITIZEN_IP, CITIZEN_PHONE_PORT):
             raise TestbedError(f"{CITIZEN_IP}:{CITIZEN_PHONE_PORT}/udp is taken")
         scenario = "agent_hangs_up.xml" if answer else "agent_noanswer.xml"
@@ -485,8 +606,9 @@ class Phones:
         self.agents["citizen-phone"] = phone
         return _listening(phone, CITIZEN_IP, CITIZEN_PHONE_PORT, ready_timeout)
 
-    def stop_agent(self, agent: str) -> None:
-        phone = self.agents.pop(agent, None)
+    def stop_agent(self, agent: str, instance: str = "a") -> None:
+        """Stop ``agent``'s phone of ``instance``; ``agent`` may also be a key of ``agents``."""
+        phone = self.agents.pop(agent if "@" in agent else agent_key(agent, instance), None)
         if phone is not None:
             phone.stop()
 
@@ -496,11 +618,16 @@ class Phones:
         name: str,
         line_seconds: float,
         service: str = "12345",
-        target: str = SIP_TARGET,
+        target: str | None = None,
+        *,
+        instance: str = "a",
     ) -> SippProcess:
         """A citizen calls ``service`` and hangs up ``line_seconds`` after Asterisk answers
         (Asterisk answers before the FastAGI lookup and the queue), unless Asterisk hangs
-        up first.  ``wait()`` gives 0 when the call was answered and ended cleanly."""
+        up first.  ``wait()`` gives 0 when the call was answered and ended cleanly.  The call
+        goes to ``target`` (host:port), by default to ``instance``'s SIP port (a: 5060,
+        b: 5062)."""
+        target = target if target is not None else get_instance(instance).sip_target
         phone = self._spawn(
             f"citizen-{caller}",
             [
@@ -527,11 +654,14 @@ class Phones:
         *,
         hang_up_after: float = 30.0,
         service: str = "12345",
-        target: str = SIP_TARGET,
+        target: str | None = None,
+        instance: str = "a",
     ) -> SippProcess:
         """A citizen who stays on after the agent and presses ``keys`` (one or two of
         ``(seconds after Asterisk answered, digit)``) as SIP INFO; hangs up ``hang_up_after``
-        seconds after the last key unless Asterisk ends the call first."""
+        seconds after the last key unless Asterisk ends the call first.  ``target`` as for
+        ``call``."""
+        target = target if target is not None else get_instance(instance).sip_target
         if not 1 <= len(keys) <= 2:
             raise TestbedError("a rating citizen presses one or two keys")
         (at1, key1), (at2, key2) = keys[0], (keys[1] if len(keys) == 2 else (0.0, "0"))

@@ -81,3 +81,34 @@ def test_list_answers_of_pending_actions_pass_the_name_filter() -> None:
     decoder.actions_pending = True
     [message] = decoder.feed(complete)
     assert message.action_id == "qs-1"
+
+
+def test_a_whole_recording_decodes_as_the_live_socket_would() -> None:
+    """``hotline replay`` reads a transcript at once; the live decoder reads it a socket read
+    at a time. Every recorded session (and a damaged tail) must give the very same messages."""
+    from pathlib import Path
+
+    from ami.codec import decode_recording
+    from ami.feed import keep_event
+    from ami.replay import read_transcript, read_transcript_by_chunks
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    sessions = sorted(fixtures.rglob("*.ami"))
+    assert len(sessions) >= 5
+    for path in sessions:
+        for keep in (keep_event, None):
+            whole = [(m.as_sent, str(m)) for m in read_transcript(path, keep)]
+            chunked = [(m.as_sent, str(m)) for m in read_transcript_by_chunks(path, keep)]
+            assert whole == chunked, path.name
+            assert whole
+    data = sessions[0].read_bytes()
+    damaged = data + b"Event: Newchannel\r\nUniqueid: 1.1\r\nCallerIDName: \xe5\xbc\xa0\xff\r\n\r\n"
+    damaged += b"Event: Hangup\r\nUniqueid: 1.1"  # cut off: never a message
+    decoder = AmiFrameDecoder(keep_event)
+    live = [
+        m.as_sent
+        for start in range(0, len(damaged), 7)
+        for m in decoder.feed(damaged[start : start + 7])
+    ]
+    assert [m.as_sent for m in decode_recording(damaged, keep_event)] == live
+    assert live[-1]["CallerIDName"] == "张\ufffd"

@@ -63,7 +63,7 @@ def test_db_upgrade(tmp_path: Path) -> None:
     result = hotline("db", "upgrade", env=hotline_env(tmp_path))
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(tmp_path / "hotline.db") as db:
-        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0009",)
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0010",)
         assert db.execute("SELECT count(*) FROM calls").fetchone() == (0,)
 
 

@@ -50,7 +50,7 @@ async def exercise_journal(url: str) -> None:
             tables = await connection.run_sync(lambda c: inspect(c).get_table_names())
             version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
         assert "calls" in tables
-        assert version == "0009"
+        assert version == "0010"
         assert {"recordings", "recording_access"} <= set(tables)
         journal = CallJournal(session_factory(engine))
         await journal.record(CALL)

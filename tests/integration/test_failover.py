@@ -1,0 +1,365 @@
+"""One hotline over two real Asterisks and three bridge processes, on PostgreSQL and Redis.
+
+While SIPp citizens call both PBXs, the bridge that owns them is killed (``kill -9``), and later
+the next owner is frozen (``SIGSTOP``). Each time another process must take both PBXs over
+within 10 s. At the end the journal holds exactly the queue calls of both queue_logs (none
+lost, none twice), the panel's figures equal what the two Asterisks counted, and every caller
+reached a person.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.conftest import free_port, need_service, port_open, throwaway_postgres
+from tests.health import MONITOR_AUTHORIZATION, MONITOR_ENV, read_health
+from tests.recorder.testbed import Phones, Sandbox, SippProcess
+
+pytestmark = pytest.mark.integration
+
+AGI_PORTS = (4573, 4574, 4575)
+REDIS_DB = 11  # the test's own Redis database: emptied before and after
+PBX_NAMES = {"a": "west", "b": "east"}
+TAKEOVER_LIMIT = 10.0
+ROUNDS, ROUND_SECONDS, TALK_SECONDS = 18, 2.0, 2.0
+
+
+@dataclass
+class Bridge:
+    number: int
+    process: subprocess.Popen[bytes]
+    web_port: int
+    log_path: Path
+
+    def health(self) -> dict[str, Any]:
+        return read_health(self.web_port, timeout=1)[1]
+
+    def owns(self, pbx: str) -> bool:
+        """Owner of ``pbx`` and logged in to its AMI."""
+        try:
+            state = self.health()["pbxs"][pbx]
+        except (OSError, ValueError, KeyError):
+            return False
+        return bool(state.get("owner") and state.get("up"))
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return f"--- bridge {self.number} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Hotline:
+    """The three bridges of the test, sharing one PostgreSQL database and one Redis."""
+
+    database: str
+    env: dict[str, str]
+    tmp_path: Path
+    bridges: list[Bridge] = field(default_factory=list)
+
+    def start(self, number: int) -> Bridge:
+        web_port = free_port()
+        log_path = self.tmp_path / f"bridge{number}.log"
+        env = {
+            **self.env,
+            "HOTLINE_AGI_PORT": str(AGI_PORTS[number - 1]),
+            "HOTLINE_WEB_PORT": str(web_port),
+        }
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "hotline.cli", "run"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        bridge = Bridge(number, process, web_port, log_path)
+        self.bridges.append(bridge)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"bridge {number} exited:\n{bridge.log_tail()}")
+            with contextlib.suppress(OSError, ValueError):
+                if bridge.health() and port_open("127.0.0.1", AGI_PORTS[number - 1]):
+                    return bridge
+            time.sleep(0.2)
+        pytest.fail(f"bridge {number} did not start:\n{bridge.log_tail()}")
+
+    def owner_of(self, pbx: str) -> Bridge | None:
+        owners = [b for b in self.bridges if b.process.poll() is None and b.owns(pbx)]
+        return owners[0] if len(owners) == 1 else None
+
+    def logs(self) -> str:
+        return "\n".join(bridge.log_tail() for bridge in self.bridges)
+
+    def stop_all(self) -> None:
+        for bridge in self.bridges:
+            if bridge.process.poll() is None:
+                bridge.process.send_signal(signal.SIGCONT)
+                bridge.process.send_signal(signal.SIGTERM)
+        for bridge in self.bridges:
+            try:
+                bridge.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                bridge.process.kill()
+
+
+def redis_command(*args: str) -> str:
+    done = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-n", str(REDIS_DB), *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture
+async def hotline(asterisk: Sandbox, asterisk_b: Sandbox, tmp_path: Path) -> AsyncIterator[Hotline]:
+    need_service("Redis", "127.0.0.1", 6379)
+    redis_command("FLUSHDB")
+    pbxs = [
+        {
+            "name": PBX_NAMES[pbx.instance],
+            "ami_host": pbx.ami_host,
+            "ami_port": pbx.ami_port,
+            "ami_username": pbx.ami_username,
+            "ami_secret": pbx.ami_secret,
+            "queue_log": str(pbx.queue_log),
+        }
+        for pbx in (asterisk, asterisk_b)
+    ]
+    async with throwaway_postgres() as database:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+        env |= {
+            "HOTLINE_DATABASE_URL": database,
+            "HOTLINE_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
+            "HOTLINE_PBXS": json.dumps(pbxs),
+            "HOTLINE_ROUTING_PROCESS": "inline",
+            "HOTLINE_RECORDINGS_SPOOL": str(tmp_path / "spool"),
+            "HOTLINE_RECORDINGS_DIR": str(tmp_path / "recordings"),
+            "HOTLINE_LOG_LEVEL": "INFO",
+            **MONITOR_ENV,
+        }
+        hotline = Hotline(database, env, tmp_path)
+        try:
+            yield hotline
+        finally:
+            hotline.stop_all()
+            redis_command("FLUSHDB")
+
+
+@contextlib.contextmanager
+def every_bridge_routes(*pbxs: Sandbox) -> Iterator[None]:
+    """Both dialplans ask the three bridges in turn (the global is restored by a reload)."""
+    urls = "&".join(f"agi://127.0.0.1:{port}/route" for port in AGI_PORTS)
+    for pbx in pbxs:
+        pbx.cli(f"dialplan set global HOTLINE_AGI_URL {urls}")
+        assert urls in pbx.cli("dialplan show globals")
+    try:
+        yield
+    finally:
+        for pbx in pbxs:
+            pbx.cli("dialplan reload")
+
+
+def queue_log_calls(pbx: Sandbox, offset: int) -> dict[str, list[str]]:
+    """Each queue call of ``pbx`` since ``offset``: its uniqueid and its queue_log verbs."""
+    calls: dict[str, list[str]] = {}
+    for line in pbx.queue_log_since(offset).decode(errors="replace").splitlines():
+        fields = line.split("|")
+        if len(fields) > 4 and fields[2] == "hotline":
+            calls.setdefault(fields[1], []).append(fields[4])
+    return {uniqueid: verbs for uniqueid, verbs in calls.items() if "ENTERQUEUE" in verbs}
+
+
+async def wait_for(check: Callable[[], Any], timeout: float, what: str, hotline: Hotline) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await asyncio.to_thread(check)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s\n{hotline.logs()}")
+        await asyncio.sleep(0.2)
+
+
+async def take_over_time(hotline: Hotline, gone: Bridge, since: float) -> float:
+    """Seconds from ``since`` until another bridge owns both PBXs and is logged in to both."""
+
+    def taken() -> bool:
+        return all(
+            (owner := hotline.owner_of(pbx)) is not None and owner is not gone
+            for pbx in PBX_NAMES.values()
+        )
+
+    await wait_for(taken, 20, f"both PBXs taken over from bridge {gone.number}", hotline)
+    return time.monotonic() - since
+
+
+def stats_of(bridge: Bridge) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{bridge.web_port}/api/v1/stats",
+        headers={"Authorization": MONITOR_AUTHORIZATION},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
+        return json.load(response)
+
+
+async def test_two_pbxs_stay_counted_through_a_killed_and_a_frozen_owner(
+    asterisk: Sandbox,
+    asterisk_b: Sandbox,
+    sipp_phones: Phones,
+    hotline: Hotline,
+    record_property: Callable[[str, object], None],
+) -> None:
+    for pbx in (asterisk, asterisk_b):  # two phones a PBX take calls; the others never ring
+        for agent in ("agent3", "agent4"):
+            pbx.cli(f"queue pause member PJSIP/{agent} queue hotline reason failover-test")
+        for agent in ("agent1", "agent2"):
+            sipp_phones.start_agent(agent, instance=pbx.instance)
+
+    first = hotline.start(1)
+    await wait_for(
+        lambda: all(first.owns(pbx) for pbx in PBX_NAMES.values()),
+        20,
+        "bridge 1 owning both PBXs",
+        hotline,
+    )
+    hotline.start(2)
+    hotline.start(3)
+    offsets = {pbx.instance: pbx.queue_log_size() for pbx in (asterisk, asterisk_b)}
+
+    calls: list[SippProcess] = []
+    takeovers: dict[str, float] = {}
+
+    async def traffic() -> None:
+        for round_number in range(ROUNDS):
+            for pbx, digit in ((asterisk, "1"), (asterisk_b, "2")):
+                caller = f"139{digit}{round_number:07d}"
+                calls.append(
+                    sipp_phones.call(caller, f"Citizen {caller[-3:]}", TALK_SECONDS,
+                                     instance=pbx.instance)
+                )  # fmt: skip
+            await asyncio.sleep(ROUND_SECONDS)
+
+    async def faults() -> None:
+        await asyncio.sleep(8)
+        owner = hotline.owner_of("west")
+        assert owner is first, hotline.logs()
+        killed_at = time.monotonic()
+        owner.process.send_signal(signal.SIGKILL)
+        takeovers["kill -9"] = await take_over_time(hotline, owner, killed_at)
+        await asyncio.sleep(6)
+        frozen = hotline.owner_of("west")
+        assert frozen is not None and frozen is not first, hotline.logs()
+        stopped_at = time.monotonic()
+        frozen.process.send_signal(signal.SIGSTOP)
+        try:
+            takeovers["SIGSTOP"] = await take_over_time(hotline, frozen, stopped_at)
+            await asyncio.sleep(4)
+        finally:
+            frozen.process.send_signal(signal.SIGCONT)
+        # Awake again, it finds its leases gone and follows neither PBX any more.
+        await wait_for(
+            lambda: (
+                not any(
+                    frozen.health().get("pbxs", {}).get(pbx, {}).get("owner")
+                    for pbx in PBX_NAMES.values()
+                )
+            ),
+            10,
+            "the thawed bridge giving its PBXs up",
+            hotline,
+        )
+
+    with every_bridge_routes(asterisk, asterisk_b):
+        await asyncio.gather(traffic(), faults())
+        for call in calls:
+            assert await call.wait_async(timeout=60) == 0, call.diagnostics()
+
+    record_property("takeover_seconds", takeovers)
+    print(f"takeover times: {takeovers}")
+    assert set(takeovers) == {"kill -9", "SIGSTOP"}
+    assert all(seconds < TAKEOVER_LIMIT for seconds in takeovers.values()), takeovers
+
+    # Every call reached a person: each one of both queue_logs was answered.
+    expected: dict[str, list[str]] = {}
+    for pbx in (asterisk, asterisk_b):
+        for uniqueid, verbs in queue_log_calls(pbx, offsets[pbx.instance]).items():
+            expected[f"{PBX_NAMES[pbx.instance]}/{uniqueid}"] = verbs
+    assert len(expected) == 2 * ROUNDS
+    unanswered = {u: v for u, v in expected.items() if "CONNECT" not in v}
+    assert not unanswered, unanswered
+
+    # The journal is the union of both queue_logs: 0 lost, 0 doubled.
+    async def journal() -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(hotline.database.replace("+asyncpg", ""))
+        try:
+            return await connection.fetch(
+                "SELECT uniqueid, caller_number, outcome FROM calls WHERE queue IS NOT NULL"
+            )
+        finally:
+            await connection.close()
+
+    rows: list[asyncpg.Record] = []
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline:
+        rows = await journal()
+        if {row["uniqueid"] for row in rows} == set(expected):
+            break
+        await asyncio.sleep(1)
+    journalled = sorted(row["uniqueid"] for row in rows)
+    assert sorted(set(journalled)) == sorted(expected), (
+        f"missing {set(expected) - set(journalled)}, extra {set(journalled) - set(expected)}\n"
+        + hotline.logs()
+    )
+    assert len(journalled) == len(expected)
+    assert len({row["caller_number"] for row in rows}) == len(rows)
+    assert {row["outcome"] for row in rows} == {"answered"}
+
+    # The panel's figures (any live bridge's merged view) equal what the Asterisks counted.
+    survivor = next(b for b in hotline.bridges if b.process.poll() is None and b is not first)
+    per_pbx = {
+        name: sum(1 for u in expected if u.startswith(name + "/")) for name in PBX_NAMES.values()
+    }
+
+    def figures_settled() -> dict[str, Any] | None:
+        hotline_queue = stats_of(survivor)["queues"].get("hotline", {})
+        by_pbx = hotline_queue.get("by_pbx", {})
+        settled = hotline_queue.get("offered") == len(expected) and all(
+            by_pbx.get(name, {}).get("offered") == count for name, count in per_pbx.items()
+        )
+        return hotline_queue if settled else None
+
+    try:
+        figures = await wait_for(figures_settled, 45, "the panel's figures", hotline)
+    except AssertionError:
+        print(json.dumps(stats_of(survivor)["queues"], indent=1))
+        raise
+    assert figures["answered"] == len(expected)
+    assert figures["abandoned"] == figures["timed_out"] == 0
+    assert figures["answer_rate"] == 1.0
+    for name, count in per_pbx.items():
+        assert figures["by_pbx"][name]["answered"] == count
+    pbx_states = stats_of(survivor)["pbxs"]
+    assert {name: state["up"] for name, state in pbx_states.items()} == {
+        "west": True,
+        "east": True,
+    }
+    journal_health = [b.health().get("calls_stream", {}) for b in hotline.bridges
+                      if b.process.poll() is None]  # fmt: skip
+    record_property("calls_stream", journal_health)
