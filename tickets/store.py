@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     func,
     or_,
     select,
@@ -473,9 +474,11 @@ class TicketStore:
         owners_or_nobody: Sequence[str] | None = None,
         to_review: bool = False,
         limit: int = 100,
+        after: Ticket | None = None,
     ) -> list[Ticket]:
         """Tickets newest first; ``owners_or_nobody`` keeps those these agent interfaces own
-        and those nobody owns yet (what an agent may see)."""
+        and those nobody owns yet (what an agent may see). ``after``: the ones that come after
+        this ticket in that order (the next page, found through the index)."""
         query = select(TicketRow).order_by(TicketRow.opened_at.desc(), TicketRow.id.desc())
         if owners_or_nobody is not None:
             owned = TicketRow.owner_agent.is_(None)
@@ -496,6 +499,15 @@ class TicketStore:
             query = query.where(TicketRow.opened_at >= utc(opened_from))
         if opened_until is not None:
             query = query.where(TicketRow.opened_at < utc(opened_until))
+        if after is not None:
+            opened = utc(after.opened_at)
+            its_id = select(TicketRow.id).where(TicketRow.number == after.number)
+            query = query.where(
+                or_(
+                    TicketRow.opened_at < opened,
+                    and_(TicketRow.opened_at == opened, TicketRow.id < its_id.scalar_subquery()),
+                )
+            )
         async with self._sessions() as session:
             rows = (await session.scalars(query.limit(limit))).all()
         return [Ticket.from_row(row) for row in rows]

@@ -46,6 +46,7 @@ FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2200, 12, 31)
 _LIMIT = re.compile(r"[0-9]{1,9}")  # ASCII only: "²".isdigit() is True, int("²") fails
 TICKET_NUMBER = re.compile(r"[0-9A-Za-z]{1,16}-[0-9]{8}-[0-9]{6,9}")
 _STATUSES = tuple(status.value for status in TicketStatus)
+OVERDUE_PAGE = 200  # open tickets read at a time for the overdue list
 
 
 def _limit(request: web.Request, default: int = 50) -> int:
@@ -182,19 +183,34 @@ class PanelApi:
         since = _day(request, "since")
         overdue = request.query.get("overdue") == "true"
         limit = _limit(request)
-        found = await self.tickets.list(
-            status=TicketStatus(status) if status else None,
-            caller_digits=caller_digits,
-            opened_from=datetime.combine(since, time(), self.zone) if since else None,
-            only_open=request.query.get("open") == "true" or overdue,
-            owners_or_nobody=None if sees_every_call(user) else user.phones,
-            to_review=request.query.get("review") in ("1", "true"),
-            limit=100_000 if overdue else limit,
-        )
         now = self.clock()
-        rows = [(ticket, self.sla(ticket, now)) for ticket in found]
-        if overdue:
-            rows = [(t, r) for t, r in rows if r.on_time is False][:limit]
+
+        async def page(after: Ticket | None, size: int) -> list[Ticket]:
+            return await self.tickets.list(
+                status=TicketStatus(status) if status else None,
+                caller_digits=caller_digits,
+                opened_from=datetime.combine(since, time(), self.zone) if since else None,
+                only_open=request.query.get("open") == "true" or overdue,
+                owners_or_nobody=None if sees_every_call(user) else user.phones,
+                to_review=request.query.get("review") in ("1", "true"),
+                limit=size,
+                after=after,
+            )
+
+        if not overdue:
+            rows = [(ticket, self.sla(ticket, now)) for ticket in await page(None, limit)]
+        else:
+            # Overdue is the SLA clocks' verdict, worked out here: open tickets are read newest
+            # first a page at a time until ``limit`` are overdue (a centre keeps tens of
+            # thousands open; reading them all took 1.3 s at 1 M tickets).
+            rows, after = [], None
+            while len(rows) < limit:
+                batch = await page(after, OVERDUE_PAGE)
+                rows += [(t, r) for t in batch if (r := self.sla(t, now)).on_time is False]
+                if len(batch) < OVERDUE_PAGE:
+                    break
+                after = batch[-1]
+            rows = rows[:limit]
         return web.json_response([ticket_json(t, r, self.zone) for t, r in rows], dumps=_dumps)
 
     async def _ticket(self, request: web.Request, user: User) -> Ticket:

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
+from cryptography.fernet import Fernet
 
 from tests.conftest import free_port, need_service, port_open, throwaway_postgres
 from tests.health import MONITOR_AUTHORIZATION, MONITOR_ENV, read_health
@@ -152,6 +154,8 @@ async def hotline(asterisk: Sandbox, asterisk_b: Sandbox, tmp_path: Path) -> Asy
             "HOTLINE_RECORDINGS_SPOOL": str(tmp_path / "spool"),
             "HOTLINE_RECORDINGS_DIR": str(tmp_path / "recordings"),
             "HOTLINE_LOG_LEVEL": "INFO",
+            # One key for every process: a login made on one works on the others.
+            "HOTLINE_SESSION_SECRET": Fernet.generate_key().decode(),
             **MONITOR_ENV,
         }
         hotline = Hotline(database, env, tmp_path)
@@ -363,3 +367,23 @@ async def test_two_pbxs_stay_counted_through_a_killed_and_a_frozen_owner(
     journal_health = [b.health().get("calls_stream", {}) for b in hotline.bridges
                       if b.process.poll() is None]  # fmt: skip
     record_property("calls_stream", journal_health)
+
+    # The web side keeps no state: a login made on one process opens the live panel on another
+    # (cookies know no port, as behind a load balancer), with the same merged figures.
+    live = [b for b in hotline.bridges if b.process.poll() is None]
+    assert len(live) == 2
+    jar = aiohttp.CookieJar(unsafe=True)
+    login = {"username": MONITOR_ENV["HOTLINE_ADMIN_USER"],
+             "password": MONITOR_ENV["HOTLINE_ADMIN_PASSWORD"]}  # fmt: skip
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        first, other = (f"http://127.0.0.1:{b.web_port}" for b in live)
+        async with browser.post(f"{first}/api/v1/login", json=login) as response:
+            assert response.status == 200, await response.text()
+        async with browser.ws_connect(f"{other}/api/v1/live") as socket:
+            snapshot = await socket.receive_json(timeout=10)
+    assert snapshot["type"] == "snapshot"
+    assert snapshot["queues"]["hotline"]["offered"] == len(expected)
+    assert {name: state["up"] for name, state in snapshot["pbxs"].items()} == {
+        "west": True,
+        "east": True,
+    }

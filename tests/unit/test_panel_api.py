@@ -80,6 +80,7 @@ class Panel:
     tickets: dict[str, str]
     ami: RecordingAmi
     hub: LiveHub
+    store: TicketStore
 
     async def login(self, username: str, password: str = PASSWORD) -> dict:
         response = await self.client.post(
@@ -170,7 +171,7 @@ async def panel(tmp_path: Path, database: str) -> AsyncIterator[Panel]:
     )
     client = TestClient(TestServer(create_app(parts)))
     await client.start_server()
-    yield Panel(client, bus, {"mine": mine, "theirs": theirs}, ami, hub)
+    yield Panel(client, bus, {"mine": mine, "theirs": theirs}, ami, hub, store)
     await client.close()
     await units.close()
     await engine.dispose()
@@ -860,3 +861,21 @@ async def test_an_agent_picks_another_of_their_phones_and_only_theirs(panel: Pan
     )
     assert pause.status == 200
     assert panel.ami.sent[-1] == ("QueuePause", {"Interface": "PJSIP/agent3", "Paused": "true"})
+
+
+async def test_the_overdue_list_reads_open_tickets_a_page_at_a_time(panel: Panel) -> None:
+    """More open tickets than one page (200), the newest not overdue, many with one opening
+    instant so a page ends among equals: every overdue one is found, none twice."""
+    store = panel.store
+    fresh = [await store.create(f"1370000{n:04d}", NOW - timedelta(minutes=5)) for n in range(205)]
+    late = [
+        await store.create(f"1360000{n:04d}", NOW - timedelta(hours=3, minutes=n))
+        for n in range(20)
+    ]
+    await panel.login("wang")
+    found = await (await panel.client.get("/api/v1/tickets?overdue=true&limit=100")).json()
+    assert [t["number"] for t in found] == late
+    some = await (await panel.client.get("/api/v1/tickets?overdue=true&limit=7")).json()
+    assert [t["number"] for t in some] == late[:7]
+    everything = await (await panel.client.get("/api/v1/tickets?open=true&limit=500")).json()
+    assert len(everything) == len(fresh) + len(late) + 2
