@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ami.client import AmiClient
 from ami.feed import AmiFeed, keep_event, resync_from_asterisk
 from ami.queue_log import AsteriskQueueLog
+from esl.client import EslClient
+from esl.feed import FreeswitchFeed
 from infra.bus import Bus
 from infra.config import PbxSpec, Settings
 from infra.leadership import LeaseKeeper
@@ -51,11 +53,12 @@ def pbx_lease(name: str) -> str:
 
 @dataclass
 class Ingest:
-    """What runs while the lease is held."""
+    """What runs while the lease is held: the PBX's link (AMI or the Event Socket) and its
+    queue service."""
 
     token: int
     service: QueueService
-    ami: AmiClient
+    link: AmiClient | EslClient
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -114,8 +117,8 @@ class PbxOwner:
         return {
             "owner": True,
             "token": ingest.token,
-            "up": ingest.ami.connected,
-            "since": ingest.ami.state_since,
+            "up": ingest.link.connected,
+            "since": ingest.link.state_since,
             "journal": {"pending_writes": ingest.service.pending_writes, **ingest.service.counters},
         }
 
@@ -142,20 +145,24 @@ class PbxOwner:
             still_owner=lambda: self.keeper.held and self.keeper.token == token,
         )
         entry = NamedPbx(service, self.name)
-        ami = AmiClient(
-            host=spec.ami_host,
-            port=spec.ami_port,
-            username=spec.ami_username,
-            secret=spec.ami_secret.get_secret_value(),
-            sink=AmiFeed(entry, self._clock).on_message,
-            keep_event=keep_event,
-            action_timeout=settings.ami_action_timeout,
-            max_backoff=min(settings.ami_max_backoff, settings.lease_seconds),
-        )
-        ingest = Ingest(token, service, ami)
+        if spec.kind == "freeswitch":
+            link: AmiClient | EslClient = self._freeswitch(service, entry)
+        else:
+            ami = AmiClient(
+                host=spec.ami_host,
+                port=spec.ami_port,
+                username=spec.ami_username,
+                secret=spec.ami_secret.get_secret_value(),
+                sink=AmiFeed(entry, self._clock).on_message,
+                keep_event=keep_event,
+                action_timeout=settings.ami_action_timeout,
+                max_backoff=min(settings.ami_max_backoff, settings.lease_seconds),
+            )
+            _watch(ami, service, entry)
+            link = ami
+        ingest = Ingest(token, service, link)
         self.ingest = ingest
         self.takeovers.append(time.time())
-        _watch(ingest, entry)
         try:
             await service.load_today()
         except Exception as error:  # the resync and queue_log still bring the live state in
@@ -166,14 +173,40 @@ class PbxOwner:
             asyncio.create_task(service.run_hour_flusher(), name=f"hours-{spec.name}"),
             asyncio.create_task(service.run_queue_log_follow_up(), name=f"qlog-{spec.name}"),
         ]
-        await ami.start()
+        await link.start()
         log.info("PBX %s: ingesting (lease token %d)", spec.name, token)
+
+    def _freeswitch(self, service: QueueService, entry: NamedPbx) -> EslClient:
+        """FreeSWITCH's inbound Event Socket into the PBX's queue service, resynced at login."""
+        spec, settings = self.spec, self._settings
+
+        async def api(command: str) -> str:  # the client is made below: it needs the feed
+            return await client.api(command)
+
+        feed = FreeswitchFeed(entry, api, clock=self._clock)
+        client = EslClient(
+            host=spec.esl_host,
+            port=spec.esl_port,
+            password=spec.esl_password.get_secret_value(),
+            sink=feed.on_event,
+            command_timeout=settings.esl_command_timeout,
+            max_backoff=min(settings.esl_max_backoff, settings.lease_seconds),
+        )
+
+        def on_login() -> None:
+            service.set_pbx_state(True, client.state_since)
+            feed.on_login()
+
+        client.on_login = on_login
+        client.on_down = lambda problem: service.set_pbx_state(False, client.state_since, problem)
+        service.set_pbx_state(False, client.state_since, "not connected yet")
+        return client
 
     async def _stop(self, why: str) -> None:
         ingest, self.ingest = self.ingest, None
         if ingest is None:
             return
-        await ingest.ami.close()
+        await ingest.link.close()
         # Calls already finished go in while the token may still be good (a clean stop).
         await ingest.service.drain(timeout=DRAIN_ON_LOSS_SECONDS)
         for task in ingest.tasks:
@@ -183,9 +216,8 @@ class PbxOwner:
         log.warning("PBX %s: ingest stopped (%s)", self.spec.name, why)
 
 
-def _watch(ingest: Ingest, entry: NamedPbx) -> None:
+def _watch(ami: AmiClient, service: QueueService, entry: NamedPbx) -> None:
     """Resync after every login; the PBX's snapshot says when its link is down or back."""
-    ami, service = ingest.ami, ingest.service
     resyncs: set[asyncio.Task[None]] = set()
 
     def on_login() -> None:

@@ -238,7 +238,9 @@ def build_route_server(
         warm_up=router.warm_up,
     )
     outbound = None
-    if settings.esl_password.get_secret_value():
+    if settings.esl_password.get_secret_value() or any(
+        spec.kind == "freeswitch" for spec in settings.pbxs
+    ):
         outbound = OutboundRouter(
             budgeted, host=settings.esl_router_host, port=settings.esl_router_port
         )

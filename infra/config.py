@@ -31,6 +31,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from survey.scale import DEFAULT_SCALE_TEXT, ScaleError, parse_scale
 
 ENV_PREFIX = "HOTLINE_"
+# FreeSWITCH's own default Event Socket password, and its fallback when none is set: refused.
+FREESWITCH_DEFAULT_PASSWORD = "ClueCon"  # noqa: S105 (a value we refuse, not a secret)
 CONFIG_FILE_VARIABLE = "HOTLINE_CONFIG"
 
 _ASYNC_DRIVERS = {
@@ -51,12 +53,31 @@ class PbxSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,16}$")
-    kind: Literal["asterisk"] = "asterisk"
+    kind: Literal["asterisk", "freeswitch"] = "asterisk"
+    # Asterisk: its AMI and its queue_log as this host sees it.
     ami_host: str = "127.0.0.1"
     ami_port: int = Field(5038, ge=1, le=65535)
     ami_username: str = "hotline"
-    ami_secret: SecretStr
+    ami_secret: SecretStr = SecretStr("")
     queue_log: Path | None = None
+    # FreeSWITCH: its inbound Event Socket (mod_event_socket).
+    esl_host: str = "127.0.0.1"
+    esl_port: int = Field(8021, ge=1, le=65535)
+    esl_password: SecretStr = SecretStr("")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> PbxSpec:
+        if self.kind == "asterisk" and not self.ami_secret.get_secret_value():
+            raise ValueError(f"PBX {self.name}: an Asterisk needs ami_secret")
+        if self.kind == "freeswitch":
+            password = self.esl_password.get_secret_value()
+            if not password:
+                raise ValueError(f"PBX {self.name}: a FreeSWITCH needs esl_password")
+            if password == FREESWITCH_DEFAULT_PASSWORD:
+                raise ValueError(f"PBX {self.name}: ClueCon is FreeSWITCH's well-known default")
+            if self.queue_log is not None:
+                raise ValueError(f"PBX {self.name}: queue_log is Asterisk's; FreeSWITCH has none")
+        return self
 
 
 class Settings(BaseSettings):
@@ -221,7 +242,7 @@ class Settings(BaseSettings):
     def _not_freeswitchs_default(cls, value: SecretStr) -> SecretStr:
         # FreeSWITCH's own default, and what it falls back to when its password is left unset:
         # anybody on the host knows it.
-        if value.get_secret_value() == "ClueCon":
+        if value.get_secret_value() == FREESWITCH_DEFAULT_PASSWORD:
             raise ValueError("ClueCon is FreeSWITCH's well-known default: choose another")
         return value
 
@@ -332,7 +353,7 @@ class Settings(BaseSettings):
         for name in ("session_secret", "metrics_token", "admin_password"):
             shown[name] = "***" if getattr(self, name).get_secret_value() else ""
         for pbx in shown["pbxs"]:
-            pbx["ami_secret"] = "***"  # noqa: S105 (the mask, not a secret)
+            pbx["ami_secret"] = pbx["esl_password"] = "***"  # noqa: S105 (the mask)
         shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
         if self.redis_url:
             shown["redis_url"] = make_url(self.redis_url).render_as_string(hide_password=True)

@@ -6,7 +6,9 @@ panel's pause and queue buttons become mod_callcenter commands."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -109,3 +111,65 @@ async def _settled_stats(
             pass
         await asyncio.sleep(0.5)
     raise AssertionError("the statistics did not settle: " + (tmp_path / "run.log").read_text())
+
+
+async def test_a_freeswitch_listed_among_several_pbxs_is_followed_under_its_lease(
+    tmp_path: Path,
+) -> None:
+    """The same recorded FreeSWITCH as one of the hotline's PBXs (``[[pbxs]]``, kind
+    freeswitch): the process that holds its lease follows it, its calls carry its name, the
+    merged figures equal FreeSWITCH's CDR, and its outbound socket routes calls."""
+    async with RecordedFreeswitch("basic-queue") as freeswitch:
+        web_port, router_port = free_port(), free_port()
+        database = tmp_path / "hotline.db"
+        pbxs = [
+            {
+                "name": "fs1",
+                "kind": "freeswitch",
+                "esl_port": freeswitch.port,
+                "esl_password": PASSWORD,
+            }
+        ]
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")},
+            "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+            "HOTLINE_PBXS": json.dumps(pbxs),
+            "HOTLINE_AGI_PORT": str(free_port()),
+            "HOTLINE_WEB_PORT": str(web_port),
+            "HOTLINE_RECORDINGS_DIR": str(tmp_path / "recordings"),
+            "HOTLINE_RECORDINGS_SPOOL": str(tmp_path / "spool"),
+            "HOTLINE_ESL_ROUTER_PORT": str(router_port),
+            **MONITOR_ENV,
+        }
+        log = (tmp_path / "run.log").open("wb")
+        run = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hotline.cli", "run",
+            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{web_port}"
+        try:
+            async with aiohttp.ClientSession(
+                headers={"Authorization": MONITOR_AUTHORIZATION}
+            ) as web:
+                stats = await _settled_stats(web, base, freeswitch, run, tmp_path)
+                queues = {n: {k: q[k] for k in QUEUE_FIGURES} for n, q in stats["queues"].items()}
+                agents = {n: {k: a[k] for k in AGENT_FIGURES} for n, a in stats["agents"].items()}
+                assert (queues, agents) == expected("basic-queue")
+                assert set(stats["queues"]["hotline"]["by_pbx"]) == {"fs1"}
+                assert stats["pbxs"]["fs1"]["up"] is True and stats["pbxs"]["fs1"]["token"] == 1
+                async with web.get(f"{base}/healthz") as answer:
+                    health = await answer.json()
+                assert health["pbxs"]["fs1"]["owner"] is True
+                call = RecordedCall(connection=1)
+                await call.run(router_port)
+                assert variables_of(call.commands)["HOTLINE_QUEUE"] == "hotline"
+        finally:
+            run.terminate()
+            await asyncio.wait_for(run.wait(), 30)
+            log.close()
+    with sqlite3.connect(database) as db:
+        ids = [row[0] for row in db.execute("SELECT uniqueid FROM calls")]
+        holder = db.execute("SELECT holder FROM leases WHERE name = 'pbx:fs1'").fetchone()
+    assert ids and all(uniqueid.startswith("fs1/") for uniqueid in ids), ids
+    assert holder is not None
+    assert run.returncode == 0, (tmp_path / "run.log").read_text()
