@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -81,6 +81,7 @@ class PbxOwner:
         link_ticket: TicketLinker | None,
         fact_listeners: Sequence[Callable[[DomainEvent], None]],
         calls: RedisStream | None = None,
+        may_claim: Callable[[LeaseKeeper], Awaitable[bool]] | None = None,
     ) -> None:
         """``calls``: the hotline's stream of finished calls (with Redis); without it the owner
         writes its calls to the database itself, fenced the same way."""
@@ -105,6 +106,7 @@ class PbxOwner:
             ttl=settings.lease_seconds,
             on_gained=self._start,
             on_lost=self._stop,
+            may_claim=may_claim,
         )
 
     async def run(self) -> None:

@@ -50,7 +50,7 @@ from hotline.routing_process import COUNTERS_EVERY_SECONDS, ParentLink, RoutingP
 from hotline.schema import upgrade_database
 from infra.bus import Bus, InProcessBus, SplitBus, create_bus
 from infra.config import Settings
-from infra.leadership import LeaseKeeper, process_holder_id
+from infra.leadership import LeaseKeeper, LeaseSpreader, process_holder_id
 from infra.leases import FencedTransactions, LeaseStore
 from infra.storage import Transactions, create_engine, session_factory, transactions_for
 from infra.streams import RedisStream, StreamConsumer
@@ -125,6 +125,7 @@ class Bridge:
     view: HotlineView | None = None
     leases: LeaseStore | None = None
     singletons: LeaseKeeper | None = None
+    spreader: LeaseSpreader | None = None
     # With Redis: the stream of finished calls, and this process's consumer in its journal group.
     calls: RedisStream | None = None
     journal_consumer: StreamConsumer | None = None
@@ -176,6 +177,12 @@ class Bridge:
             pbx["calls_stream"] = dict(self.journal_consumer.counters)
         if self.owners:
             pbx["pbxs"] = {owner.spec.name: owner.health() for owner in self.owners}
+            if self.spreader is not None:
+                pbx["spreading"] = {
+                    "processes": self.spreader.processes,
+                    "share": self.spreader.share,
+                    **self.spreader.counters,
+                }
             if self.singletons is not None:
                 pbx["singletons"] = {"leader": self.singletons.held}
         return {
@@ -351,7 +358,7 @@ def build_bridge(
     # What a PBX adapter and the route link feed: with a PBX name, ids carry it.
     entry: QueueService | NamedPbx = queues if pbx is None else NamedPbx(queues, pbx)
     leases = LeaseStore(units, reads)
-    owners, view, singletons = [], None, None
+    owners, view, singletons, spreader = [], None, None, None
     calls, journal_consumer = None, None
     if several:
         holder = process_holder_id()
@@ -372,6 +379,9 @@ def build_bridge(
             lambda: leases.leases("pbx:"),
             clock,
         )
+        spreader = LeaseSpreader(
+            leases, lambda: leases.leases(), holder, [], ttl=settings.lease_seconds
+        )
         owners = [
             PbxOwner(
                 spec,
@@ -387,9 +397,11 @@ def build_bridge(
                 link_ticket=tickets.link,
                 fact_listeners=[callbacks.on_fact],
                 calls=calls,
+                may_claim=spreader.may_claim,
             )
             for spec in settings.pbxs
         ]
+        spreader.keepers = [owner.keeper for owner in owners]
         singletons = _singletons(leases, holder, settings, callbacks, calls)
     free_agents = view.free_agents if view is not None else queues.free_agents
     routing_counters: Counter[str] = Counter()
@@ -467,6 +479,7 @@ def build_bridge(
         view=view,
         leases=leases,
         singletons=singletons,
+        spreader=spreader,
         calls=calls,
         journal_consumer=journal_consumer,
     )
@@ -729,6 +742,8 @@ async def run_bridge(
     owning = [
         asyncio.create_task(owner.run(), name=f"pbx-{owner.spec.name}") for owner in bridge.owners
     ]
+    if bridge.spreader is not None:
+        owning.append(asyncio.create_task(bridge.spreader.run(), name="lease-spreader"))
     if bridge.ami is None and bridge.esl is None and not bridge.owners:
         tasks.append(asyncio.create_task(_replay_session(bridge, messages), name="replay"))
     try:

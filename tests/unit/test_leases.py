@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
-from infra.leadership import SAFETY_MARGIN, LeaseKeeper
-from infra.leases import FencedOut, FencedTransactions, LeaseStore
+from infra.leadership import SAFETY_MARGIN, LeaseKeeper, LeaseSpreader, fair_share
+from infra.leases import FencedOut, FencedTransactions, LeaseStore, LeaseView
 from infra.storage import create_engine, transactions_for
 
 
@@ -113,7 +113,11 @@ class FakeClaims:
         return None
 
     async def release(self, name: str, holder: str, token: int) -> bool:
-        return False
+        row = self.rows.get(name)
+        if row is None or row[:2] != (holder, token):
+            return False
+        self.rows[name] = (holder, token, self.now - 1)
+        return True
 
 
 def _keeper(claims: FakeClaims, holder: str, events: list[str]) -> LeaseKeeper:
@@ -178,3 +182,70 @@ def test_a_lease_too_short_to_renew_is_refused() -> None:
 
     with pytest.raises(ValueError, match="no time to renew"):
         LeaseKeeper(FakeClaims(), "x", "me", ttl=0.8, on_gained=nothing, on_lost=nothing)
+
+
+def _views(claims: FakeClaims) -> list[LeaseView]:
+    return [
+        LeaseView(name, holder, token, expires - claims.now)
+        for name, (holder, token, expires) in sorted(claims.rows.items())
+    ]
+
+
+class SharingProcess:
+    """One bridge process's keepers of the PBX leases and its spreader, on the fake table."""
+
+    def __init__(self, claims: FakeClaims, holder: str, pbxs: list[str]) -> None:
+        self.claims = claims
+
+        async def views() -> list[LeaseView]:
+            return _views(claims)
+
+        self.spreader = LeaseSpreader(
+            claims, views, holder, [], ttl=6, every=2, clock=lambda: claims.now
+        )
+
+        async def nothing(_: object) -> None:
+            return None
+
+        self.keepers = [
+            LeaseKeeper(
+                claims, f"pbx:{name}", holder, ttl=6, every=2, on_gained=nothing,
+                on_lost=nothing, clock=lambda: claims.now, may_claim=self.spreader.may_claim,
+            )
+            for name in pbxs
+        ]  # fmt: skip
+        self.spreader.keepers = self.keepers
+
+    async def beat(self) -> None:
+        await self.spreader.beat()
+        for keeper in self.keepers:
+            await keeper.beat()
+
+    def holds(self) -> set[str]:
+        return {k.name.removeprefix("pbx:") for k in self.keepers if k.token is not None}
+
+
+async def test_the_pbxs_spread_over_the_processes_and_come_back_when_one_goes() -> None:
+    claims = FakeClaims()
+    pbxs = ["west", "east", "north"]
+    first = SharingProcess(claims, "one", pbxs)
+    await first.beat()
+    assert first.holds() == set(pbxs)  # alone, it takes them all
+    second = SharingProcess(claims, "two", pbxs)
+    for _ in range(6):  # a few beats: the first gives up what is over its share
+        claims.now += 2
+        await first.beat()
+        await second.beat()
+    assert (len(first.holds()), len(second.holds())) == (2, 1)
+    assert first.holds() | second.holds() == set(pbxs)
+    assert first.spreader.counters["given_up"] == 1
+    # The first one freezes: after its leases run out, the second takes all three.
+    for _ in range(5):
+        claims.now += 2
+        await second.beat()
+    assert second.holds() == set(pbxs)
+    assert second.spreader.processes == 1
+
+
+def test_a_fair_share_is_rounded_up() -> None:
+    assert [fair_share(3, n) for n in (0, 1, 2, 3, 4)] == [3, 3, 2, 1, 1]
