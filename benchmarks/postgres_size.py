@@ -47,6 +47,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from agi_route import one_route  # noqa: E402  (a FastAGI session as Asterisk holds it)
 
 PAGE_BUDGET_MS, ROUTE_BUDGET_MS, TAKEOVER_BUDGET_S = 300.0, 50.0, 1.0
 ADMIN, PASSWORD = "sizer", "size benchmark password"
@@ -247,30 +250,6 @@ def agi_header(port: int, sequence: int, caller: str) -> bytes:
     ).encode()
 
 
-async def one_route(port: int, header: bytes) -> str:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    reason = ""
-    try:
-        writer.write(header)
-        while line := await reader.readline():
-            if line.startswith(b"EXEC MSet "):
-                for pair in line[10:].strip(b'"\r\n').split(b","):
-                    name, _, value = pair.partition(b"=")
-                    if name == b"HOTLINE_REASON":
-                        reason = value.decode()
-                writer.write(b"200 result=0\n")
-            elif line.startswith(b"SET VARIABLE "):
-                name, _, value = line[13:].rstrip(b"\r\n").partition(b" ")
-                if name == b"HOTLINE_REASON":
-                    reason = value.strip(b'"').decode()
-                writer.write(b"200 result=1\n")
-            else:
-                writer.write(b"510 Invalid or unknown command\n")
-    finally:
-        writer.close()
-    return reason
-
-
 async def time_routes(port: int, routes: int, database: str) -> dict[str, Any]:
     plain = database.replace("+asyncpg", "")
     open_callers = psql(
@@ -290,7 +269,7 @@ async def time_routes(port: int, routes: int, database: str) -> dict[str, Any]:
             else f"15{sequence:09d}"
         )
         started = time.perf_counter()
-        reason = await one_route(port, agi_header(port, sequence, caller))
+        reason, _ = await one_route(port, agi_header(port, sequence, caller))
         spent.append((time.perf_counter() - started) * 1000)
         reasons[reason] = reasons.get(reason, 0) + 1
         await asyncio.sleep(0.02)

@@ -96,31 +96,11 @@ def _unavailable(reason: str) -> NoReturn:
 # --------------------------------------------------------------------------- Asterisk
 
 
-@pytest.fixture(scope="session")
-def asterisk() -> Iterator[Sandbox]:
+def _running_sandbox(instance: str) -> Iterator[Sandbox]:
+    """The sandbox's ``instance`` for the session; stopped at the end unless it was running
+    before (or ``HOTLINE_SANDBOX_KEEP=1``)."""
     try:
-        sandbox, was_running = Sandbox.start()
-    except TestbedError as error:
-        _unavailable(str(error))
-    try:
-        yield sandbox
-    finally:
-        if not was_running and os.environ.get("HOTLINE_SANDBOX_KEEP") != "1":
-            Sandbox.stop()
-
-
-@pytest.fixture(autouse=True)
-def _quiet_asterisk(request: pytest.FixtureRequest) -> None:
-    """Tests that use ``asterisk`` start with no calls and default queue members."""
-    if "asterisk" in request.fixturenames:
-        request.getfixturevalue("asterisk").reset_state(idle_timeout=30.0)
-
-
-@pytest.fixture(scope="session")
-def asterisk_b() -> Iterator[Sandbox]:
-    """The second PBX (instance b of the chroot), for tests of one hotline over two PBXs."""
-    try:
-        sandbox, was_running = Sandbox.start(instance="b")
+        sandbox, was_running = Sandbox.start(instance=instance)
     except TestbedError as error:
         _unavailable(str(error))
     try:
@@ -130,11 +110,24 @@ def asterisk_b() -> Iterator[Sandbox]:
             sandbox.stop()
 
 
+@pytest.fixture(scope="session")
+def asterisk() -> Iterator[Sandbox]:
+    yield from _running_sandbox("a")
+
+
+@pytest.fixture(scope="session")
+def asterisk_b() -> Iterator[Sandbox]:
+    """The second PBX (instance b of the chroot), for tests of one hotline over two PBXs."""
+    yield from _running_sandbox("b")
+
+
 @pytest.fixture(autouse=True)
-def _quiet_asterisk_b(request: pytest.FixtureRequest) -> None:
-    """Tests that use ``asterisk_b`` find b quiet too; b is never started for the others."""
-    if "asterisk_b" in request.fixturenames:
-        request.getfixturevalue("asterisk_b").reset_state(idle_timeout=30.0)
+def _quiet_pbxs(request: pytest.FixtureRequest) -> None:
+    """Tests that use ``asterisk`` (or ``asterisk_b``) start with no calls and default queue
+    members on it; b is never started for the others."""
+    for name in ("asterisk", "asterisk_b"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).reset_state(idle_timeout=30.0)
 
 
 # --------------------------------------------------------------------------- SIPp

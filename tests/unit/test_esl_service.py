@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 
@@ -24,29 +25,41 @@ from tests.unit.test_esl_outbound import variables_of
 from tests.unit.test_routing_process import free_port
 
 
+async def _hotline_run(
+    tmp_path: Path, settings: dict[str, str]
+) -> tuple[asyncio.subprocess.Process, IO[bytes], int, int]:
+    """``hotline run`` on a SQLite file of the test with ``settings``: the process, its log,
+    its web port and the port of its outbound socket (FreeSWITCH's router)."""
+    web_port, router_port = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")},
+        "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}",
+        "HOTLINE_AGI_PORT": str(free_port()),
+        "HOTLINE_WEB_PORT": str(web_port),
+        "HOTLINE_RECORDINGS_DIR": str(tmp_path / "recordings"),
+        "HOTLINE_RECORDINGS_SPOOL": str(tmp_path / "spool"),
+        "HOTLINE_ESL_ROUTER_PORT": str(router_port),
+        **MONITOR_ENV,
+        **settings,
+    }
+    log = (tmp_path / "run.log").open("wb")
+    run = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hotline.cli", "run",
+        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    return run, log, web_port, router_port
+
+
 async def test_hotline_run_on_freeswitch(tmp_path: Path) -> None:
     async with RecordedFreeswitch("basic-queue") as freeswitch:
-        web_port, router_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}",
-            "HOTLINE_AGI_PORT": str(free_port()),
-            "HOTLINE_WEB_PORT": str(web_port),
-            "HOTLINE_RECORDINGS_DIR": str(tmp_path / "recordings"),
-            "HOTLINE_RECORDINGS_SPOOL": str(tmp_path / "spool"),
-            "HOTLINE_AMI_SECRET": "",
-            "HOTLINE_REDIS_URL": "",
-            "HOTLINE_ESL_HOST": "127.0.0.1",
-            "HOTLINE_ESL_PORT": str(freeswitch.port),
-            "HOTLINE_ESL_PASSWORD": PASSWORD,
-            "HOTLINE_ESL_ROUTER_PORT": str(router_port),
-            **MONITOR_ENV,
-        }
-        log = (tmp_path / "run.log").open("wb")
-        run = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hotline.cli", "run",
-            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        run, log, web_port, router_port = await _hotline_run(
+            tmp_path,
+            {
+                "HOTLINE_ESL_HOST": "127.0.0.1",
+                "HOTLINE_ESL_PORT": str(freeswitch.port),
+                "HOTLINE_ESL_PASSWORD": PASSWORD,
+            },
+        )
         base = f"http://127.0.0.1:{web_port}"
         monitor = {"Authorization": MONITOR_AUTHORIZATION}
         try:
@@ -120,7 +133,6 @@ async def test_a_freeswitch_listed_among_several_pbxs_is_followed_under_its_leas
     freeswitch): the process that holds its lease follows it, its calls carry its name, the
     merged figures equal FreeSWITCH's CDR, and its outbound socket routes calls."""
     async with RecordedFreeswitch("basic-queue") as freeswitch:
-        web_port, router_port = free_port(), free_port()
         database = tmp_path / "hotline.db"
         pbxs = [
             {
@@ -130,22 +142,9 @@ async def test_a_freeswitch_listed_among_several_pbxs_is_followed_under_its_leas
                 "esl_password": PASSWORD,
             }
         ]
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")},
-            "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-            "HOTLINE_PBXS": json.dumps(pbxs),
-            "HOTLINE_AGI_PORT": str(free_port()),
-            "HOTLINE_WEB_PORT": str(web_port),
-            "HOTLINE_RECORDINGS_DIR": str(tmp_path / "recordings"),
-            "HOTLINE_RECORDINGS_SPOOL": str(tmp_path / "spool"),
-            "HOTLINE_ESL_ROUTER_PORT": str(router_port),
-            **MONITOR_ENV,
-        }
-        log = (tmp_path / "run.log").open("wb")
-        run = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hotline.cli", "run",
-            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        run, log, web_port, router_port = await _hotline_run(
+            tmp_path, {"HOTLINE_PBXS": json.dumps(pbxs)}
+        )
         base = f"http://127.0.0.1:{web_port}"
         try:
             async with aiohttp.ClientSession(

@@ -10,9 +10,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.leases import FencedTransactions, LeaseStore
-from infra.storage import create_engine, session_factory, transactions_for
+from infra.storage import Transactions, create_engine, session_factory, transactions_for
 from infra.streams import PermanentEntryError, RedisStream, StreamConsumer
 from queue_stats.call_codec import CallEntry, decode_call, encode_call
 from queue_stats.calls import CallOutcome, CallRecord
@@ -45,6 +46,23 @@ def call(uniqueid: str, caller: str = "13800138000") -> CallRecord:
         outcome=CallOutcome.ANSWERED,
         rating="satisfied",
     )
+
+
+JournalDb = tuple[Transactions, async_sessionmaker[AsyncSession], LeaseStore]
+
+
+@pytest.fixture
+async def journal_db(database: str) -> AsyncIterator[JournalDb]:
+    """The migrated database's units, sessions and leases (SQLite, then PostgreSQL)."""
+    engine = create_engine(database)
+    units = transactions_for(engine)
+    reads = transactions_for(engine, read_only=True)
+    try:
+        yield units, session_factory(engine), LeaseStore(units, reads)
+    finally:
+        await units.close()
+        await reads.close()
+        await engine.dispose()
 
 
 @pytest.fixture
@@ -159,94 +177,76 @@ async def test_a_failed_entry_stays_pending_and_an_unreadable_one_is_set_aside(
 
 
 async def test_a_past_owners_calls_are_dropped_and_the_new_owners_written_once(
-    stream: RedisStream, database: str
+    stream: RedisStream, journal_db: JournalDb
 ) -> None:
-    engine = create_engine(database)
-    units = transactions_for(engine)
-    reads = transactions_for(engine, read_only=True)
-    sessions = session_factory(engine)
-    leases = LeaseStore(units, reads)
-    try:
-        await stream.ensure_group(JOURNAL_GROUP)
-        old = await leases.claim("pbx:west", "bridge-1", ttl=0.4)
-        assert old == 1
-        owner = StreamedJournal(CallJournal(sessions, pbx="west"), stream, "west", old)
-        await owner.record(call("west/1.1", "13800000001"))
-        await owner.record(call("west/1.2", "13800000002"))
-        # Sent but not written yet: it counts as journalled for queue_log recovery.
-        assert await owner.uniqueids_since(T0) == {"west/1.1", "west/1.2"}
-        writer = JournalWriter(
-            lambda pbx, token: CallJournal(
-                sessions, FencedTransactions(units, f"pbx:{pbx}", token), pbx=pbx
-            )
+    units, sessions, leases = journal_db
+    await stream.ensure_group(JOURNAL_GROUP)
+    old = await leases.claim("pbx:west", "bridge-1", ttl=0.4)
+    assert old == 1
+    owner = StreamedJournal(CallJournal(sessions, pbx="west"), stream, "west", old)
+    await owner.record(call("west/1.1", "13800000001"))
+    await owner.record(call("west/1.2", "13800000002"))
+    # Sent but not written yet: it counts as journalled for queue_log recovery.
+    assert await owner.uniqueids_since(T0) == {"west/1.1", "west/1.2"}
+    writer = JournalWriter(
+        lambda pbx, token: CallJournal(
+            sessions, FencedTransactions(units, f"pbx:{pbx}", token), pbx=pbx
         )
-        consumer = StreamConsumer(stream, JOURNAL_GROUP, "bridge-2", writer, batch=1, block_ms=10)
-        assert await consumer.step() == 1  # 1.1, written while bridge-1 still owns west
-        # bridge-1 freezes; bridge-2 takes west over and journals 1.2 from queue_log itself.
-        await asyncio.sleep(0.5)
-        new = await leases.claim("pbx:west", "bridge-2", ttl=5)
-        assert new == 2
-        mine = StreamedJournal(CallJournal(sessions, pbx="west"), stream, "west", new)
-        await mine.record(replace(call("west/1.2", "13800000002"), source="queue_log"))
-        assert await consumer.step() == 1  # the old 1.2: dropped by the fence
-        assert await consumer.step() == 1  # the new 1.2: written
-        assert writer.counters == {"written": 2, "fenced": 1}
-        rows = await CallJournal(sessions, pbx="west").calls_since(T0)
-        assert sorted((row.uniqueid, row.source) for row in rows) == [
-            ("west/1.1", "ami"),
-            ("west/1.2", "queue_log"),
-        ]
-        assert rows[0].rating == "satisfied" and rows[0].caller_name == "张三"
-    finally:
-        await units.close()
-        await reads.close()
-        await engine.dispose()
+    )
+    consumer = StreamConsumer(stream, JOURNAL_GROUP, "bridge-2", writer, batch=1, block_ms=10)
+    assert await consumer.step() == 1  # 1.1, written while bridge-1 still owns west
+    # bridge-1 freezes; bridge-2 takes west over and journals 1.2 from queue_log itself.
+    await asyncio.sleep(0.5)
+    new = await leases.claim("pbx:west", "bridge-2", ttl=5)
+    assert new == 2
+    mine = StreamedJournal(CallJournal(sessions, pbx="west"), stream, "west", new)
+    await mine.record(replace(call("west/1.2", "13800000002"), source="queue_log"))
+    assert await consumer.step() == 1  # the old 1.2: dropped by the fence
+    assert await consumer.step() == 1  # the new 1.2: written
+    assert writer.counters == {"written": 2, "fenced": 1}
+    rows = await CallJournal(sessions, pbx="west").calls_since(T0)
+    assert sorted((row.uniqueid, row.source) for row in rows) == [
+        ("west/1.1", "ami"),
+        ("west/1.2", "queue_log"),
+    ]
+    assert rows[0].rating == "satisfied" and rows[0].caller_name == "张三"
 
 
 async def test_a_batch_is_written_in_one_go_per_owner_and_an_unreadable_entry_alone(
-    stream: RedisStream, database: str
+    stream: RedisStream, journal_db: JournalDb
 ) -> None:
-    engine = create_engine(database)
-    units = transactions_for(engine)
-    reads = transactions_for(engine, read_only=True)
-    sessions = session_factory(engine)
-    leases = LeaseStore(units, reads)
-    try:
-        await stream.ensure_group(JOURNAL_GROUP)
-        assert await leases.claim("pbx:west", "bridge-1", ttl=0.3) == 1
-        old = StreamedJournal(CallJournal(sessions, pbx="west"), stream, "west", 1)
-        await old.record(call("west/2.1", "13800000021"))
-        await asyncio.sleep(0.4)
-        assert await leases.claim("pbx:west", "bridge-2", ttl=5) == 2
-        assert await leases.claim("pbx:east", "bridge-2", ttl=5) == 1
-        new = StreamedJournal(CallJournal(sessions, pbx="west"), stream, "west", 2)
-        east = StreamedJournal(CallJournal(sessions, pbx="east"), stream, "east", 1)
-        for n in range(2, 6):
-            await new.record(call(f"west/2.{n}", f"1380000002{n}"))
-            await east.record(call(f"east/2.{n}", f"1390000002{n}"))
-        writer = JournalWriter(
-            lambda pbx, token: CallJournal(
-                sessions, FencedTransactions(units, f"pbx:{pbx}", token), pbx=pbx
-            )
+    units, sessions, leases = journal_db
+    await stream.ensure_group(JOURNAL_GROUP)
+    assert await leases.claim("pbx:west", "bridge-1", ttl=0.3) == 1
+    old = StreamedJournal(CallJournal(sessions, pbx="west"), stream, "west", 1)
+    await old.record(call("west/2.1", "13800000021"))
+    await asyncio.sleep(0.4)
+    assert await leases.claim("pbx:west", "bridge-2", ttl=5) == 2
+    assert await leases.claim("pbx:east", "bridge-2", ttl=5) == 1
+    new = StreamedJournal(CallJournal(sessions, pbx="west"), stream, "west", 2)
+    east = StreamedJournal(CallJournal(sessions, pbx="east"), stream, "east", 1)
+    for n in range(2, 6):
+        await new.record(call(f"west/2.{n}", f"1380000002{n}"))
+        await east.record(call(f"east/2.{n}", f"1390000002{n}"))
+    writer = JournalWriter(
+        lambda pbx, token: CallJournal(
+            sessions, FencedTransactions(units, f"pbx:{pbx}", token), pbx=pbx
         )
-        consumer = StreamConsumer(
-            stream, JOURNAL_GROUP, "bridge-2", writer, handle_many=writer.many, block_ms=10
-        )
-        assert await consumer.step() == 9
-        assert consumer.counters["batches"] == 1
-        assert writer.counters == {"written": 8, "fenced": 1}
-        west_rows = await CallJournal(sessions, pbx="west").calls_since(T0)
-        east_rows = await CallJournal(sessions, pbx="east").calls_since(T0)
-        assert [row.uniqueid for row in west_rows] == [f"west/2.{n}" for n in range(2, 6)]
-        assert len(east_rows) == 4
-        # A batch with an unreadable entry: the others go in one by one, that one aside.
-        await new.record(call("west/2.6", "13800000026"))
-        await stream.append({"format": "1", "pbx": "west", "token": "2", "sequence": "9"})
-        await new.record(call("west/2.7", "13800000027"))
-        assert await consumer.step() == 3
-        assert consumer.counters["batches"] == 1 and consumer.counters["set_aside"] == 1
-        assert len(await CallJournal(sessions, pbx="west").calls_since(T0)) == 6
-    finally:
-        await units.close()
-        await reads.close()
-        await engine.dispose()
+    )
+    consumer = StreamConsumer(
+        stream, JOURNAL_GROUP, "bridge-2", writer, handle_many=writer.many, block_ms=10
+    )
+    assert await consumer.step() == 9
+    assert consumer.counters["batches"] == 1
+    assert writer.counters == {"written": 8, "fenced": 1}
+    west_rows = await CallJournal(sessions, pbx="west").calls_since(T0)
+    east_rows = await CallJournal(sessions, pbx="east").calls_since(T0)
+    assert [row.uniqueid for row in west_rows] == [f"west/2.{n}" for n in range(2, 6)]
+    assert len(east_rows) == 4
+    # A batch with an unreadable entry: the others go in one by one, that one aside.
+    await new.record(call("west/2.6", "13800000026"))
+    await stream.append({"format": "1", "pbx": "west", "token": "2", "sequence": "9"})
+    await new.record(call("west/2.7", "13800000027"))
+    assert await consumer.step() == 3
+    assert consumer.counters["batches"] == 1 and consumer.counters["set_aside"] == 1
+    assert len(await CallJournal(sessions, pbx="west").calls_since(T0)) == 6
