@@ -160,7 +160,7 @@ class PbxOwner:
                 action_timeout=settings.ami_action_timeout,
                 max_backoff=min(settings.ami_max_backoff, settings.lease_seconds),
             )
-            _watch(ami, service, entry)
+            watch_ami(ami, service, entry)
             link = ami
         ingest = Ingest(token, service, link)
         self.ingest = ingest
@@ -181,26 +181,16 @@ class PbxOwner:
     def _freeswitch(self, service: QueueService, entry: NamedPbx) -> EslClient:
         """FreeSWITCH's inbound Event Socket into the PBX's queue service, resynced at login."""
         spec, settings = self.spec, self._settings
-
-        async def api(command: str) -> str:  # the client is made below: it needs the feed
-            return await client.api(command)
-
-        feed = FreeswitchFeed(entry, api, clock=self._clock)
-        client = EslClient(
+        client, _ = freeswitch_link(
+            service,
+            entry,
             host=spec.esl_host,
             port=spec.esl_port,
             password=spec.esl_password.get_secret_value(),
-            sink=feed.on_event,
             command_timeout=settings.esl_command_timeout,
             max_backoff=min(settings.esl_max_backoff, settings.lease_seconds),
+            clock=self._clock,
         )
-
-        def on_login() -> None:
-            service.set_pbx_state(True, client.state_since)
-            feed.on_login()
-
-        client.on_login = on_login
-        client.on_down = lambda problem: service.set_pbx_state(False, client.state_since, problem)
         service.set_pbx_state(False, client.state_since, "not connected yet")
         return client
 
@@ -218,8 +208,48 @@ class PbxOwner:
         log.warning("PBX %s: ingest stopped (%s)", self.spec.name, why)
 
 
-def _watch(ami: AmiClient, service: QueueService, entry: NamedPbx) -> None:
-    """Resync after every login; the PBX's snapshot says when its link is down or back."""
+def freeswitch_link(
+    service: QueueService,
+    entry: QueueService | NamedPbx,
+    *,
+    host: str,
+    port: int,
+    password: str,
+    command_timeout: float,
+    max_backoff: float,
+    clock: Callable[[], datetime],
+    on_recording: Callable[[str], None] | None = None,
+    on_resynced: Callable[[set[str]], None] | None = None,
+) -> tuple[EslClient, FreeswitchFeed]:
+    """A FreeSWITCH's inbound Event Socket feeding ``entry``, resynced at each login; the
+    service's PBX state says when the link is down or back (one PBX's or one of several)."""
+
+    async def api(command: str) -> str:  # the client is made below: it needs the feed
+        return await client.api(command)
+
+    feed = FreeswitchFeed(
+        entry, api, clock=clock, on_recording=on_recording, on_resynced=on_resynced
+    )
+    client = EslClient(
+        host=host,
+        port=port,
+        password=password,
+        sink=feed.on_event,
+        command_timeout=command_timeout,
+        max_backoff=max_backoff,
+    )
+
+    def on_login() -> None:
+        service.set_pbx_state(True, client.state_since)
+        feed.on_login()
+
+    client.on_login = on_login
+    client.on_down = lambda problem: service.set_pbx_state(False, client.state_since, problem)
+    return client, feed
+
+
+def watch_ami(ami: AmiClient, service: QueueService, entry: QueueService | NamedPbx) -> None:
+    """Resync after every login; the PBX state says when the link is down or back."""
     resyncs: set[asyncio.Task[None]] = set()
 
     def on_login() -> None:

@@ -32,7 +32,7 @@ from agi.survey import survey_handler_for
 from ami.agent_control import AmiAgentControl, AmiCallbackDialer
 from ami.client import AmiClient
 from ami.codec import AmiMessage
-from ami.feed import AmiFeed, keep_event, resync_from_asterisk
+from ami.feed import AmiFeed, keep_event
 from ami.queue_log import AsteriskQueueLog
 from ami.replay import ReplayClock, read_transcript, replay
 from callbacks.policy import RetryPolicy
@@ -40,10 +40,9 @@ from callbacks.service import CallbackService
 from callbacks.store import CallbackStore
 from esl.agent_control import EslAgentControl
 from esl.client import EslClient
-from esl.feed import FreeswitchFeed
 from esl.outbound import OutboundRouter
 from hotline.domain import build_router, routing_rules, sla_policy, working_calendar
-from hotline.pbx_owner import PbxOwner, pbx_lease
+from hotline.pbx_owner import PbxOwner, freeswitch_link, pbx_lease, watch_ami
 from hotline.pipelines import build_pipeline
 from hotline.priority import ChildLauncher, lower_priority
 from hotline.routing_process import COUNTERS_EVERY_SECONDS, ParentLink, RoutingProcess
@@ -447,7 +446,7 @@ def build_bridge(
             max_backoff=settings.ami_max_backoff,
         )
     if ami is not None:
-        _watch_ami(ami, queues, entry)
+        watch_ami(ami, queues, entry)
         control = AmiAgentControl(ami)
         callbacks.dialer = AmiCallbackDialer(
             ami, agent_ring_seconds=settings.callback_agent_ring_seconds
@@ -540,37 +539,24 @@ def _freeswitch(
     and so are those it closed while the bridge was away (found at each resync)."""
     finishing: set[asyncio.Task[Any]] = set()
 
-    async def api(command: str) -> str:  # the client is made below: it needs the feed
-        return await client.api(command)
-
     def in_background(work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         finishing.add(task)
         task.add_done_callback(finishing.discard)
 
-    feed = FreeswitchFeed(
+    client, feed = freeswitch_link(
+        queues,
         entry,
-        api,
+        host=settings.esl_host,
+        port=settings.esl_port,
+        password=settings.esl_password.get_secret_value(),
+        command_timeout=settings.esl_command_timeout,
+        max_backoff=settings.esl_max_backoff,
         clock=clock,
         on_recording=lambda path: in_background(recordings.finished(path)),
         on_resynced=lambda live: in_background(recordings.finish_stopped(live)),
     )
-    client = EslClient(
-        host=settings.esl_host,
-        port=settings.esl_port,
-        password=settings.esl_password.get_secret_value(),
-        sink=feed.on_event,
-        command_timeout=settings.esl_command_timeout,
-        max_backoff=settings.esl_max_backoff,
-    )
-
-    def on_login() -> None:
-        queues.set_pbx_state(True, client.state_since)
-        feed.on_login()
-
-    client.on_login = on_login
-    client.on_down = lambda problem: queues.set_pbx_state(False, client.state_since, problem)
-    return client, EslAgentControl(api, feed)
+    return client, EslAgentControl(client.api, feed)
 
 
 def build_web(bridge: Bridge, clock: Callable[[], datetime]) -> WebParts:
@@ -636,28 +622,6 @@ def settle_heap() -> None:
     collector's generations, so its passes during calls stay short (routing p99)."""
     gc.collect()
     gc.freeze()
-
-
-def _watch_ami(ami: AmiClient, service: QueueService, entry: QueueService | NamedPbx) -> None:
-    """Resync after every login; tell the panel when the PBX link goes down or comes back."""
-    resyncs: set[asyncio.Task[None]] = set()
-
-    def on_login() -> None:
-        entry.begin_resync()
-        service.set_pbx_state(True, ami.state_since)
-        task = asyncio.get_running_loop().create_task(
-            resync_from_asterisk(entry, ami), name="ami-resync"
-        )
-        resyncs.add(task)
-        task.add_done_callback(resyncs.discard)
-
-    def on_down(problem: str) -> None:
-        service.set_pbx_state(False, ami.state_since, problem)
-
-    ami.on_login = on_login
-    ami.on_down = on_down
-    # Down from the start until the first login; the panel says since when and why.
-    service.set_pbx_state(False, ami.state_since, "not connected yet")
 
 
 async def _replay_session(bridge: Bridge, messages: list[AmiMessage]) -> None:
