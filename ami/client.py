@@ -163,7 +163,10 @@ class AmiClient(PbxLink):
         action_timeout: float = 5.0,
         max_backoff: float = 30.0,
         ping_interval: float = 5.0,
+        events: bool = True,
     ) -> None:
+        """``events``: False for a session that only sends actions (Asterisk then sends it no
+        events at all, so it costs neither side anything to keep)."""
         super().__init__(f"AMI session with {host}:{port}", max_backoff=max_backoff)
         self._sink = sink
         self._action_timeout = action_timeout
@@ -173,7 +176,7 @@ class AmiClient(PbxLink):
             "port": port,
             "username": username,
             "secret": secret,
-            "events": "on",
+            "events": "on" if events else "off",
             "encoding": "utf-8",
             "reconnect_timeout": 1,
             "ping_delay": 3600,

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,6 +27,7 @@ from ami.feed import AmiFeed, keep_event, resync_from_asterisk
 from ami.queue_log import AsteriskQueueLog
 from esl.client import EslClient
 from esl.feed import FreeswitchFeed
+from hotline.pbx_actions import follow_tier_changes
 from infra.bus import Bus
 from infra.config import PbxSpec, Settings
 from infra.leadership import LeaseKeeper
@@ -41,6 +42,8 @@ from queue_stats.named import NamedPbx
 from queue_stats.pipeline import EventPipeline
 from queue_stats.service import CallObserver, QueueService, TicketLinker
 from queue_stats.streamed_journal import StreamedJournal
+from recording.ingest import RecordingIngest
+from recording.store import RecordingStore
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class Ingest:
     service: QueueService
     link: AmiClient | EslClient
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    recordings: RecordingIngest | None = None
 
 
 class PbxOwner:
@@ -82,10 +86,13 @@ class PbxOwner:
         fact_listeners: Sequence[Callable[[DomainEvent], None]],
         calls: RedisStream | None = None,
         may_claim: Callable[[LeaseKeeper], Awaitable[bool]] | None = None,
+        store: RecordingStore | None = None,
     ) -> None:
         """``calls``: the hotline's stream of finished calls (with Redis); without it the owner
-        writes its calls to the database itself, fenced the same way."""
+        writes its calls to the database itself, fenced the same way. ``store``: where the
+        PBX's recordings go (from its ``recordings_spool``, if it has one)."""
         self.spec = spec
+        self._store = store
         self._calls = calls
         self.name = PbxName(spec.name)
         self._settings = settings
@@ -122,6 +129,11 @@ class PbxOwner:
             "up": ingest.link.connected,
             "since": ingest.link.state_since,
             "journal": {"pending_writes": ingest.service.pending_writes, **ingest.service.counters},
+            **(
+                {"recordings": dict(ingest.recordings.counters)}
+                if ingest.recordings is not None
+                else {}
+            ),
         }
 
     async def _start(self, token: int) -> None:
@@ -147,8 +159,18 @@ class PbxOwner:
             still_owner=lambda: self.keeper.held and self.keeper.token == token,
         )
         entry = NamedPbx(service, self.name)
+        recordings = None
+        if spec.recordings_spool is not None and self._store is not None:
+            recordings = RecordingIngest(
+                spec.recordings_spool,
+                self._store,
+                self._units,
+                call_id=self.name.call_id,
+                pbx=spec.name,
+            )
+        extra: list[Coroutine[Any, Any, None]] = []
         if spec.kind == "freeswitch":
-            link: AmiClient | EslClient = self._freeswitch(service, entry)
+            link: AmiClient | EslClient = self._freeswitch(service, entry, recordings, extra)
         else:
             ami = AmiClient(
                 host=spec.ami_host,
@@ -162,7 +184,7 @@ class PbxOwner:
             )
             watch_ami(ami, service, entry)
             link = ami
-        ingest = Ingest(token, service, link)
+        ingest = Ingest(token, service, link, recordings=recordings)
         self.ingest = ingest
         self.takeovers.append(time.time())
         try:
@@ -174,14 +196,27 @@ class PbxOwner:
             asyncio.create_task(service.run_publisher(), name=f"stats-{spec.name}"),
             asyncio.create_task(service.run_hour_flusher(), name=f"hours-{spec.name}"),
             asyncio.create_task(service.run_queue_log_follow_up(), name=f"qlog-{spec.name}"),
+            *(asyncio.create_task(work, name=f"{spec.name}-extra") for work in extra),
         ]
+        if recordings is not None:
+            ingest.tasks.append(
+                asyncio.create_task(recordings.run(), name=f"recordings-{spec.name}")
+            )
         await link.start()
         log.info("PBX %s: ingesting (lease token %d)", spec.name, token)
 
-    def _freeswitch(self, service: QueueService, entry: NamedPbx) -> EslClient:
-        """FreeSWITCH's inbound Event Socket into the PBX's queue service, resynced at login."""
+    def _freeswitch(
+        self,
+        service: QueueService,
+        entry: NamedPbx,
+        recordings: RecordingIngest | None,
+        extra: list[Coroutine[Any, Any, None]],
+    ) -> EslClient:
+        """FreeSWITCH's inbound Event Socket into the PBX's queue service, resynced at login;
+        the agent changes other processes made on their action links reach its feed
+        (``extra`` gets that work), and the recordings it closes go to the ingest."""
         spec, settings = self.spec, self._settings
-        client, _ = freeswitch_link(
+        client, feed = freeswitch_link(
             service,
             entry,
             host=spec.esl_host,
@@ -190,7 +225,9 @@ class PbxOwner:
             command_timeout=settings.esl_command_timeout,
             max_backoff=min(settings.esl_max_backoff, settings.lease_seconds),
             clock=self._clock,
+            recordings=recordings,
         )
+        extra.append(follow_tier_changes(self._bus, spec.name, feed))
         service.set_pbx_state(False, client.state_since, "not connected yet")
         return client
 
@@ -218,17 +255,34 @@ def freeswitch_link(
     command_timeout: float,
     max_backoff: float,
     clock: Callable[[], datetime],
-    on_recording: Callable[[str], None] | None = None,
-    on_resynced: Callable[[set[str]], None] | None = None,
+    recordings: RecordingIngest | None = None,
 ) -> tuple[EslClient, FreeswitchFeed]:
     """A FreeSWITCH's inbound Event Socket feeding ``entry``, resynced at each login; the
-    service's PBX state says when the link is down or back (one PBX's or one of several)."""
+    service's PBX state says when the link is down or back (one PBX's or one of several).
+
+    With ``recordings``, a recording FreeSWITCH closed (RECORD_STOP) is renamed for the ingest,
+    which FreeSWITCH does not do, and so are those it closed while nobody followed it (found
+    at each resync)."""
+    finishing: set[asyncio.Task[Any]] = set()
+
+    def in_background(work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        finishing.add(task)
+        task.add_done_callback(finishing.discard)
 
     async def api(command: str) -> str:  # the client is made below: it needs the feed
         return await client.api(command)
 
     feed = FreeswitchFeed(
-        entry, api, clock=clock, on_recording=on_recording, on_resynced=on_resynced
+        entry,
+        api,
+        clock=clock,
+        on_recording=(
+            (lambda path: in_background(recordings.finished(path))) if recordings else None
+        ),
+        on_resynced=(
+            (lambda live: in_background(recordings.finish_stopped(live))) if recordings else None
+        ),
     )
     client = EslClient(
         host=host,

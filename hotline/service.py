@@ -16,7 +16,7 @@ import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -42,6 +42,7 @@ from esl.agent_control import EslAgentControl
 from esl.client import EslClient
 from esl.outbound import OutboundRouter
 from hotline.domain import build_router, routing_rules, sla_policy, working_calendar
+from hotline.pbx_actions import ActionLinks, action_links
 from hotline.pbx_owner import PbxOwner, freeswitch_link, pbx_lease, watch_ami
 from hotline.pipelines import build_pipeline
 from hotline.priority import ChildLauncher, lower_priority
@@ -128,6 +129,8 @@ class Bridge:
     # With Redis: the stream of finished calls, and this process's consumer in its journal group.
     calls: RedisStream | None = None
     journal_consumer: StreamConsumer | None = None
+    # Several PBXs: this process's own links that only act (the panel's buttons, callbacks).
+    actions: ActionLinks | None = None
     web: WebParts = field(init=False)
     web_site: GuardedSite | None = None  # the web port, once it listens
 
@@ -184,6 +187,8 @@ class Bridge:
                 }
             if self.singletons is not None:
                 pbx["singletons"] = {"leader": self.singletons.held}
+            if self.actions is not None:
+                pbx["action_links"] = self.actions.health()
         return {
             **(
                 {"ami": ami}
@@ -322,7 +327,7 @@ def build_bridge(
         journal=lambda call: queues.journal_call(call),  # queues: made below
         free_agents=lambda: free_agents(),
         scale=parse_scale(settings.survey_scale),
-        quiet=(lambda: queues.nobody_waiting()) if settings.callback_offer_when_quiet else None,
+        quiet=(lambda: nobody_waiting()) if settings.callback_offer_when_quiet else None,
         offer_seconds=settings.callback_offer_seconds,
     )
     tickets = TicketService(
@@ -357,7 +362,9 @@ def build_bridge(
     # What a PBX adapter and the route link feed: with a PBX name, ids carry it.
     entry: QueueService | NamedPbx = queues if pbx is None else NamedPbx(queues, pbx)
     leases = LeaseStore(units, reads)
-    owners, view, singletons, spreader = [], None, None, None
+    store = DirectoryStore(settings.recordings_dir)
+    owners, view, singletons, spreader, actions = [], None, None, None, None
+    control: AgentControl | None = None
     calls, journal_consumer = None, None
     if several:
         holder = process_holder_id()
@@ -397,12 +404,17 @@ def build_bridge(
                 fact_listeners=[callbacks.on_fact],
                 calls=calls,
                 may_claim=spreader.may_claim,
+                store=store,
             )
             for spec in settings.pbxs
         ]
         spreader.keepers = [owner.keeper for owner in owners]
+        actions = action_links(settings, bus, view.agents)
+        control = actions.control
+        callbacks.dialer = actions.dialer
         singletons = _singletons(leases, holder, settings, callbacks, calls)
     free_agents = view.free_agents if view is not None else queues.free_agents
+    nobody_waiting = view.nobody_waiting if view is not None else queues.nobody_waiting
     routing_counters: Counter[str] = Counter()
     agi: RouteServers | RoutingProcess
     launcher = None
@@ -426,12 +438,14 @@ def build_bridge(
             counters=routing_counters,
             clock=clock,
         )
-    store = DirectoryStore(settings.recordings_dir)
     recordings = RecordingIngest(
-        settings.recordings_spool, store, units, call_id=pbx.call_id if pbx else None
+        settings.recordings_spool,
+        store,
+        units,
+        call_id=pbx.call_id if pbx else None,
+        pbx=pbx.name if pbx else "",
     )
     ami, esl = None, None
-    control: AgentControl | None = None
     if replay_path is None and freeswitch:
         esl, control = _freeswitch(settings, queues, entry, recordings, clock)
     if replay_path is None and settings.ami_secret.get_secret_value():
@@ -481,6 +495,7 @@ def build_bridge(
         spreader=spreader,
         calls=calls,
         journal_consumer=journal_consumer,
+        actions=actions,
     )
     bridge.web = build_web(bridge, clock)
     return bridge
@@ -537,13 +552,6 @@ def _freeswitch(
     """FreeSWITCH's inbound Event Socket feeding the queue service, resynced at each login;
     a recording it closed (RECORD_STOP) is renamed for the ingest, which FreeSWITCH does not do,
     and so are those it closed while the bridge was away (found at each resync)."""
-    finishing: set[asyncio.Task[Any]] = set()
-
-    def in_background(work: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        finishing.add(task)
-        task.add_done_callback(finishing.discard)
-
     client, feed = freeswitch_link(
         queues,
         entry,
@@ -553,8 +561,7 @@ def _freeswitch(
         command_timeout=settings.esl_command_timeout,
         max_backoff=settings.esl_max_backoff,
         clock=clock,
-        on_recording=lambda path: in_background(recordings.finished(path)),
-        on_resynced=lambda live: in_background(recordings.finish_stopped(live)),
+        recordings=recordings,
     )
     return client, EslAgentControl(client.api, feed)
 
@@ -668,8 +675,9 @@ async def run_bridge(
         asyncio.create_task(bridge.queues.run_queue_log_follow_up(), name="queue-log-follow-up"),
         asyncio.create_task(bridge.tickets.run(), name="ticket-signer"),
         asyncio.create_task(bridge.units.run_checkpoints(), name="wal-checkpoints"),
-        asyncio.create_task(bridge.recordings.run(), name="recording-ingest"),
     ]
+    if not bridge.owners:  # several PBXs: each has its own spool, collected by its owner
+        tasks.append(asyncio.create_task(bridge.recordings.run(), name="recording-ingest"))
     if bridge.singletons is not None:
         tasks.append(asyncio.create_task(bridge.singletons.run(), name="singletons"))
     elif bridge.callbacks is not None:
@@ -701,6 +709,8 @@ async def run_bridge(
         await bridge.esl.start()
     if bridge.view is not None:
         tasks.append(asyncio.create_task(bridge.view.run(), name="hotline-view"))
+    if bridge.actions is not None:
+        await bridge.actions.start()
     if bridge.journal_consumer is not None:
         tasks.append(asyncio.create_task(bridge.journal_consumer.run(), name="journal-consumer"))
     owning = [
@@ -723,6 +733,8 @@ async def run_bridge(
             await bridge.ami.close()
         if bridge.esl is not None:
             await bridge.esl.close()
+        if bridge.actions is not None:
+            await bridge.actions.close()
         await bridge.agi.close()
         if bridge.launcher is not None:
             bridge.launcher.close()

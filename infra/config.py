@@ -64,6 +64,10 @@ class PbxSpec(BaseModel):
     esl_host: str = "127.0.0.1"
     esl_port: int = Field(8021, ge=1, le=65535)
     esl_password: SecretStr = SecretStr("")
+    # Where this PBX leaves finished recordings, as this host sees it (one spool per PBX: two
+    # Asterisks name their files by uniqueids that may repeat). The PBX's lease holder moves
+    # them into the store. Unset: this PBX's recordings are not collected.
+    recordings_spool: Path | None = None
 
     @model_validator(mode="after")
     def _reachable(self) -> PbxSpec:
@@ -291,6 +295,10 @@ class Settings(BaseSettings):
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"PBX name {name!r} is listed twice")
+        spools = [pbx.recordings_spool for pbx in value if pbx.recordings_spool is not None]
+        for spool in spools:
+            if spools.count(spool) > 1:
+                raise ValueError(f"recordings_spool {spool} is listed for two PBXs")
         return value
 
     @model_validator(mode="after")

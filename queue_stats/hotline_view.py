@@ -119,3 +119,17 @@ class HotlineView:
             for interface, agent in merged.get("agents", {}).items()
             if agent.get("state") == "idle"
         )
+
+    def agents(self) -> dict[str, Any]:
+        """The merged agent board (each agent with its ``pbx``), for acting on an agent."""
+        merged = self._merged or {}
+        agents: dict[str, Any] = merged.get("agents", {})
+        return agents
+
+    def nobody_waiting(self) -> bool:
+        """No caller waits in any queue of any PBX (when the quiet line offers callbacks);
+        not known, so not quiet, before the first merge."""
+        if self._merged is None:
+            return False
+        queues = self._merged.get("queues", {}).values()
+        return not any(queue.get("waiting_now") for queue in queues)

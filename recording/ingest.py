@@ -23,7 +23,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -104,7 +104,7 @@ def recording_values(
     file: SpoolFile, info: WavInfo, stored: StoredObject, at: datetime
 ) -> dict[str, object]:
     return {
-        "key": file.key,
+        "key": stored.key,
         "uniqueid": file.name.uniqueid,
         "ticket": file.name.ticket,
         "recorded_on": file.name.day,
@@ -132,13 +132,17 @@ class RecordingIngest:
         *,
         clock: Callable[[], datetime] = utc_now,
         call_id: Callable[[str], str] | None = None,
+        pbx: str = "",
     ) -> None:
+        """``pbx``: the PBX's name, when named: its recordings go in the store under it (and
+        ``call_id`` gives the call ids as the journal carries them)."""
         self.spool = spool
         self.store = store
         self.units = units
         self.clock = clock
         # The PBX's id in a file name as the journal carries it (``pbx.naming``), if named.
         self.call_id = call_id
+        self.pbx = pbx
         self.counters: Counter[str] = Counter()
         self._reported: set[Path] = set()
 
@@ -153,14 +157,18 @@ class RecordingIngest:
                 log.warning("not a recording name, left alone in the spool: %s", path)
         if not listing.finished:
             return Counter()
-        keys = [file.key for file in listing.finished]
+        keys = [self.stored_key(file) for file in listing.finished]
         recorded = await self.units(lambda connection: recorded_keys(connection, keys))
         outcomes: Counter[str] = Counter()
         for file in listing.finished:
-            outcome = await self.ingest(file, recorded=file.key in recorded)
+            outcome = await self.ingest(file, recorded=self.stored_key(file) in recorded)
             outcomes[outcome] += 1
             self.counters[outcome] += 1
         return outcomes
+
+    def stored_key(self, file: SpoolFile) -> str:
+        """The file's key in the store and in its row (under the PBX's name, if named)."""
+        return replace(file.name, pbx=self.pbx).key if self.pbx else file.key
 
     async def ingest(self, file: SpoolFile, *, recorded: bool) -> str:
         """Steps 1 to 5 for one file (``recorded``: step 1's answer, looked up for the whole
@@ -180,7 +188,7 @@ class RecordingIngest:
             await asyncio.to_thread(_unlink, file.path)
             log.info("recording %s has no audio (never bridged to an agent); dropped", file.key)
             return "no-audio"
-        stored = await asyncio.to_thread(self.store.put, file.path, file.key)
+        stored = await asyncio.to_thread(self.store.put, file.path, self.stored_key(file))
         values = recording_values(file, info, stored, self.clock())
         if self.call_id is not None:
             values["uniqueid"] = self.call_id(file.name.uniqueid)

@@ -1,6 +1,8 @@
 """Recording file names: one scheme, chosen here and mirrored by the dialplan.
 
-A name is ``YYYY/MM/DD/<uniqueid>_<ticket>.wav`` under the spool and under the store. Only
+A name is ``YYYY/MM/DD/<uniqueid>_<ticket>.wav`` under the spool and under the store; in the
+store of a hotline whose PBXs are named, ``<pbx>/YYYY/MM/DD/...``: two Asterisks hand out the
+same uniqueids, and a call with no ticket would otherwise overwrite the other PBX's file. Only
 the PBX's call id (Asterisk's uniqueid, FreeSWITCH's channel uuid) and the bridge's ticket number
 go into it, both reduced to safe characters, so no caller-controlled text ever reaches a path or
 a post-recording command. While the PBX writes, the file is ``<stem>.recording.wav``; the rename
@@ -14,6 +16,8 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import PurePosixPath
+
+from pbx.naming import NAME_PATTERN
 
 IN_PROGRESS_SUFFIX = ".recording.wav"
 FINISHED_SUFFIX = ".wav"
@@ -36,8 +40,11 @@ class RecordingName:
     day: date
     uniqueid: str
     ticket: str | None
+    pbx: str = ""  # the PBX's name, in the store of a hotline whose PBXs are named
 
     def __post_init__(self) -> None:
+        if self.pbx and not NAME_PATTERN.fullmatch(self.pbx):
+            raise RecordingNameError(f"not a PBX name: {self.pbx[:40]!r}")
         if not _UNIQUEID.fullmatch(self.uniqueid):
             raise RecordingNameError(f"not a call's uniqueid or uuid: {self.uniqueid[:80]!r}")
         if self.ticket is not None and (
@@ -47,7 +54,8 @@ class RecordingName:
 
     @property
     def folder(self) -> str:
-        return f"{self.day:%Y/%m/%d}"
+        day = f"{self.day:%Y/%m/%d}"
+        return f"{self.pbx}/{day}" if self.pbx else day
 
     @property
     def stem(self) -> str:
@@ -64,8 +72,12 @@ class RecordingName:
 
 
 def parse_key(key: str) -> RecordingName:
-    """``2026/12/02/1764666000.42_12345-20261202-000001.wav`` → its parts; anything else raises."""
+    """``2026/12/02/1764666000.42_12345-20261202-000001.wav`` (or the same after ``<pbx>/``)
+    → its parts; anything else raises."""
     parts = PurePosixPath(key).parts
+    pbx = ""
+    if len(parts) == 5 and NAME_PATTERN.fullmatch(parts[0]) and parts[0] not in (".", ".."):
+        pbx, parts = parts[0], parts[1:]
     if len(parts) != 4 or any(
         not rule.fullmatch(p) for rule, p in zip(_DAY_PARTS, parts[:3], strict=True)
     ):
@@ -80,7 +92,7 @@ def parse_key(key: str) -> RecordingName:
         day = date(int(parts[0]), int(parts[1]), int(parts[2]))
     except ValueError:
         raise RecordingNameError(f"not a calendar day: {key[:120]!r}") from None
-    return RecordingName(day, uniqueid, None if ticket == NO_TICKET else ticket)
+    return RecordingName(day, uniqueid, None if ticket == NO_TICKET else ticket, pbx)
 
 
 def safe_key(key: str) -> str:

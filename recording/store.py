@@ -109,7 +109,9 @@ class DirectoryStore:
         return True
 
     def keys(self) -> Iterator[str]:
-        for path in sorted(self.root.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/*.wav")):
+        day = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/*.wav"
+        found = [*self.root.glob(day), *self.root.glob(f"*/{day}")]  # named PBXs' folders too
+        for path in sorted(found):
             yield path.relative_to(self.root).as_posix()
 
 

@@ -208,7 +208,9 @@ class RecordedFreeswitch:
                 elif command.startswith("event plain"):
                     writer.write(reply("+OK event listener enabled plain"))
                     cut = self.cut_after if first_connection else None
-                    if self.stream:
+                    # FreeSWITCH sends a session only the events it asked for: a session that
+                    # asked for the heartbeat alone (a bridge's action link) gets no call events.
+                    if self.stream and set(command.split()[2:]) - {"HEARTBEAT"}:
                         streaming = asyncio.create_task(self._stream(writer, cut, received))
                 elif command.startswith("api "):
                     answer = self._now(command[4:]) or self._replies.get(command[4:])

@@ -38,7 +38,11 @@ def acting_interface(user: User, named: object, own_only: str) -> str:
     if user.role not in HEARS_EVERY_CALL:
         raise json_error(403, own_only)
     if not isinstance(named, str) or not AGENT_INTERFACE.fullmatch(named):
-        raise json_error(400, "agent is an interface like PJSIP/agent1, or an agent's name")
+        raise json_error(
+            400,
+            "agent is an interface like PJSIP/agent1 (west/PJSIP/agent1 with several PBXs), "
+            "or an agent's name",
+        )
     return named
 
 

@@ -44,8 +44,11 @@ class Role(StrEnum):
 HEARS_EVERY_CALL = frozenset({Role.ADMIN, Role.SUPERVISOR})
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-# An Asterisk softphone (PJSIP/agent1), or a FreeSWITCH mod_callcenter agent (agent1, 1001@default).
-AGENT_INTERFACE = re.compile(r"PJSIP/[A-Za-z0-9_]{1,40}|[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
+# An Asterisk softphone (PJSIP/agent1), or a FreeSWITCH mod_callcenter agent (agent1, 1001@default);
+# in a hotline of several PBXs either may carry its PBX's name first (west/PJSIP/agent1).
+AGENT_INTERFACE = re.compile(
+    r"(?:[A-Za-z0-9_.-]{1,16}/)?(?:PJSIP/[A-Za-z0-9_]{1,40}|[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63})"
+)
 MIN_PASSWORD_LENGTH = 8
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 

@@ -10,182 +10,43 @@ reached a person.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
-from cryptography.fernet import Fernet
 
-from tests.conftest import free_port, need_service, port_open, throwaway_postgres
-from tests.health import MONITOR_AUTHORIZATION, MONITOR_ENV, read_health
+from tests.health import MONITOR_ENV
+from tests.integration.fleet import (
+    PBX_NAMES,
+    Bridge,
+    Hotline,
+    every_bridge_routes,
+    hotline_over,
+    pbx_entry,
+    stats_of,
+    wait_for,
+)
 from tests.recorder.testbed import Phones, Sandbox, SippProcess
 
 pytestmark = pytest.mark.integration
 
 AGI_PORTS = (4573, 4574, 4575)
 REDIS_DB = 11  # the test's own Redis database: emptied before and after
-PBX_NAMES = {"a": "west", "b": "east"}
 TAKEOVER_LIMIT = 10.0
 ROUNDS, ROUND_SECONDS, TALK_SECONDS = 18, 2.0, 2.0
 
 
-@dataclass
-class Bridge:
-    number: int
-    process: subprocess.Popen[bytes]
-    web_port: int
-    log_path: Path
-
-    def health(self) -> dict[str, Any]:
-        return read_health(self.web_port, timeout=1)[1]
-
-    def owns(self, pbx: str) -> bool:
-        """Owner of ``pbx`` and logged in to its AMI."""
-        try:
-            state = self.health()["pbxs"][pbx]
-        except (OSError, ValueError, KeyError):
-            return False
-        return bool(state.get("owner") and state.get("up"))
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace")
-        return f"--- bridge {self.number} ---\n" + "\n".join(text.splitlines()[-lines:])
-
-
-@dataclass
-class Hotline:
-    """The three bridges of the test, sharing one PostgreSQL database and one Redis."""
-
-    database: str
-    env: dict[str, str]
-    tmp_path: Path
-    bridges: list[Bridge] = field(default_factory=list)
-
-    def start(self, number: int) -> Bridge:
-        web_port = free_port()
-        log_path = self.tmp_path / f"bridge{number}.log"
-        env = {
-            **self.env,
-            "HOTLINE_AGI_PORT": str(AGI_PORTS[number - 1]),
-            "HOTLINE_WEB_PORT": str(web_port),
-        }
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "hotline.cli", "run"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        bridge = Bridge(number, process, web_port, log_path)
-        self.bridges.append(bridge)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"bridge {number} exited:\n{bridge.log_tail()}")
-            with contextlib.suppress(OSError, ValueError):
-                if bridge.health() and port_open("127.0.0.1", AGI_PORTS[number - 1]):
-                    return bridge
-            time.sleep(0.2)
-        pytest.fail(f"bridge {number} did not start:\n{bridge.log_tail()}")
-
-    def owner_of(self, pbx: str) -> Bridge | None:
-        owners = [b for b in self.bridges if b.process.poll() is None and b.owns(pbx)]
-        return owners[0] if len(owners) == 1 else None
-
-    def logs(self) -> str:
-        return "\n".join(bridge.log_tail() for bridge in self.bridges)
-
-    def stop_all(self) -> None:
-        for bridge in self.bridges:
-            if bridge.process.poll() is None:
-                bridge.process.send_signal(signal.SIGCONT)
-                bridge.process.send_signal(signal.SIGTERM)
-        for bridge in self.bridges:
-            try:
-                bridge.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                bridge.process.kill()
-
-
-def spread_over(hotline: Hotline) -> int:
-    """How many processes follow the PBXs; 0 while one of them has no owner."""
-    owners = [hotline.owner_of(pbx) for pbx in PBX_NAMES.values()]
-    if any(owner is None for owner in owners):
-        return 0
-    return len({owner.number for owner in owners if owner is not None})
-
-
-def redis_command(*args: str) -> str:
-    done = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-n", str(REDIS_DB), *args],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    return done.stdout.strip()
-
-
 @pytest.fixture
 async def hotline(asterisk: Sandbox, asterisk_b: Sandbox, tmp_path: Path) -> AsyncIterator[Hotline]:
-    need_service("Redis", "127.0.0.1", 6379)
-    redis_command("FLUSHDB")
-    pbxs = [
-        {
-            "name": PBX_NAMES[pbx.instance],
-            "ami_host": pbx.ami_host,
-            "ami_port": pbx.ami_port,
-            "ami_username": pbx.ami_username,
-            "ami_secret": pbx.ami_secret,
-            "queue_log": str(pbx.queue_log),
-        }
-        for pbx in (asterisk, asterisk_b)
-    ]
-    async with throwaway_postgres() as database:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
-        env |= {
-            "HOTLINE_DATABASE_URL": database,
-            "HOTLINE_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-            "HOTLINE_PBXS": json.dumps(pbxs),
-            "HOTLINE_ROUTING_PROCESS": "inline",
-            "HOTLINE_RECORDINGS_SPOOL": str(tmp_path / "spool"),
-            "HOTLINE_RECORDINGS_DIR": str(tmp_path / "recordings"),
-            "HOTLINE_LOG_LEVEL": "INFO",
-            # One key for every process: a login made on one works on the others.
-            "HOTLINE_SESSION_SECRET": Fernet.generate_key().decode(),
-            **MONITOR_ENV,
-        }
-        hotline = Hotline(database, env, tmp_path)
-        try:
-            yield hotline
-        finally:
-            hotline.stop_all()
-            redis_command("FLUSHDB")
-
-
-@contextlib.contextmanager
-def every_bridge_routes(*pbxs: Sandbox) -> Iterator[None]:
-    """Both dialplans ask the three bridges in turn (the global is restored by a reload)."""
-    urls = "&".join(f"agi://127.0.0.1:{port}/route" for port in AGI_PORTS)
-    for pbx in pbxs:
-        pbx.cli(f"dialplan set global HOTLINE_AGI_URL {urls}")
-        assert urls in pbx.cli("dialplan show globals")
-    try:
-        yield
-    finally:
-        for pbx in pbxs:
-            pbx.cli("dialplan reload")
+    pbxs = [pbx_entry(pbx) for pbx in (asterisk, asterisk_b)]
+    async with hotline_over(pbxs, tmp_path, redis_db=REDIS_DB, agi_ports=AGI_PORTS) as hotline:
+        yield hotline
 
 
 def queue_log_calls(pbx: Sandbox, offset: int) -> dict[str, list[str]]:
@@ -196,17 +57,6 @@ def queue_log_calls(pbx: Sandbox, offset: int) -> dict[str, list[str]]:
         if len(fields) > 4 and fields[2] == "hotline":
             calls.setdefault(fields[1], []).append(fields[4])
     return {uniqueid: verbs for uniqueid, verbs in calls.items() if "ENTERQUEUE" in verbs}
-
-
-async def wait_for(check: Callable[[], Any], timeout: float, what: str, hotline: Hotline) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s\n{hotline.logs()}")
-        await asyncio.sleep(0.2)
 
 
 async def take_over_time(hotline: Hotline, gone: Bridge, since: float) -> float:
@@ -220,15 +70,6 @@ async def take_over_time(hotline: Hotline, gone: Bridge, since: float) -> float:
 
     await wait_for(taken, 20, f"both PBXs taken over from bridge {gone.number}", hotline)
     return time.monotonic() - since
-
-
-def stats_of(bridge: Bridge) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{bridge.web_port}/api/v1/stats",
-        headers={"Authorization": MONITOR_AUTHORIZATION},
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
-        return json.load(response)
 
 
 async def test_two_pbxs_stay_counted_through_a_killed_and_a_frozen_owner(
@@ -255,7 +96,7 @@ async def test_two_pbxs_stay_counted_through_a_killed_and_a_frozen_owner(
     hotline.start(3)
     # The PBXs spread over the processes: bridge 1 gives one up for a process with none.
     await wait_for(
-        lambda: spread_over(hotline) == 2,
+        lambda: hotline.spread_over() == 2,
         20,
         "the two PBXs followed by two processes",
         hotline,
@@ -307,7 +148,7 @@ async def test_two_pbxs_stay_counted_through_a_killed_and_a_frozen_owner(
             hotline,
         )
 
-    with every_bridge_routes(asterisk, asterisk_b):
+    with every_bridge_routes(AGI_PORTS, asterisk, asterisk_b):
         await asyncio.gather(traffic(), faults())
         for call in calls:
             assert await call.wait_async(timeout=60) == 0, call.diagnostics()

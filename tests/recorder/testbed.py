@@ -258,7 +258,8 @@ class Sandbox:
         """Members of a queue as shown by ``queue show``: interface, paused, dynamic."""
         members = []
         for line in self.cli(f"queue show {queue}").splitlines():
-            match = re.search(r"\((\w+/[^)\s]+)\)", line)
+            # "Agent One (PJSIP/agent1) ..."; a member added with no name: "PJSIP/agent4 ..."
+            match = re.search(r"\((\w+/[^)\s]+)\)", line) or re.match(r"\s*(\w+/\S+)", line)
             if not match or "has taken" not in line:
                 continue
             members.append(

@@ -91,3 +91,39 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
     shown = f"{settings!r} {settings} {settings.redacted()}"
     assert "very-secret-1" not in shown
     assert "pw-secret-2" not in shown
+
+
+def test_several_pbxs_from_toml_each_with_its_own_recordings_spool(tmp_path: Path) -> None:
+    config = tmp_path / "hotline.toml"
+    config.write_text(
+        "[[pbxs]]\n"
+        'name = "west"\nami_secret = "w-secret"\nqueue_log = "/var/log/west/queue_log"\n'
+        'recordings_spool = "/srv/spool/west"\n'
+        "[[pbxs]]\n"
+        'name = "fs1"\nkind = "freeswitch"\nesl_password = "fs-secret"\n',
+        encoding="utf-8",
+    )
+    west, fs1 = load_settings(config).pbxs
+    assert (west.name, west.kind, west.recordings_spool) == (
+        "west", "asterisk", Path("/srv/spool/west"),
+    )  # fmt: skip
+    assert (fs1.kind, fs1.esl_port, fs1.recordings_spool) == ("freeswitch", 8021, None)
+
+
+@pytest.mark.parametrize(
+    ("pbxs", "message"),
+    [
+        ('[{"name": "west", "ami_secret": "s"}, {"name": "west", "ami_secret": "t"}]',
+         "listed twice"),
+        ('[{"name": "west", "ami_secret": "s", "recordings_spool": "/srv/spool"},'
+         ' {"name": "east", "ami_secret": "t", "recordings_spool": "/srv/spool"}]',
+         "listed for two PBXs"),
+        ('[{"name": "west"}]', "an Asterisk needs ami_secret"),
+    ],
+)  # fmt: skip
+def test_a_bad_list_of_pbxs_is_refused_with_the_reason(
+    pbxs: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOTLINE_PBXS", pbxs)
+    with pytest.raises(ConfigError, match=message):
+        load_settings()

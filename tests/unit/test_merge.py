@@ -9,13 +9,15 @@ from zoneinfo import ZoneInfo
 
 from ami.replay import read_transcript
 from infra.bus import InProcessBus
+from infra.leases import LeaseView
 from infra.storage import create_engine, session_factory
 from queue_stats.calls import CallTracker
+from queue_stats.hotline_view import HotlineView
 from queue_stats.hourly import HourlyStore
 from queue_stats.journal import CallJournal
 from queue_stats.merge import merge_snapshots
 from queue_stats.pipeline import EventPipeline
-from queue_stats.service import QueueService
+from queue_stats.service import SNAPSHOT_KEY, QueueService
 from queue_stats.stats import QueueStats
 from tests.ami_feeding import into_service
 
@@ -94,3 +96,28 @@ async def test_a_pbx_nobody_follows_puts_the_banner_up(tmp_path: Path) -> None:
         "problem": "east: no bridge process follows it",
     }
     assert merged["pbxs"]["east"] == down
+
+
+async def test_the_merged_view_tells_where_agents_are_and_whether_anyone_waits(
+    tmp_path: Path,
+) -> None:
+    """What acting on an agent (its PBX) and the quiet line's callback offers read."""
+    west = {**pbx_snapshot(tmp_path, "west", "hotline-3-agents-40-calls.ami"), "owner_token": 1}
+    east = {**pbx_snapshot(tmp_path, "east", "timeouts.ami"), "owner_token": 4}
+    bus = InProcessBus()
+    await bus.store_snapshot(f"{SNAPSHOT_KEY}:west", west)
+    await bus.store_snapshot(f"{SNAPSHOT_KEY}:east", east)
+
+    async def leases() -> list[LeaseView]:
+        return [LeaseView("pbx:west", "p1", 1, 4.0), LeaseView("pbx:east", "p2", 4, 4.0)]
+
+    view = HotlineView(bus, InProcessBus(), ["west", "east"], leases, lambda: NOW)
+    assert view.agents() == {} and not view.nobody_waiting()  # nothing known before a merge
+    await view.refresh()
+    assert {agent["pbx"] for agent in view.agents().values()} == {"west", "east"}
+    assert all(q["waiting_now"] == 0 for q in west["queues"].values())
+    assert view.nobody_waiting()
+    east["queues"]["hotline"] = {**east["queues"]["hotline"], "waiting_now": 2}
+    await bus.store_snapshot(f"{SNAPSHOT_KEY}:east", east)
+    await view.refresh()
+    assert not view.nobody_waiting()

@@ -15,6 +15,12 @@ def test_name_round_trips_through_its_key() -> None:
     assert parse_key(name.key) == name
 
 
+def test_a_named_pbxs_recording_is_kept_under_its_name_in_the_store() -> None:
+    name = RecordingName(date(2026, 12, 2), "1764666000.42", None, pbx="east")
+    assert name.key == "east/2026/12/02/1764666000.42_none.wav"
+    assert parse_key(name.key) == name and safe_key(name.key) == name.key
+
+
 def test_call_without_ticket_is_named_none() -> None:
     name = parse_key("2026/12/02/1764666000.42_none.wav")
     assert name.ticket is None
@@ -28,6 +34,9 @@ def test_call_without_ticket_is_named_none() -> None:
         "/2026/12/02/1.1_none.wav",
         "2026/13/40/1.1_none.wav",
         "2026/12/02/1.1_none.recording.wav",
+        "../2026/12/02/1.1_none.wav",
+        "a/b/2026/12/02/1.1_none.wav",
+        "west!/2026/12/02/1.1_none.wav",
         "2026/12/02/1.1_<script>.wav",
         "2026/12/02/nouniqueid_none.wav",
     ],

@@ -223,3 +223,28 @@ async def test_freeswitch_recordings_stopped_while_the_bridge_was_away_are_finis
     assert await ingest.finish_stopped({live_uuid}) == 1
     assert await ingest.ingest_pending() == {"stored": 1}
     assert still_up.exists() and asterisk.exists() and not stopped.exists()
+
+
+async def test_two_named_pbxs_keep_their_own_recordings_of_the_same_uniqueid(
+    bed: Bed, tmp_path: Path
+) -> None:
+    """Two Asterisks hand out the same uniqueids: with no ticket, the names in their spools are
+    equal, and in one store the second would overwrite the first."""
+    west_body, east_body = speech(2), speech(3)
+    bed.spool_file("1796215475.7", None, west_body)
+    east = Bed(tmp_path / "east-spool", bed.store, bed.units)
+    east.spool_file("1796215475.7", None, east_body)
+    for spool, name in ((bed.spool, "west"), (east.spool, "east")):
+        ingest = RecordingIngest(
+            spool, bed.store, bed.units, call_id=lambda own, n=name: f"{n}/{own}", pbx=name
+        )
+        assert await ingest.ingest_pending() == {"stored": 1}
+    rows = {row.uniqueid: row for row in await bed.rows()}
+    assert set(rows) == {"west/1796215475.7", "east/1796215475.7"}
+    assert rows["east/1796215475.7"].key == "east/2026/12/02/1796215475.7_none.wav"
+    for row, body in (
+        (rows["west/1796215475.7"], west_body),
+        (rows["east/1796215475.7"], east_body),
+    ):
+        assert bed.store.stat(row.key).sha256 == hashlib.sha256(body).hexdigest()
+    assert sorted(bed.store.keys()) == sorted(row.key for row in rows.values())
