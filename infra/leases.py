@@ -15,11 +15,11 @@ that its token is still the lease's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import BigInteger, Connection, Float, String, text
+from sqlalchemy import BigInteger, Connection, Float, String, bindparam, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from infra.storage import Base, Transactions
@@ -146,7 +146,24 @@ def fence(name: str, token: int, connection: Connection) -> None:
         query += " FOR SHARE"
     current = connection.execute(text(query), {"name": name}).scalar()
     if current != token:
-        raise FencedOut(f"lease {name} has token {current}, this process holds {token}")
+        raise fenced_out(name, token, current)
+
+
+def fenced_out(name: str, token: int, current: int | None) -> FencedOut:
+    """The refusal of a write under ``token``, one wording however the lease was checked."""
+    return FencedOut(f"lease {name} has token {current}, this process holds {token}")
+
+
+def current_tokens(names: Collection[str], connection: Connection) -> dict[str, int]:
+    """The tokens of the leases ``names`` (those that exist), each row locked as ``fence``
+    locks it: for a unit that writes for several leases and checks them all at once."""
+    query = text("SELECT name, token FROM leases WHERE name IN :names ORDER BY name")
+    if connection.dialect.name == "postgresql":
+        query = text(f"{query.text} FOR SHARE")
+    rows = connection.execute(
+        query.bindparams(bindparam("names", expanding=True)), {"names": sorted(names)}
+    )
+    return {str(name): int(token) for name, token in rows}
 
 
 def fenced(name: str, token: int, work: Callable[[Connection], T]) -> Callable[[Connection], T]:
@@ -163,16 +180,16 @@ class FencedTransactions:
     """A PBX owner's units of work: each is fenced by the owner's lease token."""
 
     def __init__(self, units: Transactions, name: str, token: int) -> None:
-        self._units = units
+        self.units = units  # the bridge's, shared by every owner's fenced units
         self.name = name
         self.token = token
         self.counters = units.counters
 
     async def __call__(self, work: Callable[[Connection], T], start_by: float | None = None) -> T:
-        return await self._units(fenced(self.name, self.token, work), start_by)
+        return await self.units(fenced(self.name, self.token, work), start_by)
 
     async def run_checkpoints(self, every: float = 5.0) -> None:
-        await self._units.run_checkpoints(every)
+        await self.units.run_checkpoints(every)
 
     async def close(self) -> None:
         """The shared units belong to the bridge, which closes them."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -120,6 +121,11 @@ class StreamConsumer:
     A handler that raises leaves its entry pending; it is tried again after ``retry_seconds``
     (before anything new), so entries of a database outage wait in Redis, not in memory. One
     that raises ``PermanentEntryError`` sends the entry to the dead-letter stream instead.
+
+    A step asks Redis only what can be there: its own pending entries at the start and after
+    entries were left unacknowledged, others' idle ones once a second at most (or every
+    ``claim_idle_seconds`` if that is shorter; they wait that long anyway). Asking all three
+    every step cost three reads per batch where one does.
     """
 
     def __init__(
@@ -144,6 +150,9 @@ class StreamConsumer:
         self.consumer = consumer
         self._handle = handle
         self._claim_idle_ms = int(claim_idle_seconds * 1000)
+        self._claim_every = min(claim_idle_seconds, 1.0)
+        self._next_claim = 0.0  # time.monotonic() of the next look for others' idle entries
+        self._own_pending = True  # this consumer may hold entries it has not acknowledged
         self._batch = batch
         self._block_ms = block_ms
         self._retry_seconds = retry_seconds
@@ -158,8 +167,12 @@ class StreamConsumer:
     async def step(self) -> int:
         """Handle what is due: own failed entries, then idle ones of others, then new ones.
         Returns how many entries were acknowledged."""
-        entries = await self.stream.read_own_pending(self.group, self.consumer, self._batch)
-        if not entries:
+        entries: list[Entry] = []
+        if self._own_pending:
+            entries = await self.stream.read_own_pending(self.group, self.consumer, self._batch)
+        own = bool(entries)  # when these go, look again: there may be more than a batch
+        if not entries and time.monotonic() >= self._next_claim:
+            self._next_claim = time.monotonic() + self._claim_every
             entries = await self.stream.claim_idle(
                 self.group, self.consumer, self._claim_idle_ms, self._batch
             )
@@ -168,6 +181,8 @@ class StreamConsumer:
             entries = await self.stream.read_new(
                 self.group, self.consumer, self._batch, self._block_ms
             )
+        # Until every entry read is acknowledged (a step that raises leaves this set).
+        self._own_pending = own or bool(entries)
         if self._handle_many is not None and len(entries) > 1:
             try:
                 await self._handle_many([fields for _, fields in entries])
@@ -177,6 +192,7 @@ class StreamConsumer:
                 log.info("stream %s: a batch failed (%s); one by one", self.stream.name, error)
             else:
                 await self.stream.ack(self.group, *(entry_id for entry_id, _ in entries))
+                self._own_pending = own
                 self.counters["handled"] += len(entries)
                 self.counters["batches"] += 1
                 return len(entries)
@@ -198,6 +214,7 @@ class StreamConsumer:
                 continue
             done.append(entry[0])
         await self.stream.ack(self.group, *done)
+        self._own_pending = own or failed
         self.counters["handled"] += len(done)
         if failed:
             await asyncio.sleep(self._retry_seconds)

@@ -6,6 +6,7 @@ makes a second row.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -89,8 +90,13 @@ class Journal(Protocol):
     async def calls_since(self, since: datetime) -> list[CallRecord]: ...
 
 
+@functools.cache
 def _upsert(dialect: str) -> Any:
-    """``INSERT ... ON CONFLICT (uniqueid) DO UPDATE`` of every copied field and the outcome."""
+    """``INSERT ... ON CONFLICT (uniqueid) DO UPDATE`` of every copied field and the outcome.
+
+    Built once per dialect: building it makes the ``excluded`` alias of the whole table (a copy
+    of every column), about 0.5 ms of CPU, and the stream's writer used to pay that in every
+    transaction."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
@@ -98,6 +104,24 @@ def _upsert(dialect: str) -> Any:
     statement = insert(CallRow.__table__)
     changed = {name: statement.excluded[name] for name in (*_COPIED_FIELDS, "outcome")}
     return statement.on_conflict_do_update(index_elements=["uniqueid"], set_=changed)
+
+
+def journal_rows(calls: Sequence[CallRecord]) -> list[dict[str, Any]]:
+    """The journal rows of finished calls; a call that has not ended is refused."""
+    rows = []
+    for call in calls:
+        if call.outcome is None:
+            raise ValueError(f"call {call.uniqueid} has not ended")
+        row = {name: getattr(call, name) for name in _COPIED_FIELDS}
+        row["uniqueid"] = call.uniqueid
+        row["outcome"] = call.outcome.value
+        rows.append(row)
+    return rows
+
+
+def write_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert ``rows`` (from ``journal_rows``) in one statement, inside a unit of work."""
+    connection.execute(_upsert(connection.dialect.name), rows)
 
 
 def _record_of(row: CallRow) -> CallRecord:
@@ -127,24 +151,17 @@ class CallJournal:
     async def record(self, call: CallRecord) -> None:
         await self.record_many([call])
 
+    @property
+    def units(self) -> Transactions:
+        """What writes the rows (a PBX owner's: fenced by its lease)."""
+        return self._units
+
     async def record_many(self, calls: Sequence[CallRecord]) -> None:
         """Write finished calls in one transaction: one upsert statement for them all (a row
         per call id; a call written again replaces its row)."""
-        rows = []
-        for call in calls:
-            if call.outcome is None:
-                raise ValueError(f"call {call.uniqueid} has not ended")
-            row = {name: getattr(call, name) for name in _COPIED_FIELDS}
-            row["uniqueid"] = call.uniqueid
-            row["outcome"] = call.outcome.value
-            rows.append(row)
-        if not rows:
-            return
-
-        def recording(connection: Connection) -> None:
-            connection.execute(_upsert(connection.dialect.name), rows)
-
-        await self._units(recording)
+        rows = journal_rows(calls)
+        if rows:
+            await self._units(lambda connection: write_rows(connection, rows))
 
     async def span(self) -> tuple[datetime, datetime] | None:
         """When the oldest and the newest journalled calls began; ``None`` for a new journal."""

@@ -114,6 +114,11 @@ class CallObserver(Protocol):
 TicketLinker = Callable[[CallRecord], Awaitable[CallRecord]]
 
 
+# Messages waiting for the bus at most (pop-ups, call news): past it the oldest are dropped,
+# so a bus that hangs costs bounded memory; the snapshot on the bus is the figures' truth.
+OUTBOX_LIMIT = 10_000
+
+
 class QueueService:
     def __init__(
         self,
@@ -155,7 +160,8 @@ class QueueService:
         self._sequence = 0
         self.counters: Counter[str] = Counter()
         self.pbx_state: dict[str, Any] = {"up": False}
-        self._publishing: set[asyncio.Task[None]] = set()
+        self._outbox: deque[tuple[str, dict[str, object]]] = deque()
+        self._sender: asyncio.Task[None] | None = None  # sends the outbox, while it has messages
         self._agent_states: dict[str, tuple[str, str]] = {}
         self._queue_log = queue_log
         self.fact_listeners = list(fact_listeners)
@@ -206,18 +212,26 @@ class QueueService:
         self._finished.put_nowait(call)
 
     def _publish_soon(self, channel: str, message: dict[str, object]) -> None:
-        """Publish from a synchronous step; a failure is counted, never raised into the pipeline."""
+        """Publish from a synchronous step; a failure is counted, never raised into the pipeline.
 
-        async def publish() -> None:
+        One task sends the queued messages in order. A task per message took a Redis connection
+        each: a burst of events (a busy PBX's backlog) ran the client's pool of 100 dry, and the
+        messages past it were lost."""
+        if len(self._outbox) >= OUTBOX_LIMIT:  # the bus is stuck: the oldest news is stale
+            self._outbox.popleft()
+            self.counters["publish_dropped"] += 1
+        self._outbox.append((channel, message))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_outbox())
+
+    async def _send_outbox(self) -> None:
+        while self._outbox:
+            channel, message = self._outbox.popleft()
             try:
                 await self._bus.publish(channel, message)
             except Exception as error:
                 self.counters["publish_failures"] += 1
                 log.warning("could not publish %s: %s", message.get("type"), error)
-
-        task = asyncio.get_running_loop().create_task(publish())
-        self._publishing.add(task)
-        task.add_done_callback(self._publishing.discard)
 
     def _notify(self, hook: str, call: CallRecord) -> None:
         for observer in self.observers:

@@ -10,9 +10,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
 
-from infra.storage import AsyncTransactions, ThreadTransactions, UnitExpired, create_engine
+from infra.storage import (
+    AsyncTransactions,
+    ThreadTransactions,
+    UnitExpired,
+    create_engine,
+    orm_unit,
+)
 
 
 @pytest.fixture
@@ -76,6 +83,32 @@ async def test_a_failing_unit_is_rolled_back_alone(units: tuple[ThreadTransactio
     assert isinstance(results[2], ValueError)
     assert isinstance(results[3], Exception) and "UNIQUE" in str(results[3])  # "a" twice
     assert results[4] == "b"
+    assert stored(path) == {"first", "a", "b"}
+    assert transactions.counters["commits"] == 2
+
+
+async def test_an_orm_unit_that_fails_in_a_group_commit_is_rolled_back_alone(
+    units: tuple[ThreadTransactions, Path],
+) -> None:
+    """An ORM unit among others in one transaction keeps to its savepoint: its own writes go,
+    the others' stay (a unit alone in its transaction needs none, see ``orm_unit``)."""
+    transactions, path = units
+
+    def orm_insert(name: str, fail: bool = False):  # type: ignore[no-untyped-def]
+        def work(session: Session) -> str:
+            session.execute(text("INSERT INTO rows VALUES (:name)"), {"name": name})
+            if fail:
+                raise ValueError("bad input")
+            return name
+
+        return orm_unit(work)
+
+    results = await held_then_released(
+        transactions, orm_insert("a"), orm_insert("half", fail=True), orm_insert("b")
+    )
+    assert results[:2] == ["first", "a"]
+    assert isinstance(results[2], ValueError)
+    assert results[3] == "b"
     assert stored(path) == {"first", "a", "b"}
     assert transactions.counters["commits"] == 2
 

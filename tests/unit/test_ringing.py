@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 
@@ -88,4 +89,57 @@ async def test_the_board_says_whom_an_agent_is_talking_to_and_since_when(
     assert [a["caller"] for i, a in board.items() if i != connect["Interface"]] == [None] * (
         len(board) - 1
     )
+    await engine.dispose()
+
+
+class OneAtATimeBus:
+    """A bus that notes every message and how many publications were in flight at once."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, object]]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def publish(self, channel: str, message: dict[str, object]) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0)  # a round trip to Redis
+        self.published.append((channel, message))
+        self.in_flight -= 1
+
+
+async def test_a_burst_of_pop_ups_goes_out_whole_in_order_one_publication_at_a_time(
+    real_session: Path, tmp_path: Path
+) -> None:
+    """The whole recorded session fed at once (a PBX's backlog): every pop-up is published, in
+    the order the agents rang, and never more than one at a time (one Redis connection, where a
+    task per message ran the client's pool dry and lost the rest)."""
+    from infra.storage import create_engine, session_factory
+    from queue_stats.hourly import HourlyStore
+    from queue_stats.journal import CallJournal
+    from queue_stats.service import QueueService
+
+    ringing, _ = ringing_in(real_session)
+    clock = ReplayClock()
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/h.db")
+    sessions = session_factory(engine)
+    bus = OneAtATimeBus()
+    service = QueueService(
+        build_pipeline(Settings(), clock.current),
+        CallJournal(sessions),
+        HourlyStore(sessions),
+        bus,  # type: ignore[arg-type]
+        clock=clock.current,
+    )
+    messages = list(read_transcript(real_session, keep_event))
+    clock.seed(messages)
+    for message in messages:
+        clock.advance(message)
+        into_service(service, message)
+    for _ in range(10 * len(ringing)):
+        if len(bus.published) == len(ringing):
+            break
+        await asyncio.sleep(0)
+    assert bus.published == [("calls", ringing_summary(r)) for r in ringing]
+    assert bus.most_in_flight == 1
     await engine.dispose()

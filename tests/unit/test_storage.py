@@ -155,3 +155,116 @@ async def test_a_unit_takes_the_write_lock_soon_after_another_process_lets_go(
     await units.close()
     await engine.dispose()
     assert sorted(lateness)[2] < 0.006, lateness
+
+
+@pytest.mark.postgres
+async def test_a_connection_is_pinged_after_a_rest_and_a_dead_one_replaced_unseen(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection back in the pool a moment ago is used without a ping (three round trips on
+    asyncpg), unless its driver has seen the server end it; one that rested is pinged. Either
+    way a connection the server ended is replaced before the unit runs."""
+    import asyncpg
+
+    import infra.storage
+
+    monkeypatch.setattr(infra.storage, "PING_AFTER_REST_SECONDS", 0.3)
+    engine = create_engine(postgres_url)
+    pings = 0
+    real_ping = engine.sync_engine.dialect.do_ping
+
+    def counted(dbapi_connection: object) -> bool:
+        nonlocal pings
+        pings += 1
+        return real_ping(dbapi_connection)
+
+    monkeypatch.setattr(engine.sync_engine.dialect, "do_ping", counted)
+    units = transactions_for(engine)
+    backend = "SELECT pg_backend_pid()"
+    admin = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+    try:
+        first = await units(lambda c: c.execute(text(backend)).scalar())
+        assert await units(lambda c: c.execute(text(backend)).scalar()) == first
+        assert pings == 0
+        await asyncio.sleep(0.35)
+        assert await units(lambda c: c.execute(text(backend)).scalar()) == first
+        assert pings == 1
+        await admin.execute("SELECT pg_terminate_backend($1)", first)
+        await asyncio.sleep(0.35)
+        second = await units(lambda c: c.execute(text(backend)).scalar())
+        assert second != first and pings == 2
+        await admin.execute("SELECT pg_terminate_backend($1)", second)
+        await asyncio.sleep(0.05)  # the server's goodbye arrives; the rest is not over
+        third = await units(lambda c: c.execute(text(backend)).scalar())
+        assert third not in (first, second) and pings == 2
+    finally:
+        await admin.close()
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_read_only_units_on_postgresql_are_their_statements_alone(
+    postgres_url: str,
+) -> None:
+    """No BEGIN and COMMIT around a look-up: each statement is its own transaction (now()
+    moves between them). A writing unit on the same pool still gets one transaction."""
+    engine = create_engine(postgres_url)
+    reads = transactions_for(engine, read_only=True)
+    units = transactions_for(engine)
+
+    def two_moments(connection: Connection) -> tuple[datetime, datetime]:
+        before = connection.execute(text("SELECT now()")).scalar_one()
+        connection.execute(text("SELECT pg_sleep(0.01)"))
+        return before, connection.execute(text("SELECT now()")).scalar_one()
+
+    try:
+        before, after = await reads(two_moments)
+        assert after > before
+        before, after = await units(two_moments)
+        assert after == before
+    finally:
+        await engine.dispose()
+
+
+async def test_an_orm_unit_alone_needs_no_savepoint_and_rolls_back_whole(database: str) -> None:
+    """A unit alone in its transaction: the session's statements go straight in it (no
+    SAVEPOINT round trips), and a unit that raises leaves nothing."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from infra.storage import orm_unit
+
+    engine = create_engine(database)
+    units = transactions_for(engine)
+    statements: list[str] = []
+    event.listen(
+        engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _cursor, statement, *_: statements.append(statement),
+    )
+
+    def journal(uniqueid: str, fail: bool = False):  # type: ignore[no-untyped-def]
+        def writing(session: Session) -> None:
+            session.execute(
+                text(
+                    "INSERT INTO calls (uniqueid, linkedid, channel, caller_number, caller_name,"
+                    " dialled_number, started_at, outcome, source, direction) VALUES (:u, :u,"
+                    " 'c', '1', '', '12345', :at, 'answered', 'ami', 'inbound')"
+                ),
+                {"u": uniqueid, "at": T0},
+            )
+            if fail:
+                raise ValueError("bad input")
+
+        return orm_unit(writing)
+
+    try:
+        await units(journal("kept"))
+        with pytest.raises(ValueError, match="bad input"):
+            await units(journal("rolled-back", fail=True))
+        assert not [s for s in statements if "SAVEPOINT" in s.upper()]
+        rows = await units(lambda c: c.execute(text("SELECT uniqueid FROM calls")).scalars().all())
+        assert rows == ["kept"]
+    finally:
+        await units.close()
+        await engine.dispose()

@@ -250,3 +250,102 @@ async def test_a_batch_is_written_in_one_go_per_owner_and_an_unreadable_entry_al
     assert await consumer.step() == 3
     assert consumer.counters["batches"] == 1 and consumer.counters["set_aside"] == 1
     assert len(await CallJournal(sessions, pbx="west").calls_since(T0)) == 6
+
+
+async def test_a_step_asks_redis_only_what_can_be_there(stream: RedisStream) -> None:
+    """Its own pending entries at the start and after a failure, others' idle ones once per
+    interval: a step in the flow of new entries is one read and one acknowledgement."""
+    asked: list[str] = []
+    for name in ("read_own_pending", "claim_idle", "read_new", "ack"):
+        real = getattr(stream, name)
+
+        async def noted(*args, _name=name, _real=real):  # type: ignore[no-untyped-def]
+            asked.append(_name)
+            return await _real(*args)
+
+        setattr(stream, name, noted)
+    tries: list[str] = []
+
+    async def handle(fields: dict[str, str]) -> None:
+        tries.append(fields["n"])
+        if fields["n"] == "db-down" and tries.count("db-down") == 1:
+            raise ConnectionError("database unreachable")
+
+    consumer = StreamConsumer(
+        stream, JOURNAL_GROUP, "p1", handle, claim_idle_seconds=1.0, block_ms=10, retry_seconds=0
+    )
+    await stream.ensure_group(JOURNAL_GROUP)
+    await stream.append({"n": "1"})
+    assert await consumer.step() == 1
+    assert asked == ["read_own_pending", "claim_idle", "read_new", "ack"]
+    asked.clear()
+    for n in ("2", "db-down"):
+        await stream.append({"n": n})
+        await consumer.step()
+    assert asked == ["read_new", "ack", "read_new", "ack"]
+    asked.clear()
+    assert await consumer.step() == 1  # the failed one, again
+    assert await consumer.step() == 0  # none of its own left: no more looking
+    assert asked == ["read_own_pending", "ack", "read_own_pending", "read_new", "ack"]
+    asked.clear()
+    await asyncio.sleep(1.05)
+    assert await consumer.step() == 0
+    assert asked == ["claim_idle", "read_new", "ack"]
+    assert tries == ["1", "2", "db-down", "db-down"]
+
+
+class CountedUnits:
+    """The bridge's units, counted: how many transactions the writer made."""
+
+    def __init__(self, units: Transactions) -> None:
+        self._units = units
+        self.counters = units.counters
+        self.transactions = 0
+
+    async def __call__(self, work, start_by=None):  # type: ignore[no-untyped-def]
+        self.transactions += 1
+        return await self._units(work, start_by)
+
+    async def run_checkpoints(self, every: float = 5.0) -> None:
+        await self._units.run_checkpoints(every)
+
+    async def close(self) -> None:
+        await self._units.close()
+
+
+async def test_a_batch_of_several_owners_calls_is_one_transaction(
+    stream: RedisStream, journal_db: JournalDb
+) -> None:
+    units, sessions, leases = journal_db
+    await stream.ensure_group(JOURNAL_GROUP)
+    assert await leases.claim("pbx:west", "bridge-1", ttl=0.3) == 1
+    await StreamedJournal(CallJournal(sessions, pbx="west"), stream, "west", 1).record(
+        call("west/3.1", "13800000031")
+    )
+    await asyncio.sleep(0.4)
+    assert await leases.claim("pbx:west", "bridge-2", ttl=5) == 2
+    assert await leases.claim("pbx:east", "bridge-2", ttl=5) == 1
+    assert await leases.claim("pbx:north", "bridge-3", ttl=5) == 1
+    owners = {
+        "west": StreamedJournal(CallJournal(sessions, pbx="west"), stream, "west", 2),
+        "east": StreamedJournal(CallJournal(sessions, pbx="east"), stream, "east", 1),
+        "north": StreamedJournal(CallJournal(sessions, pbx="north"), stream, "north", 1),
+    }
+    for n in range(2, 5):
+        for pbx, owner in owners.items():
+            await owner.record(call(f"{pbx}/3.{n}", f"1370000003{n}"))
+    counted = CountedUnits(units)
+    writer = JournalWriter(
+        lambda pbx, token: CallJournal(
+            sessions, FencedTransactions(counted, f"pbx:{pbx}", token), pbx=pbx
+        )
+    )
+    consumer = StreamConsumer(
+        stream, JOURNAL_GROUP, "bridge-2", writer, handle_many=writer.many, block_ms=10
+    )
+    assert await consumer.step() == 10
+    assert counted.transactions == 1
+    assert writer.counters == {"written": 9, "fenced": 1}
+    for pbx in owners:
+        rows = await CallJournal(sessions, pbx=pbx).calls_since(T0)
+        assert sorted(row.uniqueid for row in rows) == [f"{pbx}/3.{n}" for n in range(2, 5)]
