@@ -86,7 +86,8 @@ def _caller_id(value: str | None) -> str:
 def interface_of(channel: str) -> str:
     """``PJSIP/agent1-0000002a`` is a channel of the device ``PJSIP/agent1``."""
     head, sep, tail = channel.rpartition("-")
-    if sep and head and len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail):
+    # ``not tail.strip(HEX)``: every character of the tail is a hex digit, found in C.
+    if sep and head and len(tail) >= 8 and not tail.strip("0123456789abcdef"):
         return head
     return channel
 
@@ -228,7 +229,10 @@ def _dial_end(m: Mapping[str, str], at: datetime) -> DialAnswered | None:
 
 
 def _flag(message: Mapping[str, str], name: str) -> bool:
-    return message.get(name, "0").strip().lower() in ("1", "true", "yes")
+    value = message.get(name, "0")
+    if value == "0" or value == "1":  # what Asterisk sends: no need to normalise
+        return value == "1"
+    return value.strip().lower() in ("1", "true", "yes")
 
 
 def _member(message: Mapping[str, str], at: datetime) -> tuple[datetime, str, str, str]:
@@ -428,4 +432,6 @@ def parse_event(message: Mapping[str, str], received_at: datetime) -> DomainEven
     parser = EVENT_PARSERS.get(headers.get("Event", ""))
     if parser is None:
         return None
+    if "Timestamp" not in headers:  # recorded sessions often lack it: spare the call
+        return parser(headers, received_at)
     return parser(headers, event_time(headers, received_at))

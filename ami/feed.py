@@ -226,11 +226,9 @@ def replay_file(
     The same decoder, name filter and pipeline as the live connection; only the clock differs.
     """
     finished: list[CallRecord] = []
-    messages = list(read_transcript(path, keep_event))
-    clock.seed(messages)
     translator = translator or AmiTranslator()
-    for message in messages:
+    for message in clock.seeded(read_transcript(path, keep_event, mapped=True)):
         fact = translator.translate(message, clock.advance(message))
         if fact is not None:
-            finished += pipeline.on_event(fact).finished_calls
+            finished += pipeline.apply(fact)[0]
     return finished

@@ -7,21 +7,37 @@ Asterisk encodes in each new ``Uniqueid`` (epoch seconds), never going backwards
 
 from __future__ import annotations
 
-import asyncio
+import itertools
+import mmap
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ami.codec import AmiFrameDecoder, AmiMessage, decode_recording
+from ami.codec import AmiFrameDecoder, AmiMessage, read_recording
 
 READ_CHUNK = 64 * 1024
 
 
 def read_transcript(
-    path: Path, keep_event: Callable[[str], bool] | None = None
+    path: Path, keep_event: Callable[[str], bool] | None = None, *, mapped: bool = False
 ) -> Iterator[AmiMessage]:
-    """Every message of a transcript, decoded exactly as the live socket decodes them."""
-    yield from decode_recording(path.read_bytes(), keep_event)
+    """Every message of a transcript, decoded exactly as the live socket decodes them.
+
+    ``mapped``: map the file into memory instead of copying it in, for a replay that is a whole
+    process (``hotline replay``): a day's transcript is tens of megabytes. Not for a service
+    that must outlive the file: one cut short while mapped kills the process (SIGBUS).
+    """
+    if not mapped:
+        yield from read_recording(path.read_bytes(), keep_event)
+        return
+    with path.open("rb") as handle:
+        try:
+            data: bytes | mmap.mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except (ValueError, OSError):  # an empty file, or one that cannot be mapped
+            data = handle.read()
+    # Left to be unmapped when the last message is read: closing it while the decoder's
+    # search still holds the buffer would fail.
+    yield from read_recording(data, keep_event)
 
 
 def read_transcript_by_chunks(
@@ -49,11 +65,24 @@ class ReplayClock:
         if self.now is None:
             self.now = next((t for t in map(_time_in, messages) if t is not None), None)
 
+    def seeded(self, messages: Iterable[AmiMessage]) -> Iterator[AmiMessage]:
+        """``messages`` again, the clock seeded now as ``seed`` does: only the messages up to
+        the first timed one are read ahead, so a long transcript is never held whole."""
+        remaining = iter(messages)
+        held = []
+        if self.now is None:
+            for message in remaining:
+                held.append(message)
+                self.now = _time_in(message)
+                if self.now is not None:
+                    break
+        return itertools.chain(held, remaining)
+
     def advance(self, message: AmiMessage) -> datetime:
         seen = _time_in(message)
         if seen is not None and (self.now is None or seen > self.now):
             self.now = seen
-        return self.current()
+        return self.now if self.now is not None else datetime.now(UTC)
 
 
 def _time_in(message: AmiMessage) -> datetime | None:
@@ -81,6 +110,8 @@ async def replay(
     Returns how many messages were fed. The file is read in a thread so a large transcript never
     stalls the event loop; ``messages`` are its frames when the caller has read them already.
     """
+    import asyncio  # here, not with the module: ``hotline replay`` runs no event loop
+
     if messages is None:
         messages = await asyncio.to_thread(lambda: list(read_transcript(path, keep_event)))
     clock.seed(messages)

@@ -2,6 +2,9 @@
 
 A transcript is every byte FreeSWITCH sent on an inbound connection (``.esl``, or gzipped
 ``.esl.gz``), read through the very decoder a live connection uses.
+
+The decoder and the translator are imported where they are used: ``hotline replay`` asks
+``is_esl_transcript`` of every transcript, AMI ones too, and should not load them for those.
 """
 
 from __future__ import annotations
@@ -10,12 +13,12 @@ import gzip
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from esl.callcenter import CallcenterTranslator, event_time
-from esl.codec import EslEvent, EslFrameDecoder, events_in
-from queue_stats.calls import CallRecord
-from queue_stats.pipeline import EventPipeline
+if TYPE_CHECKING:
+    from esl.codec import EslEvent
+    from queue_stats.calls import CallRecord
+    from queue_stats.pipeline import EventPipeline
 
 READ_CHUNK = 64 * 1024
 TRANSCRIPT_START = b"Content-Type: auth/request"
@@ -35,6 +38,8 @@ def is_esl_transcript(path: Path) -> bool:
 
 def read_transcript(path: Path) -> Iterator[EslEvent]:
     """Every event of a transcript, decoded exactly as the live socket decodes them."""
+    from esl.codec import EslFrameDecoder, events_in
+
     decoder = EslFrameDecoder()
     with _open(path) as handle:
         while chunk := handle.read(READ_CHUNK):
@@ -46,14 +51,17 @@ class EslClock:
     events when it creates them, so the wire order is not quite the time order)."""
 
     def __init__(self) -> None:
+        from esl.callcenter import event_time
+
         self.now: datetime | None = None
+        self._event_time = event_time
 
     def current(self) -> datetime:
         return self.now if self.now is not None else datetime.now(UTC)
 
     def advance(self, event: EslEvent) -> datetime:
         if event.timestamp_us is not None:
-            seen = event_time(event)
+            seen = self._event_time(event)
             if self.now is None or seen > self.now:
                 self.now = seen
         return self.current()
@@ -61,10 +69,12 @@ class EslClock:
 
 def replay_esl_file(path: Path, pipeline: EventPipeline, clock: EslClock) -> list[CallRecord]:
     """Feed a recorded ESL transcript through ``pipeline`` at full speed; returns finished calls."""
+    from esl.callcenter import CallcenterTranslator
+
     translator = CallcenterTranslator()
     finished: list[CallRecord] = []
     for event in read_transcript(path):
         clock.advance(event)
         for fact in translator.translate(event):
-            finished += pipeline.on_event(fact).finished_calls
+            finished += pipeline.apply(fact)[0]
     return finished

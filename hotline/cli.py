@@ -8,9 +8,12 @@ import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from infra.config import ConfigError, Settings, load_settings
+from infra.replay_settings import REPLAY_DEFAULTS, ReplaySettings, configured
+
+if TYPE_CHECKING:
+    from infra.config import Settings
 
 EXIT_CONFIG_ERROR = 2
 
@@ -146,6 +149,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 def _serve_until_stopped(service: Coroutine[Any, Any, None], settings: Settings) -> int:
     """Run a long-running command until it stops: a bad setting found late exits 2, an OS error
     at start (a port in use) exits 1."""
+    from infra.config import ConfigError
+
     try:
         from hotline.loop import run as run_loop
 
@@ -159,13 +164,8 @@ def _serve_until_stopped(service: Coroutine[Any, Any, None], settings: Settings)
     return 0
 
 
-def _replay(settings: Settings, args: argparse.Namespace) -> int:
-    from ami.codec import AmiProtocolError
-    from ami.feed import replay_file
-    from ami.replay import ReplayClock
-    from esl.callcenter import EslEventError
-    from esl.codec import EslProtocolError
-    from esl.replay import EslClock, is_esl_transcript, replay_esl_file
+def _replay(settings: Settings | ReplaySettings, args: argparse.Namespace) -> int:
+    from esl.replay import is_esl_transcript
     from hotline.pipelines import build_pipeline
     from queue_stats.pipeline import format_table
 
@@ -173,6 +173,10 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         print(f"hotline: no transcript at {args.path}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     if is_esl_transcript(args.path):
+        from esl.callcenter import EslEventError
+        from esl.codec import EslProtocolError
+        from esl.replay import EslClock, replay_esl_file
+
         esl_clock = EslClock()
         pipeline = build_pipeline(settings, esl_clock.current)
         try:
@@ -182,6 +186,10 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         snapshot = pipeline.snapshot(esl_clock.current())
     else:
+        from ami.codec import AmiProtocolError
+        from ami.feed import replay_file
+        from ami.replay import ReplayClock
+
         clock = ReplayClock()
         pipeline = build_pipeline(settings, clock.current)
         try:
@@ -226,6 +234,12 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser(argv).parse_args(argv)
+    if args.command == "replay" and not configured(args.config):
+        # Nothing to validate: a replay need not load pydantic (see infra/replay_settings.py).
+        _configure_logging(REPLAY_DEFAULTS.log_level)
+        return _replay(REPLAY_DEFAULTS, args)
+    from infra.config import ConfigError, load_settings
+
     try:
         settings = load_settings(args.config)
     except ConfigError as error:

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from infra.config import Settings
+from infra.replay_settings import ReplaySettings
 from queue_stats.calls import CallTracker
 from queue_stats.pipeline import EventPipeline
 from queue_stats.satisfaction import SatisfactionStats
 from queue_stats.stats import QueueStats
 from survey.scale import parse_scale
 
+if TYPE_CHECKING:  # pydantic is not loaded for a replay without settings to validate
+    from infra.config import Settings
 
-def build_pipeline(settings: Settings, clock: Callable[[], datetime]) -> EventPipeline:
+
+def build_pipeline(
+    settings: Settings | ReplaySettings, clock: Callable[[], datetime]
+) -> EventPipeline:
     return EventPipeline(
         CallTracker(frozenset(settings.inbound_contexts), surveys=settings.survey),
         QueueStats(

@@ -28,12 +28,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from survey.scale import DEFAULT_SCALE_TEXT, ScaleError, parse_scale
+from infra.replay_settings import CONFIG_FILE_VARIABLE, ENV_PREFIX, REPLAY_DEFAULTS
+from survey.scale import ScaleError, parse_scale
 
-ENV_PREFIX = "HOTLINE_"
 # FreeSWITCH's own default Event Socket password, and its fallback when none is set: refused.
 FREESWITCH_DEFAULT_PASSWORD = "ClueCon"  # noqa: S105 (a value we refuse, not a secret)
-CONFIG_FILE_VARIABLE = "HOTLINE_CONFIG"
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -146,18 +145,19 @@ class Settings(BaseSettings):
     # Asterisk's queue_log as this host sees it: after an absence the bridge journals from it the
     # queue calls it never saw. Unset: calls that begin and end while it is away have no row.
     queue_log: Path | None = None
-    timezone: str = "Asia/Shanghai"
+    # The settings ``hotline replay`` reads take their defaults from infra/replay_settings.py.
+    timezone: str = REPLAY_DEFAULTS.timezone
     default_queue: str = Field("hotline", pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    inbound_contexts: tuple[str, ...] = ("from-citizens",)
-    service_level_seconds: int = Field(20, ge=1, le=3600)
-    short_abandon_seconds: float = Field(5.0, ge=0, le=600)
-    wrap_up_seconds: float = Field(2.0, ge=0, le=3600)
-    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    inbound_contexts: tuple[str, ...] = REPLAY_DEFAULTS.inbound_contexts
+    service_level_seconds: int = Field(REPLAY_DEFAULTS.service_level_seconds, ge=1, le=3600)
+    short_abandon_seconds: float = Field(REPLAY_DEFAULTS.short_abandon_seconds, ge=0, le=600)
+    wrap_up_seconds: float = Field(REPLAY_DEFAULTS.wrap_up_seconds, ge=0, le=3600)
+    log_level: str = Field(REPLAY_DEFAULTS.log_level, pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     # The citizen's rating after the human (FastAGI ``survey``): on, an answered call without
     # a valid key is "not rated" (the dialplan's HOTLINE_SURVEY_URL must be set as well). The
     # scale: key=code/中文/English/kind;... with kind good, neutral or review (see README).
-    survey: bool = True
-    survey_scale: str = DEFAULT_SCALE_TEXT
+    survey: bool = REPLAY_DEFAULTS.survey
+    survey_scale: str = REPLAY_DEFAULTS.survey_scale
     survey_key_seconds: float = Field(5.0, ge=1, le=30)
     # Callbacks of missed callers (one task per caller): attempts before giving up, minutes
     # between attempts, and how long the agent's phone rings first (the dialplan's own

@@ -191,11 +191,22 @@ class CallTracker:
         """A finished call's rating as it stands: ``not_rated`` for an answered call without
         one (with surveys on), none for a call nobody answered. Live calls and calls rebuilt
         from queue_log go through it alike."""
-        if call.outcome is CallOutcome.ANSWERED and self._surveys and call.rating is None:
-            return replace(call, rating=NOT_RATED, rated_at=call.rated_at or call.ended_at)
-        if call.outcome is not CallOutcome.ANSWERED and call.rating is not None:
-            return replace(call, rating=None, rating_key=None, rated_at=None)
-        return call
+        changes = self._settled_rating(call.outcome, call.rating, call.rated_at, call.ended_at)
+        return replace(call, **changes) if changes else call
+
+    def _settled_rating(
+        self,
+        outcome: CallOutcome | None,
+        rating: str | None,
+        rated_at: datetime | None,
+        ended_at: datetime | None,
+    ) -> dict[str, Any]:
+        """The fields ``settle_rating`` changes (none: the rating stands)."""
+        if outcome is CallOutcome.ANSWERED and self._surveys and rating is None:
+            return {"rating": NOT_RATED, "rated_at": rated_at or ended_at}
+        if outcome is not CallOutcome.ANSWERED and rating is not None:
+            return {"rating": None, "rating_key": None, "rated_at": None}
+        return {}
 
     @property
     def live_calls(self) -> int:
@@ -447,11 +458,12 @@ class CallTracker:
         fields["outcome"] = outcome
         fields["ended_at"] = event.at
         fields["hangup_cause"] = event.cause
-        call = CallRecord(**fields)
-        settled = self.settle_rating(call)
-        if call.rating is not None and settled.rating is None:
+        # ``settle_rating`` on the fields: one CallRecord per finished call, not two.
+        rating = fields.get("rating")
+        fields.update(self._settled_rating(outcome, rating, fields.get("rated_at"), event.at))
+        if rating is not None and fields["rating"] is None:
             self.anomalies["rating-of-unanswered-call"] += 1
-        return [settled]
+        return [CallRecord(**fields)]
 
     def _forget(self, uniqueid: str) -> None:
         self._reported_by_dialplan.discard(uniqueid)

@@ -74,15 +74,21 @@ class EventPipeline:
         self._clock = clock
         self.counters: Counter[str] = Counter()
 
-    def on_event(self, event: DomainEvent) -> PipelineResult:
-        """One call-center fact, whichever PBX it came from (AMI parsed, or ESL translated)."""
+    def apply(self, event: DomainEvent) -> tuple[list[CallRecord], bool]:
+        """One call-center fact into the call tracker and the figures: the calls it finished,
+        and whether a figure supervisors see changed. All a replay needs; ``on_event`` also
+        finds whom to notify, which costs a ``CallRecord`` per ringing, offered or answered."""
         self.counters["events"] += 1
         finished = self.tracker.handle(event)
         changed = self.stats.handle(event)
         if finished and self.satisfaction is not None:
             for finished_call in finished:
                 changed = self.satisfaction.count_call(finished_call) or changed
-        result = PipelineResult(finished, changed)
+        return finished, changed
+
+    def on_event(self, event: DomainEvent) -> PipelineResult:
+        """One call-center fact, whichever PBX it came from (AMI parsed, or ESL translated)."""
+        result = PipelineResult(*self.apply(event))
         kind = type(event)  # exact types: cheaper than isinstance with unions on every frame
         if kind is CallerJoinedQueue:
             result.offered_call = self.tracker.call(cast(CallerJoinedQueue, event).uniqueid)

@@ -75,6 +75,15 @@ def _ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole > 0 else None
 
 
+def _counts(table: dict[Any, RatingCounts], key: Any) -> RatingCounts:
+    """The counts kept under ``key``, new ones if none yet (not built on every call, as
+    ``setdefault`` would)."""
+    counts = table.get(key)
+    if counts is None:
+        counts = table[key] = RatingCounts()
+    return counts
+
+
 class SatisfactionStats:
     def __init__(self, zone: ZoneInfo, scale: RatingScale) -> None:
         self._zone = zone
@@ -109,21 +118,22 @@ class SatisfactionStats:
         if code != NOT_RATED and code not in self._known:
             self.anomalies["rating-not-in-scale"] += 1
             code = NOT_RATED
-        hour = rating.at.astimezone(self._zone).replace(minute=0, second=0, microsecond=0)
+        local = rating.at.astimezone(self._zone)
+        hour = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
         minute = rating.at.replace(second=0, microsecond=0)
         if not self._minutes or self._minutes[-1][0] < minute:
             self._minutes.append((minute, {}))
         recent = next((by for start, by in reversed(self._minutes) if start <= minute), None)
         targets = [
-            self._today.setdefault((rating.queue, ALL), RatingCounts()),
-            self._today.setdefault((ALL, rating.agent), RatingCounts()),
-            self._today.setdefault((ALL, ALL), RatingCounts()),
-            self._hours.setdefault((rating.queue, hour.astimezone(UTC)), RatingCounts()),
-            self._hours.setdefault((ALL, hour.astimezone(UTC)), RatingCounts()),
+            _counts(self._today, (rating.queue, ALL)),
+            _counts(self._today, (ALL, rating.agent)),
+            _counts(self._today, (ALL, ALL)),
+            _counts(self._hours, (rating.queue, hour)),
+            _counts(self._hours, (ALL, hour)),
         ]
         if recent is not None:
-            targets.append(recent.setdefault(rating.queue, RatingCounts()))
-            targets.append(recent.setdefault(ALL, RatingCounts()))
+            targets.append(_counts(recent, rating.queue))
+            targets.append(_counts(recent, ALL))
         for counts in targets:
             if code == NOT_RATED:
                 counts.not_rated += 1

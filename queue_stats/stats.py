@@ -251,9 +251,10 @@ class QueueStats:
 
     def handle(self, event: DomainEvent) -> bool:
         """Apply ``event``; returns whether anything a supervisor sees has changed."""
-        at = getattr(event, "at", None)
+        at = event.at
         if at is not None:
-            self._roll_day(at)
+            if self._next_day is None or at >= self._next_day:  # the hot path skips the call
+                self._roll_day(at)
             self.last_event_at = at
         handler = self._handlers.get(type(event))  # one lookup by exact type, not a match chain
         if handler is None:
@@ -546,7 +547,10 @@ class QueueStats:
         minutes = queue.minutes
         if not minutes or minutes[-1][0] < minute:
             minutes.append((minute, QueueCounters()))
-        recent = next((c for start, c in reversed(minutes) if start <= minute), None)
+        latest, newest = minutes[-1]
+        recent: QueueCounters | None = newest
+        if latest != minute:  # an event older than the newest minute (the clock went back)
+            recent = next((c for start, c in reversed(minutes) if start <= minute), None)
         windows = (queue.today, bucket) if recent is None else (queue.today, bucket, recent)
         for name, amount in amounts.items():
             for counters in windows:

@@ -203,3 +203,32 @@ async def test_demo_serves_the_panel_with_a_printed_login_and_live_figures(tmp_p
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 20) == 0
+
+
+def test_replay_loads_no_pydantic_unless_settings_need_validating(
+    tmp_path: Path, real_session: Path
+) -> None:
+    """A replay is a whole process a user waits for: without a settings file or a HOTLINE_*
+    variable it runs on the defaults; with one, every setting is validated as for ``run``."""
+    probe = (
+        "import sys, runpy; sys.argv = ['hotline', 'replay', '--json', sys.argv[1]]\n"
+        "try:\n    runpy.run_module('hotline.cli', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('pydantic' in sys.modules, file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("HOTLINE_")}
+    plain = subprocess.run(
+        [sys.executable, "-c", probe, str(real_session)], capture_output=True, text=True, env=env
+    )
+    assert plain.stderr.strip() == "False"
+    configured = subprocess.run(
+        [sys.executable, "-c", probe, str(real_session)],
+        capture_output=True,
+        text=True,
+        env={**env, "HOTLINE_WEB_PORT": "8081"},
+    )
+    assert configured.stderr.strip() == "True"
+    assert configured.stdout == plain.stdout
+    bad = hotline("replay", "--json", str(real_session), env={**env, "HOTLINE_WEB_PORT": "x"})
+    assert bad.returncode == 2
+    assert "invalid HOTLINE_WEB_PORT='x'" in bad.stderr

@@ -127,3 +127,34 @@ def test_a_bad_list_of_pbxs_is_refused_with_the_reason(
     monkeypatch.setenv("HOTLINE_PBXS", pbxs)
     with pytest.raises(ConfigError, match=message):
         load_settings()
+
+
+def test_the_replay_settings_are_the_defaults_of_the_full_settings() -> None:
+    """``hotline replay`` without a settings file or variable reads ``REPLAY_DEFAULTS``, not
+    ``Settings``: they must be the same values (``Settings`` takes them from there)."""
+    from dataclasses import fields
+
+    from infra.replay_settings import REPLAY_DEFAULTS
+
+    settings = load_settings()
+    for field in fields(REPLAY_DEFAULTS):
+        assert getattr(settings, field.name) == getattr(REPLAY_DEFAULTS, field.name), field.name
+    assert settings.zone == REPLAY_DEFAULTS.zone
+
+
+@pytest.mark.parametrize(
+    ("config_path", "environ", "expected"),
+    [
+        (None, {"PATH": "/usr/bin", "HOME": "/root"}, False),
+        ("site.toml", {}, True),
+        (None, {"HOTLINE_CONFIG": "site.toml"}, True),
+        (None, {"HOTLINE_TIMEZONE": "Asia/Urumqi"}, True),
+        (None, {"hotline_timezone": "Asia/Urumqi"}, True),  # pydantic ignores the case
+    ],
+)
+def test_a_replay_validates_settings_when_anything_may_set_one(
+    config_path: str | None, environ: dict[str, str], expected: bool
+) -> None:
+    from infra.replay_settings import configured
+
+    assert configured(config_path, environ) is expected

@@ -371,3 +371,42 @@ def test_memory_does_not_grow_with_the_number_of_calls_seen(real_session: Path) 
     assert pipeline.stats.queues["hotline"].today.offered == 40 * 50
     assert pipeline.tracker.live_calls == 0
     assert growth < 64 * 1024, f"state grew by {growth} bytes over 1,600 calls"
+
+
+def test_apply_counts_as_on_event_does(real_session: Path) -> None:
+    """A replay asks ``apply`` (the calls finished, whether figures changed); the live service
+    asks ``on_event``, which adds whom to notify. The figures and the calls are the same."""
+    from ami.feed import AmiTranslator, keep_event
+    from queue_stats.satisfaction import SatisfactionStats
+    from survey.scale import DEFAULT_SCALE
+
+    def pipeline(clock: ReplayClock) -> EventPipeline:
+        return EventPipeline(
+            CallTracker(frozenset({"from-citizens"}), surveys=True),
+            QueueStats(SHANGHAI),
+            clock.current,
+            SatisfactionStats(SHANGHAI, DEFAULT_SCALE),
+        )
+
+    messages = list(read_transcript(real_session, keep_event))
+    live_clock, replay_clock = ReplayClock(), ReplayClock()
+    live, replayed = pipeline(live_clock), pipeline(replay_clock)
+    live_translator, replay_translator = AmiTranslator(), AmiTranslator()
+    live_calls, replayed_calls = [], []
+    live_changes, replayed_changes = [], []
+    for message in live_clock.seeded(messages):
+        fact = live_translator.translate(message, live_clock.advance(message))
+        if fact is not None:
+            result = live.on_event(fact)
+            live_calls += result.finished_calls
+            live_changes.append(result.stats_changed)
+    for message in replay_clock.seeded(messages):
+        fact = replay_translator.translate(message, replay_clock.advance(message))
+        if fact is not None:
+            finished, changed = replayed.apply(fact)
+            replayed_calls += finished
+            replayed_changes.append(changed)
+    assert replayed_calls == live_calls and len(live_calls) == 40
+    assert replayed_changes == live_changes
+    assert replayed.snapshot(replay_clock.current()) == live.snapshot(live_clock.current())
+    assert replayed.counters == live.counters
