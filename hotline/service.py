@@ -446,9 +446,11 @@ def build_bridge(
         pbx=pbx.name if pbx else "",
     )
     ami, esl = None, None
-    if replay_path is None and freeswitch:
+    # With several PBXs the single-PBX link settings are not used: a link of its own here would
+    # count that PBX's calls a second time and take the buttons from the action links.
+    if replay_path is None and freeswitch and not several:
         esl, control = _freeswitch(settings, queues, entry, recordings, clock)
-    if replay_path is None and settings.ami_secret.get_secret_value():
+    if replay_path is None and settings.ami_secret.get_secret_value() and not several:
         ami = AmiClient(
             host=settings.ami_host,
             port=settings.ami_port,
